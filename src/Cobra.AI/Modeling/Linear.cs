@@ -1,0 +1,38 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Cobra.AI.Modeling;
+
+/// <summary>
+/// y = x Wᵀ (+ b), with state-dict keys <c>weight</c> and <c>bias</c> like <c>torch.nn.Linear</c>.
+/// Parameters are allocated uninitialised: they are always loaded from a checkpoint (or filled by a test).
+/// </summary>
+internal sealed class Linear : nn.Module<Tensor, Tensor>
+{
+    /// <summary>Allocates a [outFeatures, inFeatures] weight and, when asked, a bias.</summary>
+    public Linear(long inFeatures, long outFeatures, bool hasBias, ScalarType dtype, Device device)
+        : base(nameof(Linear))
+    {
+        Weight = new Parameter(torch.empty([outFeatures, inFeatures], dtype, device), requires_grad: false);
+        register_parameter("weight", Weight);
+        if (hasBias)
+        {
+            Bias = new Parameter(torch.empty([outFeatures], dtype, device), requires_grad: false);
+            register_parameter("bias", Bias);
+        }
+    }
+
+    /// <summary>[out, in].</summary>
+    public Parameter Weight { get; }
+
+    /// <summary>[out], or null.</summary>
+    public Parameter? Bias { get; }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor input) => F.linear(input, Weight, Bias);
+
+    /// <summary>x Wᵀ without the bias (mamba_ssm applies dt_proj's bias later, in float32).</summary>
+    public Tensor ForwardWithoutBias(Tensor input) => F.linear(input, Weight);
+}

@@ -1,0 +1,85 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cobra.AI.Modeling.Mamba;
+
+/// <summary>
+/// Mamba language model with the LM head tied to the token embedding (Cobra's <c>MambaForCausalLM</c>).
+/// Keys: backbone.*; a checkpoint's <c>lm_head.weight</c> feeds the same tensor (<see cref="TiedKeys"/>).
+/// Every call runs under no-grad on the caller's thread; callers own the dispose scope.
+/// </summary>
+internal sealed class MambaForCausalLM : nn.Module
+{
+    /// <summary>Allocates an uninitialised model of the given size, dtype and device.</summary>
+    public MambaForCausalLM(MambaConfig config, ScalarType dtype, Device device)
+        : base(nameof(MambaForCausalLM))
+    {
+        Config = config;
+        DType = dtype;
+        Device = device;
+        Backbone = new MambaModel(config, dtype, device);
+        register_module("backbone", Backbone);
+    }
+
+    /// <summary>Checkpoint keys that alias a module key: the tied LM head.</summary>
+    public static IReadOnlyDictionary<string, string> TiedKeys { get; } =
+        new Dictionary<string, string> { ["lm_head.weight"] = "backbone.embedding.weight" };
+
+    /// <summary>Sizes.</summary>
+    public MambaConfig Config { get; }
+
+    /// <summary>Parameter and activation dtype (float32 or bfloat16).</summary>
+    public ScalarType DType { get; }
+
+    /// <summary>Where the parameters live.</summary>
+    public Device Device { get; }
+
+    /// <summary>The backbone.</summary>
+    public MambaModel Backbone { get; }
+
+    /// <summary>A zero state for <paramref name="batchSize"/> sequences, in the cache dtype.</summary>
+    public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, DType, Device);
+
+    /// <summary>Token embeddings [B, L, d_model] of ids [B, L].</summary>
+    public Tensor Embed(Tensor ids) =>
+        Backbone.Embedding.index_select(0, ids.reshape(-1).to(Device)).view([.. ids.shape, Config.DModel]);
+
+    /// <summary>
+    /// Full-sequence (prefill) path: runs <paramref name="inputsEmbeds"/> [B, L, d_model] from
+    /// <paramref name="state"/> (zero for a new sequence; updated in place) and returns float32 logits
+    /// [B, V_padded] of the last position, or [B, L, V_padded] when <paramref name="allPositions"/>.
+    /// </summary>
+    /// <param name="inputsEmbeds">Input embeddings (image tokens can be spliced in before the text).</param>
+    /// <param name="state">Recurrent state, updated in place.</param>
+    /// <param name="allPositions">Return logits for every position, not just the last.</param>
+    /// <param name="scan">Scan implementation; defaults to <see cref="SelectiveScan.Run"/>.</param>
+    /// <param name="trace">Receives intermediate tensors by golden-kit tap name (valid only during the call).</param>
+    public Tensor Forward(Tensor inputsEmbeds, MambaState state, bool allPositions = false, ScanImplementation? scan = null, Action<string, Tensor>? trace = null)
+    {
+        using var _ = torch.no_grad();
+        scan ??= SelectiveScan.Run;
+        var embeds = inputsEmbeds.to(DType).to(Device);                          // [B,L,D]
+        trace?.Invoke("llm.inputs_embeds", embeds);
+        var hidden = Backbone.Forward(embeds, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Forward(x, layerState, scan), trace);
+        state.TokenCount += inputsEmbeds.shape[1];
+        var last = allPositions ? hidden : hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1);
+        return Logits(last);
+    }
+
+    /// <summary>
+    /// Recurrent (decode) path: feeds one token per sequence, ids [B], through every layer's step and
+    /// returns float32 logits [B, V_padded].
+    /// </summary>
+    public Tensor Step(Tensor tokenIds, MambaState state)
+    {
+        using var _ = torch.no_grad();
+        var hidden = Embed(tokenIds.reshape(-1, 1));                              // [B,1,D]
+        var final = Backbone.Forward(hidden, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Step(x.squeeze(1), layerState).unsqueeze(1), trace: null);
+        state.TokenCount += 1;
+        return Logits(final.squeeze(1));                                         // [B,V]
+    }
+
+    /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>
+    private Tensor Logits(Tensor hidden) =>
+        torch.nn.functional.linear(hidden, Backbone.Embedding).to(ScalarType.Float32);
+}

@@ -1,0 +1,160 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Cobra.AI.Modeling.Mamba;
+
+/// <summary>
+/// One Mamba mixer (mamba_ssm 1.2 <c>Mamba</c>, the non-fused path upstream takes during generation), with
+/// the full-sequence path used for prefill and the single-token recurrent <see cref="Step"/> used for decode.
+/// State-dict keys: in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj.
+/// </summary>
+internal sealed class MambaMixer : nn.Module
+{
+    private readonly MambaConfig config;
+    private readonly Linear inProj;
+    private readonly Conv1dWeights conv1d;
+    private readonly Linear xProj;
+    private readonly Linear dtProj;
+    private readonly Parameter aLog;
+    private readonly Parameter dSkip;
+    private readonly Linear outProj;
+
+    /// <summary>Allocates the (uninitialised) parameters of one mixer.</summary>
+    public MambaMixer(MambaConfig config, ScalarType dtype, Device device)
+        : base(nameof(MambaMixer))
+    {
+        this.config = config;
+        inProj = new Linear(config.DModel, 2L * config.DInner, hasBias: false, dtype, device);
+        conv1d = new Conv1dWeights(config.DInner, config.DConv, dtype, device);
+        xProj = new Linear(config.DInner, config.DtRank + (2L * config.DState), hasBias: false, dtype, device);
+        dtProj = new Linear(config.DtRank, config.DInner, hasBias: true, dtype, device);
+        aLog = new Parameter(torch.empty([config.DInner, config.DState], dtype, device), requires_grad: false);
+        dSkip = new Parameter(torch.empty([config.DInner], dtype, device), requires_grad: false);
+        outProj = new Linear(config.DInner, config.DModel, hasBias: false, dtype, device);
+        register_parameter("A_log", aLog);
+        register_parameter("D", dSkip);
+        register_module("in_proj", inProj);
+        register_module("conv1d", conv1d);
+        register_module("x_proj", xProj);
+        register_module("dt_proj", dtProj);
+        register_module("out_proj", outProj);
+    }
+
+    /// <summary>
+    /// Full-sequence path: consumes <paramref name="hidden"/> [B, L, d_model] starting from
+    /// <paramref name="state"/> (zeros for a fresh prefill) and leaves the state after the last position in it.
+    /// </summary>
+    /// <param name="hidden">Normalised block input in the model dtype.</param>
+    /// <param name="state">Layer state, updated in place.</param>
+    /// <param name="scan">The scan implementation (the oracle in tests; <see cref="SelectiveScan.Run"/> otherwise).</param>
+    /// <returns>Mixer output [B, L, d_model] in the model dtype.</returns>
+    public Tensor Forward(Tensor hidden, MambaLayerState state, ScanImplementation scan)
+    {
+        var dtype = hidden.dtype;
+        long length = hidden.shape[1];
+
+        // 1. Input projection, split [x | z].
+        var xz = inProj.forward(hidden);                                         // [B,L,2Di]
+        var x = xz.narrow(-1, 0, config.DInner);                                 // [B,L,Di]
+        var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,L,Di]
+
+        // 2. Causal depthwise conv over [last d_conv−1 inputs of the state | x]; keep the last d_conv inputs.
+        var history = state.Conv.narrow(-1, 1, config.DConv - 1).to(dtype);      // [B,Di,K−1]
+        var convInput = torch.cat([history, x.transpose(1, 2)], -1);             // [B,Di,K−1+L]
+        state.Conv.copy_(convInput.narrow(-1, length - 1, config.DConv));       // [B,Di,K]
+        var xConv = F.silu(conv1d.Apply(convInput))                              // [B,Di,L] (float32 accumulation)
+                     .to(dtype).transpose(1, 2);                                 // [B,L,Di]
+
+        // 3. Input-dependent Δ, B, C.
+        var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,L,Di], [B,L,N], [B,L,N]
+
+        // 4. Selective scan from the layer's SSM state; the state is kept in the cache dtype.
+        var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, A(), bm, cm, dSkip, z, dtProj.Bias!), state.Ssm);
+        state.Ssm.copy_(lastState);                                              // [B,Di,N]
+
+        // 5. Output projection.
+        return outProj.forward(y.to(dtype));                                     // [B,L,D]
+    }
+
+    /// <summary>
+    /// Recurrent path for one new token per sequence: <paramref name="hidden"/> [B, d_model] and the layer
+    /// state after all previous positions; updates the state in place. Follows mamba_ssm's Triton
+    /// <c>selective_state_update</c>: float32 arithmetic, output from the un-rounded new state, state stored
+    /// back in the cache dtype.
+    /// </summary>
+    public Tensor Step(Tensor hidden, MambaLayerState state)
+    {
+        var dtype = hidden.dtype;
+        var xz = inProj.forward(hidden);                                         // [B,2Di]
+        var x = xz.narrow(-1, 0, config.DInner);                                 // [B,Di]
+        var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,Di]
+
+        // 1. Conv: shift the window left by one, append x, convolve the window (float32 accumulation).
+        state.Conv.copy_(torch.cat([state.Conv.narrow(-1, 1, config.DConv - 1), x.unsqueeze(-1).to(state.Conv.dtype)], -1)); // [B,Di,K]
+        var xConv = F.silu(conv1d.ApplyToWindow(state.Conv)).to(dtype);         // [B,Di]
+
+        // 2. Δ, B, C for this position.
+        var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,Di], [B,N], [B,N]
+        var delta = F.softplus(deltaRaw.to(ScalarType.Float32) + dtProj.Bias!.to(ScalarType.Float32), beta: 1, threshold: 20); // [B,Di]
+        var xf = xConv.to(ScalarType.Float32);                                   // [B,Di]
+
+        // 3. h = exp(ΔA) h + Δ B x̃;  y = C·h + D x̃;  out = y SiLU(z).
+        var decay = (delta.unsqueeze(-1) * A()).exp_();                          // [B,Di,N]
+        var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, state.Ssm.to(ScalarType.Float32), 1); // [B,Di,N]
+        state.Ssm.copy_(h);
+        var y = (h * cm.to(ScalarType.Float32).unsqueeze(1)).sum(-1)            // [B,Di]
+                + (xf * dSkip.to(ScalarType.Float32));
+        y *= F.silu(z.to(ScalarType.Float32));                                   // [B,Di]
+        return outProj.forward(y.to(dtype));                                     // [B,D]
+    }
+
+    /// <summary>x_proj then dt_proj without its bias (the bias is added in float32 inside the scan).</summary>
+    private (Tensor DeltaRaw, Tensor B, Tensor C) ProjectDeltaBC(Tensor xConv)
+    {
+        var xDbl = xProj.forward(xConv);                                         // [...,R+2N]
+        var parts = xDbl.split([config.DtRank, config.DState, config.DState], -1);
+        return (dtProj.ForwardWithoutBias(parts[0]), parts[1], parts[2]);        // [...,Di], [...,N], [...,N]
+    }
+
+    /// <summary>A = −exp(A_log), float32.</summary>
+    private Tensor A() => aLog.to(ScalarType.Float32).exp().neg_();              // [Di,N]
+}
+
+/// <summary>Chooses how the full-sequence path scans (the oracle in tests, the fast path otherwise).</summary>
+internal delegate (Tensor Output, Tensor LastState) ScanImplementation(in ScanInputs inputs, Tensor? initialState);
+
+/// <summary>
+/// The depthwise causal conv1d of a mixer (<c>nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner)</c>):
+/// keys <c>weight</c> [d_inner, 1, d_conv] and <c>bias</c> [d_inner].
+/// </summary>
+internal sealed class Conv1dWeights : nn.Module
+{
+    private readonly long channels;
+
+    /// <summary>Allocates uninitialised weights.</summary>
+    public Conv1dWeights(long channels, long width, ScalarType dtype, Device device)
+        : base("Conv1d")
+    {
+        this.channels = channels;
+        Weight = new Parameter(torch.empty([channels, 1, width], dtype, device), requires_grad: false);
+        Bias = new Parameter(torch.empty([channels], dtype, device), requires_grad: false);
+        register_parameter("weight", Weight);
+        register_parameter("bias", Bias);
+    }
+
+    /// <summary>[Di, 1, K].</summary>
+    public Parameter Weight { get; }
+
+    /// <summary>[Di].</summary>
+    public Parameter Bias { get; }
+
+    /// <summary>Valid (unpadded) depthwise conv of [B, Di, K−1+L] to [B, Di, L], in float32.</summary>
+    public Tensor Apply(Tensor input) =>
+        F.conv1d(input.to(ScalarType.Float32), Weight.to(ScalarType.Float32), Bias.to(ScalarType.Float32), groups: channels);
+
+    /// <summary>The conv at the newest position of a [B, Di, K] window, in float32: [B, Di].</summary>
+    public Tensor ApplyToWindow(Tensor window) =>
+        (window.to(ScalarType.Float32) * Weight.to(ScalarType.Float32).squeeze(1)).sum(-1) + Bias.to(ScalarType.Float32);
+}

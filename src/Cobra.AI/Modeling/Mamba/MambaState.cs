@@ -1,0 +1,125 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cobra.AI.Modeling.Mamba;
+
+/// <summary>
+/// The recurrent state of one Mamba layer for a batch of sequences: the last <c>d_conv</c> pre-convolution
+/// inputs and the SSM hidden state. Both are updated in place by the mixer.
+/// </summary>
+internal sealed class MambaLayerState : IDisposable
+{
+    /// <summary>Creates a layer state from existing tensors, taking ownership of them.</summary>
+    public MambaLayerState(Tensor conv, Tensor ssm)
+    {
+        Conv = conv;
+        Ssm = ssm;
+    }
+
+    /// <summary>Last d_conv inputs of the causal convolution, oldest first: [B, d_inner, d_conv].</summary>
+    public Tensor Conv { get; }
+
+    /// <summary>SSM hidden state h: [B, d_inner, d_state].</summary>
+    public Tensor Ssm { get; }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Conv.Dispose();
+        Ssm.Dispose();
+    }
+}
+
+/// <summary>
+/// The whole recurrent state of a Mamba model for a batch of sequences: one <see cref="MambaLayerState"/>
+/// per layer, of constant size whatever the sequence length. Its tensors live outside any dispose scope;
+/// the owner disposes the state.
+/// </summary>
+internal sealed class MambaState : IDisposable
+{
+    private MambaState(MambaLayerState[] layers, long tokenCount)
+    {
+        Layers = layers;
+        TokenCount = tokenCount;
+    }
+
+    /// <summary>Per-layer states, index = layer.</summary>
+    public IReadOnlyList<MambaLayerState> Layers { get; }
+
+    /// <summary>Number of sequence positions folded into this state (image and text tokens).</summary>
+    public long TokenCount { get; internal set; }
+
+    /// <summary>Batch size.</summary>
+    public long BatchSize => Layers[0].Ssm.shape[0];
+
+    /// <summary>
+    /// The zero state upstream starts every prefill from. The SSM state dtype is the model dtype
+    /// (bf16 in the reference's bf16 runs: mamba_ssm allocates its caches with the parameter dtype).
+    /// </summary>
+    public static MambaState Zeros(MambaConfig config, long batchSize, ScalarType dtype, Device device)
+    {
+        var layers = new MambaLayerState[config.NLayer];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            layers[i] = new MambaLayerState(
+                torch.zeros([batchSize, config.DInner, config.DConv], dtype, device).DetachFromDisposeScope(),
+                torch.zeros([batchSize, config.DInner, config.DState], dtype, device).DetachFromDisposeScope());
+        }
+
+        return new MambaState(layers, 0);
+    }
+
+    /// <summary>An independent copy (a conversation snapshot).</summary>
+    public MambaState Clone()
+    {
+        using var _ = torch.no_grad();
+        var layers = Layers
+            .Select(l => new MambaLayerState(l.Conv.clone().DetachFromDisposeScope(), l.Ssm.clone().DetachFromDisposeScope()))
+            .ToArray();
+        return new MambaState(layers, TokenCount);
+    }
+
+    /// <summary>Concatenates single- or multi-sequence states along the batch dimension (batched decode).</summary>
+    public static MambaState Stack(IReadOnlyList<MambaState> states)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(states.Count);
+        using var _ = torch.no_grad();
+        int layerCount = states[0].Layers.Count;
+        var layers = new MambaLayerState[layerCount];
+        for (int i = 0; i < layerCount; i++)
+        {
+            layers[i] = new MambaLayerState(
+                torch.cat(states.Select(s => s.Layers[i].Conv).ToArray(), 0).DetachFromDisposeScope(),
+                torch.cat(states.Select(s => s.Layers[i].Ssm).ToArray(), 0).DetachFromDisposeScope());
+        }
+
+        return new MambaState(layers, states.Max(s => s.TokenCount));
+    }
+
+    /// <summary>Splits a batched state back into one state per sequence.</summary>
+    public MambaState[] Split()
+    {
+        using var _ = torch.no_grad();
+        var result = new MambaState[BatchSize];
+        for (int b = 0; b < result.Length; b++)
+        {
+            var layers = Layers
+                .Select(l => new MambaLayerState(
+                    l.Conv.narrow(0, b, 1).clone().DetachFromDisposeScope(),
+                    l.Ssm.narrow(0, b, 1).clone().DetachFromDisposeScope()))
+                .ToArray();
+            result[b] = new MambaState(layers, TokenCount);
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        foreach (var layer in Layers)
+        {
+            layer.Dispose();
+        }
+    }
+}
