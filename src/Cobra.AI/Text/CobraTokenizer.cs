@@ -16,8 +16,6 @@ namespace Cobra.AI.Text;
 /// </remarks>
 internal sealed class CobraTokenizer
 {
-    private const string EndOfTextToken = "<|endoftext|>";
-
     // transformers' clean_up_tokenization, in its order.
     private static readonly (string From, string To)[] CleanUpReplacements =
     [
