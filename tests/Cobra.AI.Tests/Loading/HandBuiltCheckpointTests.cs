@@ -110,6 +110,18 @@ public sealed class HandBuiltCheckpointTests : IDisposable
     }
 
     [Fact]
+    public void Empty_tensor_with_odd_strides_reads_as_empty()
+    {
+        var path = temp.Path("empty.pt");
+        var pickle = TorchSaveWriter.PickleTree([("e", new FakeTensor("0", "FloatStorage", 0, 0, [0, 3], [1, 5]))]);
+        TorchSaveWriter.WriteZip(path, pickle, new Dictionary<string, byte[]> { ["0"] = [] });
+        using var pt = PyTorchCheckpoint.Open(path);
+        using var empty = pt.Read("e");
+
+        Assert.Equal(new long[] { 0, 3 }, empty.shape);
+    }
+
+    [Fact]
     public void Chunked_fill_writes_through_narrowed_views()
     {
         // Large tensors are filled 1 GiB at a time; a tiny chunk exercises the same path.
