@@ -70,7 +70,7 @@ internal sealed class PyTorchCheckpoint : ITensorSource
     {
         var entry = Find(key);
         var (info, view) = (entry.Info, entry.View);
-        if (IsDense(view))
+        if (IsDense(view) || TensorBytes.Numel(info.Shape) == 0)
         {
             return ReadNew(info.Key, view.Storage, view.Offset, info.Shape);
         }
