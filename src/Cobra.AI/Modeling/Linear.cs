@@ -8,27 +8,29 @@ namespace Cobra.AI.Modeling;
 /// <summary>
 /// y = x Wᵀ (+ b), with state-dict keys <c>weight</c> and <c>bias</c> like <c>torch.nn.Linear</c>.
 /// Parameters are allocated uninitialised: they are always loaded from a checkpoint (or filled by a test).
+/// Field names are the state-dict keys (TorchSharp registers fields by name).
 /// </summary>
 internal sealed class Linear : nn.Module<Tensor, Tensor>
 {
+#pragma warning disable IDE1006 // state-dict key names
+    private readonly Parameter weight;
+    private readonly Parameter? bias;
+#pragma warning restore IDE1006
+
     /// <summary>Allocates a [outFeatures, inFeatures] weight and, when asked, a bias.</summary>
     public Linear(long inFeatures, long outFeatures, bool hasBias, ScalarType dtype, Device device)
         : base(nameof(Linear))
     {
-        Weight = new Parameter(torch.empty([outFeatures, inFeatures], dtype, device), requires_grad: false);
-        register_parameter("weight", Weight);
-        if (hasBias)
-        {
-            Bias = new Parameter(torch.empty([outFeatures], dtype, device), requires_grad: false);
-            register_parameter("bias", Bias);
-        }
+        weight = new Parameter(torch.empty([outFeatures, inFeatures], dtype, device), requires_grad: false);
+        bias = hasBias ? new Parameter(torch.empty([outFeatures], dtype, device), requires_grad: false) : null;
+        RegisterComponents();
     }
 
     /// <summary>[out, in].</summary>
-    public Parameter Weight { get; }
+    public Parameter Weight => weight;
 
     /// <summary>[out], or null.</summary>
-    public Parameter? Bias { get; }
+    public Parameter? Bias => bias;
 
     /// <inheritdoc />
     public override Tensor forward(Tensor input) => F.linear(input, Weight, Bias);

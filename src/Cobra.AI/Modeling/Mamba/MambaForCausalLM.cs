@@ -10,6 +10,10 @@ namespace Cobra.AI.Modeling.Mamba;
 /// </summary>
 internal sealed class MambaForCausalLM : nn.Module
 {
+#pragma warning disable IDE1006 // field name is the state-dict key
+    private readonly MambaModel backbone;
+#pragma warning restore IDE1006
+
     /// <summary>Allocates an uninitialised model of the given size, dtype and device.</summary>
     public MambaForCausalLM(MambaConfig config, ScalarType dtype, Device device)
         : base(nameof(MambaForCausalLM))
@@ -17,8 +21,8 @@ internal sealed class MambaForCausalLM : nn.Module
         Config = config;
         DType = dtype;
         Device = device;
-        Backbone = new MambaModel(config, dtype, device);
-        register_module("backbone", Backbone);
+        backbone = new MambaModel(config, dtype, device);
+        RegisterComponents();
     }
 
     /// <summary>Checkpoint keys that alias a module key: the tied LM head.</summary>
@@ -35,7 +39,7 @@ internal sealed class MambaForCausalLM : nn.Module
     public Device Device { get; }
 
     /// <summary>The backbone.</summary>
-    public MambaModel Backbone { get; }
+    public MambaModel Backbone => backbone;
 
     /// <summary>A zero state for <paramref name="batchSize"/> sequences, in the cache dtype.</summary>
     public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, DType, Device);

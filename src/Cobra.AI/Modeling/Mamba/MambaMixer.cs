@@ -13,33 +13,29 @@ namespace Cobra.AI.Modeling.Mamba;
 internal sealed class MambaMixer : nn.Module
 {
     private readonly MambaConfig config;
-    private readonly Linear inProj;
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly Linear in_proj;
     private readonly Conv1dWeights conv1d;
-    private readonly Linear xProj;
-    private readonly Linear dtProj;
-    private readonly Parameter aLog;
-    private readonly Parameter dSkip;
-    private readonly Linear outProj;
+    private readonly Linear x_proj;
+    private readonly Linear dt_proj;
+    private readonly Parameter A_log;
+    private readonly Parameter D;
+    private readonly Linear out_proj;
+#pragma warning restore IDE1006
 
     /// <summary>Allocates the (uninitialised) parameters of one mixer.</summary>
     public MambaMixer(MambaConfig config, ScalarType dtype, Device device)
         : base(nameof(MambaMixer))
     {
         this.config = config;
-        inProj = new Linear(config.DModel, 2L * config.DInner, hasBias: false, dtype, device);
+        in_proj = new Linear(config.DModel, 2L * config.DInner, hasBias: false, dtype, device);
         conv1d = new Conv1dWeights(config.DInner, config.DConv, dtype, device);
-        xProj = new Linear(config.DInner, config.DtRank + (2L * config.DState), hasBias: false, dtype, device);
-        dtProj = new Linear(config.DtRank, config.DInner, hasBias: true, dtype, device);
-        aLog = new Parameter(torch.empty([config.DInner, config.DState], dtype, device), requires_grad: false);
-        dSkip = new Parameter(torch.empty([config.DInner], dtype, device), requires_grad: false);
-        outProj = new Linear(config.DInner, config.DModel, hasBias: false, dtype, device);
-        register_parameter("A_log", aLog);
-        register_parameter("D", dSkip);
-        register_module("in_proj", inProj);
-        register_module("conv1d", conv1d);
-        register_module("x_proj", xProj);
-        register_module("dt_proj", dtProj);
-        register_module("out_proj", outProj);
+        x_proj = new Linear(config.DInner, config.DtRank + (2L * config.DState), hasBias: false, dtype, device);
+        dt_proj = new Linear(config.DtRank, config.DInner, hasBias: true, dtype, device);
+        A_log = new Parameter(torch.empty([config.DInner, config.DState], dtype, device), requires_grad: false);
+        D = new Parameter(torch.empty([config.DInner], dtype, device), requires_grad: false);
+        out_proj = new Linear(config.DInner, config.DModel, hasBias: false, dtype, device);
+        RegisterComponents();
     }
 
     /// <summary>
@@ -56,7 +52,7 @@ internal sealed class MambaMixer : nn.Module
         long length = hidden.shape[1];
 
         // 1. Input projection, split [x | z].
-        var xz = inProj.forward(hidden);                                         // [B,L,2Di]
+        var xz = in_proj.forward(hidden);                                         // [B,L,2Di]
         var x = xz.narrow(-1, 0, config.DInner);                                 // [B,L,Di]
         var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,L,Di]
 
@@ -71,11 +67,11 @@ internal sealed class MambaMixer : nn.Module
         var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,L,Di], [B,L,N], [B,L,N]
 
         // 4. Selective scan from the layer's SSM state; the state is kept in the cache dtype.
-        var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, A(), bm, cm, dSkip, z, dtProj.Bias!), state.Ssm);
+        var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, A(), bm, cm, D, z, dt_proj.Bias!), state.Ssm);
         state.Ssm.copy_(lastState);                                              // [B,Di,N]
 
         // 5. Output projection.
-        return outProj.forward(y.to(dtype));                                     // [B,L,D]
+        return out_proj.forward(y.to(dtype));                                     // [B,L,D]
     }
 
     /// <summary>
@@ -87,7 +83,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Step(Tensor hidden, MambaLayerState state)
     {
         var dtype = hidden.dtype;
-        var xz = inProj.forward(hidden);                                         // [B,2Di]
+        var xz = in_proj.forward(hidden);                                         // [B,2Di]
         var x = xz.narrow(-1, 0, config.DInner);                                 // [B,Di]
         var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,Di]
 
@@ -97,7 +93,7 @@ internal sealed class MambaMixer : nn.Module
 
         // 2. Δ, B, C for this position.
         var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,Di], [B,N], [B,N]
-        var delta = F.softplus(deltaRaw.to(ScalarType.Float32) + dtProj.Bias!.to(ScalarType.Float32), beta: 1, threshold: 20); // [B,Di]
+        var delta = F.softplus(deltaRaw.to(ScalarType.Float32) + dt_proj.Bias!.to(ScalarType.Float32), beta: 1, threshold: 20); // [B,Di]
         var xf = xConv.to(ScalarType.Float32);                                   // [B,Di]
 
         // 3. h = exp(ΔA) h + Δ B x̃;  y = C·h + D x̃;  out = y SiLU(z).
@@ -105,21 +101,21 @@ internal sealed class MambaMixer : nn.Module
         var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, state.Ssm.to(ScalarType.Float32), 1); // [B,Di,N]
         state.Ssm.copy_(h);
         var y = (h * cm.to(ScalarType.Float32).unsqueeze(1)).sum(-1)            // [B,Di]
-                + (xf * dSkip.to(ScalarType.Float32));
+                + (xf * D.to(ScalarType.Float32));
         y *= F.silu(z.to(ScalarType.Float32));                                   // [B,Di]
-        return outProj.forward(y.to(dtype));                                     // [B,D]
+        return out_proj.forward(y.to(dtype));                                     // [B,D]
     }
 
     /// <summary>x_proj then dt_proj without its bias (the bias is added in float32 inside the scan).</summary>
     private (Tensor DeltaRaw, Tensor B, Tensor C) ProjectDeltaBC(Tensor xConv)
     {
-        var xDbl = xProj.forward(xConv);                                         // [...,R+2N]
+        var xDbl = x_proj.forward(xConv);                                         // [...,R+2N]
         var parts = xDbl.split([config.DtRank, config.DState, config.DState], -1);
-        return (dtProj.ForwardWithoutBias(parts[0]), parts[1], parts[2]);        // [...,Di], [...,N], [...,N]
+        return (dt_proj.ForwardWithoutBias(parts[0]), parts[1], parts[2]);        // [...,Di], [...,N], [...,N]
     }
 
     /// <summary>A = −exp(A_log), float32.</summary>
-    private Tensor A() => aLog.to(ScalarType.Float32).exp().neg_();              // [Di,N]
+    private Tensor A() => A_log.to(ScalarType.Float32).exp().neg_();              // [Di,N]
 }
 
 /// <summary>Chooses how the full-sequence path scans (the oracle in tests, the fast path otherwise).</summary>
@@ -132,29 +128,26 @@ internal delegate (Tensor Output, Tensor LastState) ScanImplementation(in ScanIn
 internal sealed class Conv1dWeights : nn.Module
 {
     private readonly long channels;
+#pragma warning disable IDE1006 // state-dict key names
+    private readonly Parameter weight;
+    private readonly Parameter bias;
+#pragma warning restore IDE1006
 
     /// <summary>Allocates uninitialised weights.</summary>
     public Conv1dWeights(long channels, long width, ScalarType dtype, Device device)
         : base("Conv1d")
     {
         this.channels = channels;
-        Weight = new Parameter(torch.empty([channels, 1, width], dtype, device), requires_grad: false);
-        Bias = new Parameter(torch.empty([channels], dtype, device), requires_grad: false);
-        register_parameter("weight", Weight);
-        register_parameter("bias", Bias);
+        weight = new Parameter(torch.empty([channels, 1, width], dtype, device), requires_grad: false);
+        bias = new Parameter(torch.empty([channels], dtype, device), requires_grad: false);
+        RegisterComponents();
     }
-
-    /// <summary>[Di, 1, K].</summary>
-    public Parameter Weight { get; }
-
-    /// <summary>[Di].</summary>
-    public Parameter Bias { get; }
 
     /// <summary>Valid (unpadded) depthwise conv of [B, Di, K−1+L] to [B, Di, L], in float32.</summary>
     public Tensor Apply(Tensor input) =>
-        F.conv1d(input.to(ScalarType.Float32), Weight.to(ScalarType.Float32), Bias.to(ScalarType.Float32), groups: channels);
+        F.conv1d(input.to(ScalarType.Float32), weight.to(ScalarType.Float32), bias.to(ScalarType.Float32), groups: channels);
 
     /// <summary>The conv at the newest position of a [B, Di, K] window, in float32: [B, Di].</summary>
     public Tensor ApplyToWindow(Tensor window) =>
-        (window.to(ScalarType.Float32) * Weight.to(ScalarType.Float32).squeeze(1)).sum(-1) + Bias.to(ScalarType.Float32);
+        (window.to(ScalarType.Float32) * weight.to(ScalarType.Float32).squeeze(1)).sum(-1) + bias.to(ScalarType.Float32);
 }

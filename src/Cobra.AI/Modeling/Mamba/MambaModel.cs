@@ -10,21 +10,25 @@ namespace Cobra.AI.Modeling.Mamba;
 /// </summary>
 internal sealed class MambaBlock : nn.Module
 {
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly RmsNorm norm;
+    private readonly MambaMixer mixer;
+#pragma warning restore IDE1006
+
     /// <summary>Allocates the block's parameters.</summary>
     public MambaBlock(MambaConfig config, ScalarType dtype, Device device)
         : base(nameof(MambaBlock))
     {
-        Norm = new RmsNorm(config.DModel, config.NormEpsilon, dtype, device);
-        Mixer = new MambaMixer(config, dtype, device);
-        register_module("norm", Norm);
-        register_module("mixer", Mixer);
+        norm = new RmsNorm(config.DModel, config.NormEpsilon, dtype, device);
+        mixer = new MambaMixer(config, dtype, device);
+        RegisterComponents();
     }
 
     /// <summary>Pre-mixer RMSNorm.</summary>
-    public RmsNorm Norm { get; }
+    public RmsNorm Norm => norm;
 
     /// <summary>The SSM mixer.</summary>
-    public MambaMixer Mixer { get; }
+    public MambaMixer Mixer => mixer;
 }
 
 /// <summary>
@@ -33,29 +37,27 @@ internal sealed class MambaBlock : nn.Module
 /// </summary>
 internal sealed class MambaModel : nn.Module
 {
-    private readonly MambaBlock[] layers;
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly ParameterHolder embedding;
+    private readonly ModuleList<MambaBlock> layers;
+    private readonly RmsNorm norm_f;
+#pragma warning restore IDE1006
 
     /// <summary>Allocates the backbone's parameters.</summary>
     public MambaModel(MambaConfig config, ScalarType dtype, Device device)
         : base(nameof(MambaModel))
     {
-        Embedding = new Parameter(torch.empty([config.PaddedVocabSize, config.DModel], dtype, device), requires_grad: false);
-        layers = Enumerable.Range(0, config.NLayer).Select(_ => new MambaBlock(config, dtype, device)).ToArray();
-        NormF = new RmsNorm(config.DModel, config.NormEpsilon, dtype, device);
-        var embedding = new ParameterHolder(Embedding);
-        register_module("embedding", embedding);
-        register_module("layers", new ModuleList<MambaBlock>(layers));
-        register_module("norm_f", NormF);
+        embedding = new ParameterHolder(torch.empty([config.PaddedVocabSize, config.DModel], dtype, device));
+        layers = new ModuleList<MambaBlock>(Enumerable.Range(0, config.NLayer).Select(_ => new MambaBlock(config, dtype, device)).ToArray());
+        norm_f = new RmsNorm(config.DModel, config.NormEpsilon, dtype, device);
+        RegisterComponents();
     }
 
     /// <summary>Token embedding [V_padded, d_model]; also the tied LM head.</summary>
-    public Parameter Embedding { get; }
+    public Parameter Embedding => embedding.Weight;
 
     /// <summary>The blocks.</summary>
-    public IReadOnlyList<MambaBlock> Layers => layers;
-
-    /// <summary>Final RMSNorm.</summary>
-    public RmsNorm NormF { get; }
+    public IList<MambaBlock> Layers => layers;
 
     /// <summary>
     /// Runs every block over <paramref name="hidden"/> [B, L, d_model] from <paramref name="state"/> (updated
@@ -66,11 +68,12 @@ internal sealed class MambaModel : nn.Module
         var dtype = hidden.dtype;
         Tensor? residual = null;                                                 // [B,L,D] float32
         var mixerOut = hidden;                                                   // [B,L,D]
-        for (int i = 0; i < layers.Length; i++)
+        for (int i = 0; i < layers.Count; i++)
         {
             // One scope per block, so a long prompt holds one block's temporaries at a time.
             using var scope = torch.NewDisposeScope();
-            var nextResidual = residual is null ? mixerOut.to(ScalarType.Float32) : residual + mixerOut.to(ScalarType.Float32);
+            // The first residual is a copy: the caller's input must survive this call untouched.
+            var nextResidual = residual is null ? mixerOut.to(ScalarType.Float32, copy: true) : residual + mixerOut.to(ScalarType.Float32);
             trace?.Invoke($"llm.layer{i}.residual_in", nextResidual);
             var normed = layers[i].Norm.Normalize(nextResidual, dtype);          // [B,L,D]
             var nextOut = mixerCall(i, state.Layers[i], normed);                 // [B,L,D]
@@ -90,7 +93,7 @@ internal sealed class MambaModel : nn.Module
         }
 
         var finalResidual = residual is null ? mixerOut.to(ScalarType.Float32) : residual + mixerOut.to(ScalarType.Float32);
-        var final = NormF.Normalize(finalResidual, dtype);                       // [B,L,D]
+        var final = norm_f.Normalize(finalResidual, dtype);                       // [B,L,D]
         trace?.Invoke("llm.final_hidden", final);
         return final;
     }
@@ -99,7 +102,18 @@ internal sealed class MambaModel : nn.Module
 /// <summary>A module that only holds one parameter under the key <c>weight</c> (e.g. an embedding table).</summary>
 internal sealed class ParameterHolder : nn.Module
 {
-    /// <summary>Registers <paramref name="weight"/> as <c>weight</c>.</summary>
-    public ParameterHolder(Parameter weight)
-        : base(nameof(ParameterHolder)) => register_parameter("weight", weight);
+#pragma warning disable IDE1006 // state-dict key name
+    private readonly Parameter weight;
+#pragma warning restore IDE1006
+
+    /// <summary>Holds <paramref name="data"/> as the parameter <c>weight</c>.</summary>
+    public ParameterHolder(Tensor data)
+        : base(nameof(ParameterHolder))
+    {
+        weight = new Parameter(data, requires_grad: false);
+        RegisterComponents();
+    }
+
+    /// <summary>The parameter.</summary>
+    public Parameter Weight => weight;
 }
