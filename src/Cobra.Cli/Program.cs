@@ -1,1 +1,3 @@
-return 0;
+using Cobra.Cli;
+
+return await CobraCli.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);

@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Cobra.AI.Generation;
+using Cobra.AI.Loading;
+using Cobra.AI.Modeling;
+using TorchSharp;
+
+namespace Cobra.Cli;
+
+/// <summary><c>cobra generate</c>: the scripting entry point (architecture.md, "Public surface").</summary>
+internal static class GenerateCommand
+{
+    private static readonly HashSet<string> ValueOptions =
+    [
+        "model-dir", "model-id", "cache-dir", "image", "prompt", "messages", "max-new-tokens", "temperature",
+        "top-k", "top-p", "seed", "device", "precision", "logits-out",
+    ];
+
+    private static readonly HashSet<string> Flags = ["json"];
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        var cli = CliArguments.Parse(args, ValueOptions, Flags);
+        if (cli.Has("prompt") == cli.Has("messages"))
+        {
+            throw new UsageException("Give exactly one of --prompt TEXT or --messages FILE.");
+        }
+
+        string modelDir = cli.Get("model-dir")
+            ?? throw new UsageException("--model-dir DIR is required (a hub-mirror folder such as a golden kit's hub/).");
+        var sampling = ReadSampling(cli);
+        if (cli.Has("image"))
+        {
+            throw new NotSupportedException("--image: image input needs the vision towers, which this build does not include yet.");
+        }
+
+        var turns = cli.Has("prompt")
+            ? [("user", cli.Get("prompt")!)]
+            : await ReadMessagesAsync(cli.Get("messages")!, stderr, cancellationToken).ConfigureAwait(false);
+
+        var clock = Stopwatch.StartNew();
+        var device = TorchPlacement.ParseDevice(cli.Get("device"));
+        var precision = TorchPlacement.ParsePrecision(cli.Get("precision"), device);
+        if (precision == Precision.Float16)
+        {
+            await stderr.WriteLineAsync("cobra: warning: fp16 is sensitive to overflow in Cobra and very slow on CPUs; prefer bf16 or fp32.").ConfigureAwait(false);
+        }
+
+        var files = CobraModelFiles.FromHubMirror(modelDir, cli.Get("model-id") ?? "cobra+3b");
+        using var pipeline = CobraPipeline.Load(files, device, precision);
+        var loadTime = clock.Elapsed;
+
+        var promptIds = pipeline.EncodePrompt(turns);
+        var result = pipeline.Generate(promptIds, sampling, keepLogits: cli.Has("logits-out"), cancellationToken: cancellationToken);
+        using var stepLogits = result.StepLogits;
+        string text = pipeline.Tokenizer.DecodeForOutput(result.OutputIds);
+
+        if (cli.Get("logits-out") is { } logitsPath)
+        {
+            SafetensorsWriter.Write(logitsPath, [("prefill_logits", stepLogits![0]), ("step_logits", stepLogits)]);
+        }
+
+        if (cli.Has("json"))
+        {
+            await stdout.WriteLineAsync(ToJson(promptIds, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true })).ConfigureAwait(false);
+        }
+        else
+        {
+            await stdout.WriteLineAsync(text).ConfigureAwait(false);
+        }
+
+        return 0;
+    }
+
+    /// <summary>
+    /// Greedy unless a temperature &gt; 0 is given; --top-k or --top-p alone imply temperature 1, as in
+    /// upstream's <c>generate(top_k=..., top_p=...)</c>; --top-k 1 is greedy.
+    /// </summary>
+    private static SamplingOptions ReadSampling(CliArguments cli)
+    {
+        bool sampleAsked = cli.Has("top-k") || cli.Has("top-p");
+        return new SamplingOptions
+        {
+            MaxNewTokens = cli.GetInt("max-new-tokens", 512, 1, 1_000_000),
+            Temperature = cli.GetDouble("temperature", sampleAsked ? 1.0 : 0.0, 0, 100),
+            TopK = cli.GetInt("top-k", 0, 0),
+            TopP = cli.GetDouble("top-p", 0, 0, 1),
+            Seed = cli.GetLong("seed"),
+        };
+    }
+
+    /// <summary>
+    /// A JSON array of {"role": "user"|"assistant", "content": TEXT} turns ending with a user turn. System
+    /// turns are dropped with a warning: upstream's Zephyr prompt builder always uses an empty system prompt.
+    /// </summary>
+    private static async Task<List<(string Role, string Content)>> ReadMessagesAsync(string path, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        JsonNode? root;
+        try
+        {
+            await using var stream = File.OpenRead(path);
+            root = await JsonNode.ParseAsync(stream, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e);
+        }
+
+        if (root is not JsonArray array || array.Count == 0)
+        {
+            throw new InvalidDataException($"{path}: expected a non-empty JSON array of {{\"role\", \"content\"}} objects.");
+        }
+
+        var turns = new List<(string, string)>();
+        for (int i = 0; i < array.Count; i++)
+        {
+            string? role = array[i]?["role"] is JsonValue r && r.TryGetValue(out string? rs) ? rs : null;
+            string? content = array[i]?["content"] is JsonValue c && c.TryGetValue(out string? cs) ? cs : null;
+            if (role is null || content is null)
+            {
+                throw new InvalidDataException($"{path}: message {i} needs string \"role\" and \"content\" fields.");
+            }
+
+            if (role == "system")
+            {
+                await stderr.WriteLineAsync($"cobra: warning: {path}: message {i} is a system message; Cobra's prompt format has no system prompt, so it is ignored.").ConfigureAwait(false);
+                continue;
+            }
+
+            if (role is not ("user" or "assistant"))
+            {
+                throw new InvalidDataException($"{path}: message {i} has role '{role}'; use \"user\" or \"assistant\".");
+            }
+
+            var expected = turns.Count % 2 == 0 ? "user" : "assistant";
+            if (role != expected)
+            {
+                throw new InvalidDataException($"{path}: message {i} is a '{role}' turn where a '{expected}' turn is expected (turns alternate, starting with the user).");
+            }
+
+            turns.Add((role, content));
+        }
+
+        return turns.Count % 2 == 1
+            ? turns
+            : throw new InvalidDataException($"{path}: the conversation must end with a user turn for the model to answer.");
+    }
+
+    private static JsonObject ToJson(IReadOnlyList<int> promptIds, GenerationResult result, string text, TimeSpan loadTime)
+    {
+        int generated = result.OutputIds.Count;
+        return new JsonObject
+        {
+            ["prompt_token_ids"] = new JsonArray(promptIds.Select(i => (JsonNode)i).ToArray()),
+            ["output_token_ids"] = new JsonArray(result.OutputIds.Select(i => (JsonNode)i).ToArray()),
+            ["text"] = text,
+            ["finish_reason"] = result.FinishReason == FinishReason.Stop ? "stop" : "length",
+            ["usage"] = new JsonObject
+            {
+                ["prompt_tokens"] = promptIds.Count,
+                ["completion_tokens"] = generated,
+                ["total_tokens"] = promptIds.Count + generated,
+            },
+            ["timings"] = new JsonObject
+            {
+                ["load_ms"] = Math.Round(loadTime.TotalMilliseconds, 1),
+                ["prefill_ms"] = Math.Round(result.PrefillTime.TotalMilliseconds, 1),
+                ["decode_ms"] = Math.Round(result.DecodeTime.TotalMilliseconds, 1),
+                ["decode_tokens_per_second"] = generated > 1 ? Math.Round((generated - 1) / result.DecodeTime.TotalSeconds, 2) : null,
+            },
+        };
+    }
+}
