@@ -1,6 +1,205 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Cobra.AI.Modeling;
+using Cobra.AI.Modeling.Mamba;
+using TorchSharp;
+using static TorchSharp.torch;
+
 namespace Cobra.Cli;
 
+/// <summary>
+/// <c>cobra bench</c>: the full-size Mamba-2.8B language model (real dimensions, random weights, nothing
+/// downloaded) on this machine: prefill with each scan implementation, the scan alone, recurrent decode,
+/// and the weight-streaming limit measured in the same process, plus peak RSS.
+/// </summary>
 internal static class BenchCommand
 {
-    public static int Run(string[] args, TextWriter stdout) => throw new NotImplementedException();
+    private static readonly HashSet<string> ValueOptions = ["precision", "prefill-tokens", "decode-tokens", "layers", "threads"];
+    private static readonly HashSet<string> Flags = ["skip-sequential", "json"];
+
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        var cli = CliArguments.Parse(args, ValueOptions, Flags);
+        var precisions = (cli.Get("precision") ?? "all") switch
+        {
+            "all" => new[] { Precision.Float32, Precision.BFloat16 },
+            "fp32" => [Precision.Float32],
+            "bf16" => [Precision.BFloat16],
+            var other => throw new UsageException($"--precision must be fp32, bf16 or all, not '{other}'."),
+        };
+        int prefillTokens = cli.GetInt("prefill-tokens", 800, 1, 100_000);
+        int decodeTokens = cli.GetInt("decode-tokens", 32, 2, 10_000);
+        int threads = cli.GetInt("threads", Environment.ProcessorCount, 1, 1024);
+        var config = new MambaConfig { DModel = 2560, NLayer = cli.GetInt("layers", 64, 1, 64), VocabSize = 50277 };
+
+        TorchRuntime.EnsureInitialized();
+        torch.set_num_threads(threads);
+        var report = new JsonObject
+        {
+            ["model"] = $"Mamba-2.8B dims (d_model {config.DModel}, {config.NLayer} layers, d_inner {config.DInner}, d_state {config.DState}, vocab {config.PaddedVocabSize}), random weights",
+            ["threads"] = threads,
+            ["prefill_tokens"] = prefillTokens,
+            ["simd_lanes"] = System.Numerics.Vector<float>.Count,
+        };
+        foreach (var precision in precisions)
+        {
+            report[precision == Precision.Float32 ? "fp32" : "bf16"] = BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout);
+        }
+
+        report["peak_rss_mib"] = PeakRssMiB();
+        stdout.WriteLine(cli.Has("json") ? report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) : $"peak RSS {report["peak_rss_mib"]} MiB");
+        return 0;
+    }
+
+    private static JsonObject BenchPrecision(MambaConfig config, Precision precision, int prefillTokens, int decodeTokens, bool sequential, TextWriter log)
+    {
+        var dtype = precision.ToScalarType();
+        var name = precision == Precision.Float32 ? "fp32" : "bf16";
+        var result = new JsonObject();
+        var clock = Stopwatch.StartNew();
+        using var model = new MambaForCausalLM(config, dtype, torch.CPU);
+        MambaRandomInit.Fill(model, seed: 2176);
+        long weightBytes = model.parameters().Sum(p => p.NumberOfElements * p.ElementSize);
+        result["init_s"] = Seconds(clock.Elapsed);
+        result["weight_gib"] = Math.Round(weightBytes / (double)(1L << 30), 2);
+        log.WriteLine($"[{name}] model ready in {clock.Elapsed.TotalSeconds:F1} s, {weightBytes / 1e9:F2} GB of weights");
+
+        // 1. The weight-streaming limit: a GEMV over an in_proj-sized matrix, in the model dtype.
+        double streamGBs = MeasureStreaming(dtype);
+        double limitMs = weightBytes / (streamGBs * 1e9) * 1e3;
+        result["gemv_stream_gb_s"] = Math.Round(streamGBs, 1);
+        result["decode_limit_ms_per_token"] = Math.Round(limitMs, 1);
+        log.WriteLine($"[{name}] weight streaming {streamGBs:F1} GB/s -> decode limit {limitMs:F0} ms/token");
+
+        // 2. The scan alone, one real-size layer ([1, L, 5120] x 16 states), per implementation.
+        var scans = new JsonObject();
+        foreach (var (scanName, scan) in ScanImplementations(sequential))
+        {
+            double ms = TimeScanMs(config, prefillTokens, scan);
+            scans[scanName] = Math.Round(ms * config.NLayer, 1);
+            log.WriteLine($"[{name}] scan only, {config.NLayer} layers x {prefillTokens} tokens, {scanName}: {ms * config.NLayer:F0} ms");
+        }
+
+        result["scan_ms_all_layers"] = scans;
+
+        // 3. Whole prefill per scan implementation, then decode after the fast prefill.
+        var prefill = new JsonObject();
+        using var embeds = torch.randn([1, prefillTokens, config.DModel], dtype: dtype).mul_(0.1);
+        foreach (var (scanName, scan) in ScanImplementations(sequential))
+        {
+            using var state = model.NewState();
+            double s = Time(() => model.Forward(embeds, state, scan: scan).Dispose());
+            prefill[scanName] = Math.Round(s, 2);
+            log.WriteLine($"[{name}] prefill {prefillTokens} tokens, {scanName} scan: {s:F2} s");
+        }
+
+        result["prefill_s"] = prefill;
+        result["decode"] = BenchDecode(model, embeds, decodeTokens, limitMs, name, log);
+        return result;
+    }
+
+    private static JsonObject BenchDecode(MambaForCausalLM model, Tensor embeds, int decodeTokens, double limitMs, string name, TextWriter log)
+    {
+        using var state = model.NewState();
+        model.Forward(embeds, state).Dispose();
+        double rssBefore = RssMiB();
+        var perToken = new List<double>();
+        long token = 1;
+        for (int i = 0; i < decodeTokens; i++)
+        {
+            using var scope = torch.NewDisposeScope();
+            var clock = Stopwatch.StartNew();
+            var logits = model.Step(torch.tensor(new[] { token }), state);
+            token = logits.argmax(-1).item<long>();
+            perToken.Add(clock.Elapsed.TotalMilliseconds);
+        }
+
+        perToken.Sort();
+        double median = perToken[perToken.Count / 2];
+        log.WriteLine($"[{name}] decode median {median:F0} ms/token ({median / limitMs:F2}x the streaming limit), RSS {rssBefore:F0} -> {RssMiB():F0} MiB");
+        return new JsonObject
+        {
+            ["median_ms_per_token"] = Math.Round(median, 1),
+            ["ratio_to_streaming_limit"] = Math.Round(median / limitMs, 2),
+            ["rss_growth_mib"] = Math.Round(RssMiB() - rssBefore, 1),
+        };
+    }
+
+    private static IEnumerable<(string Name, ScanImplementation Scan)> ScanImplementations(bool sequential)
+    {
+        yield return ("cpu_fused", SelectiveScanCpu.Run);
+        yield return ("chunked", (in ScanInputs i, Tensor? s) => SelectiveScan.Chunked(i, s));
+        if (sequential)
+        {
+            yield return ("sequential", SelectiveScan.Sequential);
+        }
+    }
+
+    private static double TimeScanMs(MambaConfig config, int length, ScanImplementation scan)
+    {
+        using var scope = torch.NewDisposeScope();
+        var g = new Generator(7);
+        var inputs = new ScanInputs(
+            U: torch.randn([1, length, config.DInner], generator: g),
+            Delta: torch.randn([1, length, config.DInner], generator: g),
+            A: torch.rand([config.DInner, config.DState], generator: g).mul_(15).add_(1).neg_(),
+            B: torch.randn([1, length, config.DState], generator: g),
+            C: torch.randn([1, length, config.DState], generator: g),
+            DSkip: torch.randn([config.DInner], generator: g),
+            Z: torch.randn([1, length, config.DInner], generator: g),
+            DeltaBias: torch.rand([config.DInner], generator: g).mul_(4).sub_(6));
+        var times = Enumerable.Range(0, 3).Select(_ => Time(() =>
+        {
+            using var inner = torch.NewDisposeScope();
+            scan(inputs, null);
+        })).Order().ToArray();
+        return times[1] * 1e3;
+    }
+
+    private static double MeasureStreaming(ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        var weight = torch.randn([10240, 2560], dtype: dtype);
+        var x = torch.randn([1, 2560], dtype: dtype);
+        for (int i = 0; i < 5; i++)
+        {
+            torch.nn.functional.linear(x, weight).Dispose();
+        }
+
+        const int Reps = 50;
+        double s = Time(() =>
+        {
+            for (int i = 0; i < Reps; i++)
+            {
+                torch.nn.functional.linear(x, weight).Dispose();
+            }
+        });
+        return weight.NumberOfElements * weight.ElementSize * Reps / s / 1e9;
+    }
+
+    private static double Time(Action action)
+    {
+        var clock = Stopwatch.StartNew();
+        action();
+        return clock.Elapsed.TotalSeconds;
+    }
+
+    private static double Seconds(TimeSpan t) => Math.Round(t.TotalSeconds, 2);
+
+    private static double RssMiB() => StatusKiB("VmRSS:") / 1024.0;
+
+    private static double PeakRssMiB() => Math.Round(StatusKiB("VmHWM:") / 1024.0, 0);
+
+    private static double StatusKiB(string field)
+    {
+        if (!File.Exists("/proc/self/status"))
+        {
+            return double.NaN;
+        }
+
+        string? line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith(field, StringComparison.Ordinal));
+        return line is null ? double.NaN : double.Parse(line[field.Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+    }
 }

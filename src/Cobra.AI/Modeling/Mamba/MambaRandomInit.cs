@@ -1,11 +1,16 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Cobra.AI.Tests.Modeling;
+namespace Cobra.AI.Modeling.Mamba;
 
-/// <summary>Fills a module's uninitialised parameters with reproducible values of Mamba-like scale.</summary>
-internal static class RandomWeights
+/// <summary>
+/// Fills a Mamba model's uninitialised parameters with reproducible random values of the scale mamba_ssm
+/// initialises them to (A in [−16, −1], small Δ, fan-in scaled matrices), for benchmarks and tests that
+/// need a real-size or odd-size model without downloading weights.
+/// </summary>
+internal static class MambaRandomInit
 {
+    /// <summary>Overwrites every parameter of <paramref name="module"/>.</summary>
     public static void Fill(nn.Module module, long seed)
     {
         using var scope = torch.NewDisposeScope();
@@ -33,6 +38,7 @@ internal static class RandomWeights
             }
 
             p.copy_(value);
+            scope.DisposeEverything();
         }
     }
 }
