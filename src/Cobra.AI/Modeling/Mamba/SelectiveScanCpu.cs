@@ -17,7 +17,6 @@ internal static class SelectiveScanCpu
     /// <summary>Runs the scan; inputs may be any float dtype, on the CPU.</summary>
     public static (Tensor Output, Tensor LastState) Run(in ScanInputs inputs, Tensor? initialState)
     {
-        var sw0 = System.Diagnostics.Stopwatch.StartNew();
         var (u, delta, a, bm, cm) = SelectiveScan.Prepare(inputs);
         var z = inputs.Z.to(ScalarType.Float32).contiguous();                    // [B,L,D]
         var dSkip = inputs.DSkip.to(ScalarType.Float32).contiguous();            // [D]
@@ -36,7 +35,6 @@ internal static class SelectiveScanCpu
             Address(u), Address(delta), Address(aByState), Address(bm), Address(cm),
             Address(dSkip), Address(z), Address(stateByState), Address(output));
 
-        var tPrep = sw0.Elapsed.TotalMilliseconds; sw0.Restart();
         int blocksPerBatch = (shape.Channels + Vector<float>.Count - 1) / Vector<float>.Count;
         int workItems = shape.Batch * blocksPerBatch;
         int threads = Math.Max(1, Math.Min(torch.get_num_threads(), workItems));
@@ -50,7 +48,6 @@ internal static class SelectiveScanCpu
             }
         });
 
-        Console.Error.WriteLine($"prep {tPrep:F1} kernel {sw0.Elapsed.TotalMilliseconds:F1}");
         return (output, stateByState.transpose(1, 2));                           // [B,L,D], [B,D,N]
     }
 
