@@ -66,12 +66,18 @@ internal static class BenchCommand
         result["weight_gib"] = Math.Round(weightBytes / (double)(1L << 30), 2);
         log.WriteLine($"[{name}] model ready in {clock.Elapsed.TotalSeconds:F1} s, {weightBytes / 1e9:F2} GB of weights");
 
-        // 1. The weight-streaming limit: a GEMV over an in_proj-sized matrix, in the model dtype.
-        double streamGBs = MeasureStreaming(dtype);
-        double limitMs = weightBytes / (streamGBs * 1e9) * 1e3;
-        result["gemv_stream_gb_s"] = Math.Round(streamGBs, 1);
+        // 1. The weight-streaming limit: GEMVs over in_proj-sized matrices in the model dtype, once re-reading
+        //    one matrix (as torchsharp.md §3 measured it; partly served from L3) and once cycling through
+        //    distinct matrices the way decode does (every weight read from DRAM).
+        double sameGBs = MeasureStreaming(dtype, distinctMatrices: 1);
+        double distinctGBs = MeasureStreaming(dtype, distinctMatrices: 8);
+        double limitMs = weightBytes / (sameGBs * 1e9) * 1e3;
+        double dramLimitMs = weightBytes / (distinctGBs * 1e9) * 1e3;
+        result["gemv_stream_gb_s"] = Math.Round(sameGBs, 1);
+        result["gemv_stream_uncached_gb_s"] = Math.Round(distinctGBs, 1);
         result["decode_limit_ms_per_token"] = Math.Round(limitMs, 1);
-        log.WriteLine($"[{name}] weight streaming {streamGBs:F1} GB/s -> decode limit {limitMs:F0} ms/token");
+        result["decode_limit_uncached_ms_per_token"] = Math.Round(dramLimitMs, 1);
+        log.WriteLine($"[{name}] libtorch GEMV streaming {sameGBs:F1} GB/s (one matrix), {distinctGBs:F1} GB/s (uncached) -> decode limit {limitMs:F0} / {dramLimitMs:F0} ms/token");
 
         // 2. The scan alone, one real-size layer ([1, L, 5120] x 16 states), per implementation.
         var scans = new JsonObject();
@@ -96,11 +102,11 @@ internal static class BenchCommand
         }
 
         result["prefill_s"] = prefill;
-        result["decode"] = BenchDecode(model, embeds, decodeTokens, limitMs, name, log);
+        result["decode"] = BenchDecode(model, embeds, decodeTokens, limitMs, dramLimitMs, name, log);
         return result;
     }
 
-    private static JsonObject BenchDecode(MambaForCausalLM model, Tensor embeds, int decodeTokens, double limitMs, string name, TextWriter log)
+    private static JsonObject BenchDecode(MambaForCausalLM model, Tensor embeds, int decodeTokens, double limitMs, double dramLimitMs, string name, TextWriter log)
     {
         using var state = model.NewState();
         model.Forward(embeds, state).Dispose();
@@ -118,11 +124,12 @@ internal static class BenchCommand
 
         perToken.Sort();
         double median = perToken[perToken.Count / 2];
-        log.WriteLine($"[{name}] decode median {median:F0} ms/token ({median / limitMs:F2}x the streaming limit), RSS {rssBefore:F0} -> {RssMiB():F0} MiB");
+        log.WriteLine($"[{name}] decode median {median:F0} ms/token ({median / limitMs:F2}x / {median / dramLimitMs:F2}x the streaming limits), RSS {rssBefore:F0} -> {RssMiB():F0} MiB");
         return new JsonObject
         {
             ["median_ms_per_token"] = Math.Round(median, 1),
             ["ratio_to_streaming_limit"] = Math.Round(median / limitMs, 2),
+            ["ratio_to_uncached_streaming_limit"] = Math.Round(median / dramLimitMs, 2),
             ["rss_growth_mib"] = Math.Round(RssMiB() - rssBefore, 1),
         };
     }
@@ -158,25 +165,28 @@ internal static class BenchCommand
         return times[1] * 1e3;
     }
 
-    private static double MeasureStreaming(ScalarType dtype)
+    private static double MeasureStreaming(ScalarType dtype, int distinctMatrices)
     {
         using var scope = torch.NewDisposeScope();
-        var weight = torch.randn([10240, 2560], dtype: dtype);
+        var weights = Enumerable.Range(0, distinctMatrices).Select(_ => torch.randn([10240, 2560], dtype: dtype)).ToArray();
         var x = torch.randn([1, 2560], dtype: dtype);
-        for (int i = 0; i < 5; i++)
+        foreach (var w in weights)
         {
-            torch.nn.functional.linear(x, weight).Dispose();
+            torch.nn.functional.linear(x, w).Dispose();
         }
 
-        const int Reps = 50;
+        int reps = Math.Max(1, 48 / distinctMatrices);
         double s = Time(() =>
         {
-            for (int i = 0; i < Reps; i++)
+            for (int i = 0; i < reps; i++)
             {
-                torch.nn.functional.linear(x, weight).Dispose();
+                foreach (var w in weights)
+                {
+                    torch.nn.functional.linear(x, w).Dispose();
+                }
             }
         });
-        return weight.NumberOfElements * weight.ElementSize * Reps / s / 1e9;
+        return weights.Sum(w => w.NumberOfElements * w.ElementSize) * (double)reps / s / 1e9;
     }
 
     private static double Time(Action action)

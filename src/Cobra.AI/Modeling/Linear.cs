@@ -33,8 +33,12 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
     public Parameter? Bias => bias;
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor input) => F.linear(input, Weight, Bias);
+    public override Tensor forward(Tensor input) => Apply(input, weight, bias);
 
     /// <summary>x Wᵀ without the bias (mamba_ssm applies dt_proj's bias later, in float32).</summary>
-    public Tensor ForwardWithoutBias(Tensor input) => F.linear(input, Weight);
+    public Tensor ForwardWithoutBias(Tensor input) => Apply(input, weight, null);
+
+    /// <summary>x Wᵀ (+ b): the streaming GEMV for decode-sized inputs on the CPU, libtorch otherwise.</summary>
+    public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias) =>
+        CpuGemv.Supports(input, weight) ? CpuGemv.Linear(input, weight, bias) : F.linear(input, weight, bias);
 }

@@ -12,8 +12,8 @@ internal static partial class TorchRuntime
     private static bool initialized;
 
     /// <summary>
-    /// Enables transparent huge pages in libtorch's CPU allocator (first-touch page faults otherwise cap
-    /// fresh buffers at ~1 GB/s on VMs) and loads the native backend. Safe to call many times.
+    /// Sets the native threading and allocator environment (unless the user set it) and loads the native
+    /// backend. Call before any other TorchSharp use; safe to call many times.
     /// </summary>
     public static void EnsureInitialized()
     {
@@ -24,10 +24,16 @@ internal static partial class TorchRuntime
                 return;
             }
 
-            // libtorch reads this with getenv(); Environment.SetEnvironmentVariable is managed-only on Unix.
-            if (!OperatingSystem.IsWindows() && Environment.GetEnvironmentVariable("THP_MEM_ALLOC_ENABLE") is null)
+            // Native code reads these with getenv(); Environment.SetEnvironmentVariable is managed-only on Unix.
+            // A value the user already set wins (overwrite = 0).
+            if (!OperatingSystem.IsWindows())
             {
+                // Huge pages for libtorch's CPU allocations: fresh buffers fill at memory speed, not page-fault speed.
                 _ = SetEnv("THP_MEM_ALLOC_ENABLE", "1", 0);
+
+                // libgomp's workers otherwise spin after every op, taking the cores our own SIMD kernels
+                // (scan, decode GEMV) run on between torch ops; read when libgomp loads, so set it first.
+                _ = SetEnv("OMP_WAIT_POLICY", "PASSIVE", 0);
             }
 
             torch.InitializeDeviceType(DeviceType.CPU);

@@ -85,5 +85,5 @@ internal sealed class MambaForCausalLM : nn.Module
 
     /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>
     private Tensor Logits(Tensor hidden) =>
-        torch.nn.functional.linear(hidden, Backbone.Embedding).to(ScalarType.Float32);
+        Linear.Apply(hidden, Backbone.Embedding, null).to(ScalarType.Float32);
 }

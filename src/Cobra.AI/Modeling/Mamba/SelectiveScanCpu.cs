@@ -58,6 +58,7 @@ internal static class SelectiveScanCpu
     private static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>Scans channels [d0, d0 + lanes) of batch item b over the whole sequence.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void ScanBlock(ScanShape s, ScanBuffers p, int b, int d0)
     {
         int lanes = Vector<float>.Count;
@@ -111,6 +112,7 @@ internal static class SelectiveScanCpu
     }
 
     /// <summary>The channels left over when d_inner is not a multiple of the SIMD width, one at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void ScanTail(ScanShape s, ScanBuffers p, int b, int d0)
     {
         Span<float> h = stackalloc float[s.States];
