@@ -43,6 +43,15 @@ internal sealed record CobraModelFiles
     /// <summary>The vision backbone id (<c>dinosiglip-vit-so-384px</c>).</summary>
     public required string VisionBackboneId { get; init; }
 
+    /// <summary>The projector specifier (<c>no-align+fused-gelu-mlp</c>).</summary>
+    public required string ArchSpecifier { get; init; }
+
+    /// <summary>How images are fitted to the run size (<c>resize-naive</c>, <c>resize-crop</c>, <c>letterbox</c>).</summary>
+    public required string ImageResizeStrategy { get; init; }
+
+    /// <summary>The vision towers' files, or null when the folder has none (text-only use).</summary>
+    public VisionTowerFiles? Vision { get; init; }
+
     /// <summary>
     /// Resolves every file in a hub-mirror folder laid out as <c>&lt;root&gt;/&lt;org&gt;/&lt;repo&gt;/&lt;file&gt;</c>
     /// (the golden kits' <c>hub/</c> folder). Throws <see cref="FileNotFoundException"/> naming the first
@@ -64,7 +73,7 @@ internal sealed record CobraModelFiles
         }
 
         string configPath = Find(CobraRepo, $"{modelId}/config.json");
-        var (llmId, visionId, maxLength) = ReadRunConfig(configPath);
+        var (llmId, visionId, maxLength, arch, resize) = ReadRunConfig(configPath);
         string llmRepo = LlmRepos.TryGetValue(llmId, out var repo)
             ? repo
             : throw new InvalidDataException($"{configPath}: unknown llm_backbone_id '{llmId}' (known: {string.Join(", ", LlmRepos.Keys)}).");
@@ -80,11 +89,14 @@ internal sealed record CobraModelFiles
             TokenizerPath = Find(llmRepo, "tokenizer.json"),
             LlmMaxLength = maxLength,
             VisionBackboneId = visionId,
+            ArchSpecifier = arch,
+            ImageResizeStrategy = resize,
+            Vision = VisionTowerFiles.FromHubMirror(root, visionId, configPath),
         };
     }
 
-    /// <summary>Reads <c>model.llm_backbone_id</c>, <c>model.vision_backbone_id</c> and <c>model.llm_max_length</c>.</summary>
-    private static (string LlmId, string VisionId, int MaxLength) ReadRunConfig(string path)
+    /// <summary>Reads the <c>model</c> fields upstream's <c>cobra.load</c> uses.</summary>
+    private static (string LlmId, string VisionId, int MaxLength, string Arch, string Resize) ReadRunConfig(string path)
     {
         try
         {
@@ -100,11 +112,70 @@ internal sealed record CobraModelFiles
                     : throw new InvalidDataException($"{path}: 'model.{name}' is missing.");
 
             int maxLength = model.TryGetProperty("llm_max_length", out var m) && m.ValueKind == JsonValueKind.Number && m.TryGetInt32(out int n) && n > 0 ? n : 2048;
-            return (Text("llm_backbone_id"), Text("vision_backbone_id"), maxLength);
+            return (Text("llm_backbone_id"), Text("vision_backbone_id"), maxLength, Text("arch_specifier"), Text("image_resize_strategy"));
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"{path}: not valid JSON ({e.Message}).", e);
         }
+    }
+}
+
+/// <summary>
+/// Weight and config files of the two vision towers of <c>dinosiglip-vit-so-*</c>, as timm resolves them:
+/// safetensors first, then the PyTorch <c>.bin</c>; SigLIP from the open_clip repo timm 0.9.10 (Cobra's pin)
+/// loads (keys under <c>visual.trunk.</c>), else from the newer plain-timm <c>.webli</c> repo.
+/// </summary>
+/// <param name="DinoWeights">DINOv2 weights file.</param>
+/// <param name="DinoConfig">DINOv2 timm <c>config.json</c>, when present.</param>
+/// <param name="SigLipWeights">SigLIP weights file.</param>
+/// <param name="SigLipConfig">SigLIP <c>open_clip_config.json</c> or timm <c>config.json</c>, when present.</param>
+/// <param name="SigLipKeyPrefix">Prefix of the SigLIP trunk's keys in its file (<c>visual.trunk.</c> for open_clip).</param>
+internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, string SigLipWeights, string? SigLipConfig, string SigLipKeyPrefix)
+{
+    /// <summary>timm architecture name of the DINOv2 tower.</summary>
+    public const string DinoArchitecture = "vit_large_patch14_reg4_dinov2";
+
+    /// <summary>timm architecture name of the SigLIP tower.</summary>
+    public const string SigLipArchitecture = "vit_so400m_patch14_siglip_384";
+
+    /// <summary>
+    /// Finds the towers of <paramref name="visionBackboneId"/> under <paramref name="root"/>; null when no tower
+    /// file is there at all; <see cref="FileNotFoundException"/> when only some are.
+    /// </summary>
+    public static VisionTowerFiles? FromHubMirror(string root, string visionBackboneId, string configPath)
+    {
+        if (!visionBackboneId.StartsWith("dinosiglip-vit-so-", StringComparison.Ordinal))
+        {
+            throw new NotSupportedException($"{configPath}: vision backbone '{visionBackboneId}' is not supported; only the DINOv2 + SigLIP backbones (dinosiglip-vit-so-*) are.");
+        }
+
+        string? First(string repo, params string[] files) =>
+            files.Select(f => Path.Combine(root, repo, f)).FirstOrDefault(File.Exists);
+
+        const string DinoRepo = "timm/vit_large_patch14_reg4_dinov2.lvd142m";
+        const string OpenClipRepo = "timm/ViT-SO400M-14-SigLIP-384";
+        const string WebliRepo = "timm/vit_so400m_patch14_siglip_384.webli";
+        string? dino = First(DinoRepo, "model.safetensors", "pytorch_model.bin");
+        string? openClip = First(OpenClipRepo, "open_clip_model.safetensors", "open_clip_pytorch_model.bin");
+        string? webli = First(WebliRepo, "model.safetensors", "pytorch_model.bin");
+        if (dino is null && openClip is null && webli is null)
+        {
+            return null;
+        }
+
+        if (dino is null)
+        {
+            throw new FileNotFoundException($"DINOv2 weights '{DinoRepo}/model.safetensors' (or pytorch_model.bin) not found under '{root}'.");
+        }
+
+        if (openClip is null && webli is null)
+        {
+            throw new FileNotFoundException($"SigLIP weights '{OpenClipRepo}/open_clip_model.safetensors' or '{WebliRepo}/model.safetensors' not found under '{root}'.");
+        }
+
+        return openClip is not null
+            ? new VisionTowerFiles(dino, First(DinoRepo, "config.json"), openClip, First(OpenClipRepo, "open_clip_config.json"), "visual.trunk.")
+            : new VisionTowerFiles(dino, First(DinoRepo, "config.json"), webli!, First(WebliRepo, "config.json"), "");
     }
 }

@@ -1,0 +1,263 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Cobra.AI.Modeling.Vision;
+
+/// <summary>
+/// timm's <c>VisionTransformer</c> up to the features Cobra takes: patch embedding, [cls | registers |
+/// patches] tokens with absolute position embeddings, pre-norm blocks. State-dict keys follow timm:
+/// cls_token, reg_token, pos_embed, patch_embed.proj.*, blocks.{i}.*, norm.* (loaded, never applied).
+/// </summary>
+internal sealed class VisionTransformer : nn.Module
+{
+    private readonly VitConfig config;
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly Parameter? cls_token;
+    private readonly Parameter? reg_token;
+    private readonly Parameter pos_embed;
+    private readonly PatchEmbed patch_embed;
+    private readonly ModuleList<VitBlock> blocks;
+    private readonly LayerNorm norm;
+#pragma warning restore IDE1006
+
+    /// <summary>
+    /// Allocates the tower for a run grid of <paramref name="gridSize"/>² patches; pos_embed is held at the
+    /// run grid (the loader resamples the checkpoint's grid into it).
+    /// </summary>
+    public VisionTransformer(VitConfig config, int gridSize, ScalarType dtype, Device device)
+        : base(nameof(VisionTransformer))
+    {
+        this.config = config;
+        GridSize = gridSize;
+        int d = config.EmbedDim;
+        cls_token = config.ClassToken ? Empty([1, 1, d], dtype, device) : null;
+        reg_token = config.RegTokens > 0 ? Empty([1, config.RegTokens, d], dtype, device) : null;
+        pos_embed = Empty([1, PosEmbedPrefix + (gridSize * gridSize), d], dtype, device);
+        patch_embed = new PatchEmbed(config.PatchSize, d, dtype, device);
+        blocks = new ModuleList<VitBlock>(Enumerable.Range(0, config.Depth).Select(_ => new VitBlock(config, dtype, device)).ToArray());
+        norm = new LayerNorm(d, 1e-6, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>Sizes.</summary>
+    public VitConfig Config => config;
+
+    /// <summary>Patches per side at the run image size.</summary>
+    public int GridSize { get; }
+
+    /// <summary>Prefix positions stored in pos_embed (none with <c>no_embed_class</c>).</summary>
+    public int PosEmbedPrefix => config.NoEmbedClass ? 0 : config.PrefixTokens;
+
+    /// <summary>
+    /// Cobra's features: the output of block <see cref="VitConfig.FeatureBlock"/> without the final norm and
+    /// without prefix tokens, [B, grid², D]. <paramref name="pixels"/> is [B, 3, S, S] (pixels past the last
+    /// whole patch are ignored, as timm's stride-patch conv does). With a <paramref name="trace"/>, every block
+    /// runs (the last one only for the trace, as timm 0.9.10 does) and each output is reported as
+    /// <c>{name}.block{i}.out</c> plus <c>{name}.patch_features</c>.
+    /// </summary>
+    public Tensor Forward(Tensor pixels, string name, Action<string, Tensor>? trace)
+    {
+        var dtype = pos_embed.dtype;
+        var x = patch_embed.forward(pixels.to(dtype));                           // [B,P,D]
+        x = Embed(x);                                                            // [B,prefix+P,D]
+        Tensor? features = null;
+        int lastBlock = trace is null ? config.FeatureBlock : config.Depth - 1;
+        for (int i = 0; i <= lastBlock; i++)
+        {
+            x = blocks[i].forward(x);                                            // [B,prefix+P,D]
+            trace?.Invoke($"{name}.block{i}.out", x);
+            if (i == config.FeatureBlock)
+            {
+                features = x.narrow(1, config.PrefixTokens, x.shape[1] - config.PrefixTokens); // [B,P,D]
+            }
+        }
+
+        trace?.Invoke($"{name}.patch_features", features!);
+        return features!;
+    }
+
+    /// <summary>timm <c>_pos_embed</c>: position embeddings added to the patches (and the prefix, unless no_embed_class).</summary>
+    private Tensor Embed(Tensor patches)
+    {
+        long batch = patches.shape[0];
+        var prefix = new List<Tensor>();
+        if (cls_token is not null)
+        {
+            prefix.Add(cls_token.expand(batch, -1, -1));
+        }
+
+        if (reg_token is not null)
+        {
+            prefix.Add(reg_token.expand(batch, -1, -1));
+        }
+
+        if (config.NoEmbedClass)
+        {
+            return torch.cat([.. prefix, patches + pos_embed], 1);
+        }
+
+        return torch.cat([.. prefix, patches], 1) + pos_embed;
+    }
+
+    private static Parameter Empty(long[] shape, ScalarType dtype, Device device) =>
+        new(torch.empty(shape, dtype, device), requires_grad: false);
+}
+
+/// <summary>Conv2d(3, D, kernel = stride = patch) then flatten to tokens (key <c>proj</c>).</summary>
+internal sealed class PatchEmbed : nn.Module<Tensor, Tensor>
+{
+    private readonly int patchSize;
+#pragma warning disable IDE1006 // state-dict key name
+    private readonly Conv2dWeights proj;
+#pragma warning restore IDE1006
+
+    /// <summary>Allocates the patch conv.</summary>
+    public PatchEmbed(int patchSize, int embedDim, ScalarType dtype, Device device)
+        : base(nameof(PatchEmbed))
+    {
+        this.patchSize = patchSize;
+        proj = new Conv2dWeights(embedDim, 3, patchSize, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor pixels) =>
+        F.conv2d(pixels, proj.Weight, proj.Bias, strides: [patchSize, patchSize]) // [B,D,g,g]
+         .flatten(2).transpose(1, 2);                                            // [B,g²,D]
+}
+
+/// <summary>Weights of a Conv2d with bias (keys <c>weight</c> [out, in, k, k], <c>bias</c> [out]).</summary>
+internal sealed class Conv2dWeights : nn.Module
+{
+#pragma warning disable IDE1006 // state-dict key names
+    private readonly Parameter weight;
+    private readonly Parameter bias;
+#pragma warning restore IDE1006
+
+    /// <summary>Allocates uninitialised weights.</summary>
+    public Conv2dWeights(int outChannels, int inChannels, int kernel, ScalarType dtype, Device device)
+        : base("Conv2d")
+    {
+        weight = new Parameter(torch.empty([outChannels, inChannels, kernel, kernel], dtype, device), requires_grad: false);
+        bias = new Parameter(torch.empty([outChannels], dtype, device), requires_grad: false);
+        RegisterComponents();
+    }
+
+    /// <summary>[out, in, k, k].</summary>
+    public Parameter Weight => weight;
+
+    /// <summary>[out].</summary>
+    public Parameter Bias => bias;
+}
+
+/// <summary>x = x + ls1(attn(norm1(x))); x = x + ls2(mlp(norm2(x))) (timm <c>Block</c>).</summary>
+internal sealed class VitBlock : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly LayerNorm norm1;
+    private readonly Attention attn;
+    private readonly LayerScale? ls1;
+    private readonly LayerNorm norm2;
+    private readonly Mlp mlp;
+    private readonly LayerScale? ls2;
+#pragma warning restore IDE1006
+
+    /// <summary>Allocates one block.</summary>
+    public VitBlock(VitConfig config, ScalarType dtype, Device device)
+        : base(nameof(VitBlock))
+    {
+        norm1 = new LayerNorm(config.EmbedDim, 1e-6, dtype, device);
+        attn = new Attention(config.EmbedDim, config.NumHeads, dtype, device);
+        norm2 = new LayerNorm(config.EmbedDim, 1e-6, dtype, device);
+        mlp = new Mlp(config.EmbedDim, config.MlpHidden, dtype, device);
+        if (config.InitValues is not null)
+        {
+            ls1 = new LayerScale(config.EmbedDim, dtype, device);
+            ls2 = new LayerScale(config.EmbedDim, dtype, device);
+        }
+
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x)
+    {
+        var attended = attn.forward(norm1.forward(x));                           // [B,N,D]
+        x = x + (ls1 is null ? attended : ls1.forward(attended));
+        var mixed = mlp.forward(norm2.forward(x));                               // [B,N,D]
+        return x + (ls2 is null ? mixed : ls2.forward(mixed));
+    }
+}
+
+/// <summary>Multi-head self-attention: qkv rows [q; k; v], heads contiguous within each; SDPA, scale 1/√head_dim.</summary>
+internal sealed class Attention : nn.Module<Tensor, Tensor>
+{
+    private readonly int heads;
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly Linear qkv;
+    private readonly Linear proj;
+#pragma warning restore IDE1006
+
+    /// <summary>Allocates qkv and proj (both with bias).</summary>
+    public Attention(int dim, int heads, ScalarType dtype, Device device)
+        : base(nameof(Attention))
+    {
+        this.heads = heads;
+        qkv = new Linear(dim, 3L * dim, hasBias: true, dtype, device);
+        proj = new Linear(dim, dim, hasBias: true, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x)
+    {
+        long b = x.shape[0], n = x.shape[1], d = x.shape[2];
+        var parts = qkv.forward(x)                                               // [B,N,3D]
+            .reshape(b, n, 3, heads, d / heads)                                  // [B,N,3,H,hd]
+            .permute(2, 0, 3, 1, 4);                                             // [3,B,H,N,hd]
+        var attended = F.scaled_dot_product_attention(parts[0], parts[1], parts[2]); // [B,H,N,hd]
+        return proj.forward(attended.transpose(1, 2).reshape(b, n, d));          // [B,N,D]
+    }
+}
+
+/// <summary>fc1 → exact (erf) GELU → fc2.</summary>
+internal sealed class Mlp : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // field names are the state-dict keys
+    private readonly Linear fc1;
+    private readonly Linear fc2;
+#pragma warning restore IDE1006
+
+    /// <summary>Allocates fc1 and fc2 (both with bias).</summary>
+    public Mlp(int dim, int hidden, ScalarType dtype, Device device)
+        : base(nameof(Mlp))
+    {
+        fc1 = new Linear(dim, hidden, hasBias: true, dtype, device);
+        fc2 = new Linear(hidden, dim, hasBias: true, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x) => fc2.forward(F.gelu(fc1.forward(x)));
+}
+
+/// <summary>Per-channel scale (key <c>gamma</c>), DINOv2's LayerScale.</summary>
+internal sealed class LayerScale : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // state-dict key name
+    private readonly Parameter gamma;
+#pragma warning restore IDE1006
+
+    /// <summary>Allocates an uninitialised [dim] gamma.</summary>
+    public LayerScale(int dim, ScalarType dtype, Device device)
+        : base(nameof(LayerScale))
+    {
+        gamma = new Parameter(torch.empty([dim], dtype, device), requires_grad: false);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x) => x * gamma;
+}
