@@ -1,0 +1,198 @@
+using System.Text;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats;
+using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Memory;
+using SixLabors.ImageSharp.Metadata;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+
+namespace Cobra.AI.Imaging;
+
+/// <summary>
+/// Decodes untrusted image bytes into <see cref="RgbImage"/> with PIL <c>convert('RGB')</c> semantics
+/// (alpha dropped, not composited; grey replicated; palette looked up), enforcing <see cref="ImageLimits"/>
+/// before any pixel buffer is allocated. Every rejection is an <see cref="InvalidDataException"/> naming the
+/// source and the problem.
+/// </summary>
+internal static class ImageLoader
+{
+    private const long MinAllocationLimitBytes = 64L * 1024 * 1024;
+
+    /// <summary>Decodes an encoded image. The format is detected from the bytes; <paramref name="declaredMediaType"/> only enriches error messages.</summary>
+    /// <exception cref="InvalidDataException">The data is empty, too large, not a supported image, corrupt or over the pixel limit.</exception>
+    public static RgbImage Load(ReadOnlySpan<byte> data, ImageLimits limits, string? declaredMediaType = null, string? sourceName = null)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        string source = sourceName ?? "image";
+        if (data.IsEmpty)
+        {
+            throw Invalid(source, "the data is empty (0 bytes)");
+        }
+
+        if (data.Length > limits.MaxBytes)
+        {
+            throw Invalid(source, $"{data.Length} bytes exceeds the limit of {limits.MaxBytes} bytes");
+        }
+
+        byte[] bytes = data.ToArray();
+        var configuration = CreateConfiguration(limits);
+        var format = Image.DetectFormat(configuration, bytes)
+            ?? throw Invalid(source, DescribeUnknownFormat(bytes, declaredMediaType));
+
+        string? truncation = ImageStructure.FindTruncation(format, bytes);
+        if (truncation is not null)
+        {
+            throw Invalid(source, $"truncated or corrupt {format.Name} data: {truncation}");
+        }
+
+        var info = Guard(source, format, () => Image.Identify(configuration, new MemoryStream(bytes, writable: false)))
+            ?? throw Invalid(source, $"the {format.Name} header could not be read");
+        CheckDimensions(source, info, limits);
+        return Guard(source, format, () => Decode(configuration, bytes, info, limits.ApplyExifOrientation));
+    }
+
+    /// <summary>Reads and decodes an image file, reading at most <see cref="ImageLimits.MaxBytes"/> + 1 bytes.</summary>
+    /// <exception cref="FileNotFoundException">The file (or its directory) does not exist.</exception>
+    /// <exception cref="InvalidDataException">As for <see cref="Load"/>; the message names <paramref name="path"/>.</exception>
+    public static RgbImage LoadFile(string path, ImageLimits limits)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ArgumentNullException.ThrowIfNull(limits);
+        byte[] bytes;
+        try
+        {
+            bytes = ReadBounded(path, limits.MaxBytes + 1);
+        }
+        catch (DirectoryNotFoundException e)
+        {
+            throw new FileNotFoundException($"Image file not found: {path}", path, e);
+        }
+        catch (FileNotFoundException e)
+        {
+            throw new FileNotFoundException($"Image file not found: {path}", path, e);
+        }
+
+        return Load(bytes, limits, sourceName: path);
+    }
+
+    // Reading one byte past the limit lets Load report "too large" without pulling a huge file into memory.
+    private static byte[] ReadBounded(string path, long maxBytes)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        using var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int read;
+        while (buffer.Length < maxBytes && (read = stream.Read(chunk, 0, (int)Math.Min(chunk.Length, maxBytes - buffer.Length))) > 0)
+        {
+            buffer.Write(chunk, 0, read);
+        }
+
+        return buffer.ToArray();
+    }
+
+    /// <summary>
+    /// A private configuration: GIFs decode only their first frame (what PIL's <c>convert</c> uses), and the
+    /// allocator refuses any buffer beyond what <see cref="ImageLimits.MaxPixels"/> can justify, which stops
+    /// decompression bombs that lie about their size in places <c>Identify</c> does not see.
+    /// </summary>
+    private static Configuration CreateConfiguration(ImageLimits limits)
+    {
+        var configuration = Configuration.Default.Clone();
+        configuration.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { DecodingMode = FrameDecodingMode.First });
+        long limitBytes = Math.Max(limits.MaxPixels * 8, MinAllocationLimitBytes);
+        int limitMegabytes = (int)Math.Min((limitBytes + (1 << 20) - 1) >> 20, int.MaxValue);
+        configuration.MemoryAllocator = MemoryAllocator.Create(new MemoryAllocatorOptions { AllocationLimitMegabytes = limitMegabytes });
+        return configuration;
+    }
+
+    private static void CheckDimensions(string source, IImageInfo info, ImageLimits limits)
+    {
+        if (info.Width <= 0 || info.Height <= 0)
+        {
+            throw Invalid(source, $"the image is zero-sized ({info.Width}x{info.Height})");
+        }
+
+        long pixels = (long)info.Width * info.Height;
+        if (pixels > limits.MaxPixels)
+        {
+            throw Invalid(source, $"{info.Width}x{info.Height} = {pixels} pixels exceeds the limit of {limits.MaxPixels} pixels");
+        }
+    }
+
+    private static RgbImage Decode(Configuration configuration, byte[] bytes, IImageInfo info, bool applyExifOrientation)
+    {
+        // PIL keeps the high byte of 16-bit PNG samples; ImageSharp's own 16→8 conversion rounds instead.
+        return info.Metadata.GetPngMetadata().BitDepth == PngBitDepth.Bit16
+            ? Decode<Rgba64>(configuration, bytes, applyExifOrientation, (p, o) => { o[0] = (byte)(p.R >> 8); o[1] = (byte)(p.G >> 8); o[2] = (byte)(p.B >> 8); })
+            : Decode<Rgba32>(configuration, bytes, applyExifOrientation, (p, o) => { o[0] = p.R; o[1] = p.G; o[2] = p.B; });
+    }
+
+    private delegate void PixelToRgb<TPixel>(TPixel pixel, Span<byte> rgb);
+
+    /// <summary>Decodes with alpha kept in the pixel type, so transparent pixels keep their stored colour, then drops it.</summary>
+    private static RgbImage Decode<TPixel>(Configuration configuration, byte[] bytes, bool applyExifOrientation, PixelToRgb<TPixel> toRgb)
+        where TPixel : unmanaged, IPixel<TPixel>
+    {
+        using var image = Image.Load<TPixel>(configuration, bytes);
+        if (applyExifOrientation)
+        {
+            image.Mutate(x => x.AutoOrient());
+        }
+
+        var result = RgbImage.Blank(image.Width, image.Height);
+        image.ProcessPixelRows(accessor =>
+        {
+            for (int y = 0; y < accessor.Height; y++)
+            {
+                Span<TPixel> row = accessor.GetRowSpan(y);
+                Span<byte> output = result.Pixels.AsSpan(result.IndexOf(0, y), row.Length * 3);
+                for (int x = 0; x < row.Length; x++)
+                {
+                    toRgb(row[x], output.Slice(x * 3, 3));
+                }
+            }
+        });
+        return result;
+    }
+
+    /// <summary>Runs an ImageSharp call, turning its failures on bad input into <see cref="InvalidDataException"/>.</summary>
+    private static T Guard<T>(string source, IImageFormat format, Func<T> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (InvalidMemoryOperationException e)
+        {
+            throw Invalid(source, $"decoding the {format.Name} data needs more memory than the pixel limit allows", e);
+        }
+        catch (Exception e) when (IsDecoderFailure(e))
+        {
+            throw Invalid(source, $"truncated or corrupt {format.Name} data ({e.Message})", e);
+        }
+    }
+
+    // Besides its own ImageFormatException family, crafted input can trip argument, range and stream checks
+    // deep inside the decoders; all of them mean "this file is bad", never "the server is broken".
+    private static bool IsDecoderFailure(Exception e) => e is ImageFormatException or NotSupportedException
+        or ArgumentException or IndexOutOfRangeException or InvalidOperationException or OverflowException or EndOfStreamException;
+
+    private static string DescribeUnknownFormat(byte[] bytes, string? declaredMediaType)
+    {
+        string declared = declaredMediaType is null ? "" : $" (declared as {declaredMediaType})";
+        return LooksLikeSvg(bytes)
+            ? $"SVG is not supported{declared}; send PNG, JPEG, GIF, BMP, WebP or TIFF"
+            : $"unknown or unsupported image format{declared}; expected PNG, JPEG, GIF, BMP, WebP or TIFF";
+    }
+
+    private static bool LooksLikeSvg(byte[] bytes)
+    {
+        string head = Encoding.UTF8.GetString(bytes, 0, Math.Min(bytes.Length, 4096)).TrimStart('\uFEFF', ' ', '\t', '\r', '\n');
+        return head.StartsWith('<') && head.Contains("<svg", StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static InvalidDataException Invalid(string source, string problem, Exception? inner = null) =>
+        new($"Cannot load {source}: {problem}.", inner);
+}
