@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Cobra.AI.Generation;
+using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using TorchSharp;
@@ -30,10 +31,6 @@ internal static class GenerateCommand
         string modelDir = cli.Get("model-dir")
             ?? throw new UsageException("--model-dir DIR is required (a hub-mirror folder such as a golden kit's hub/).");
         var sampling = ReadSampling(cli);
-        if (cli.Has("image"))
-        {
-            throw new NotSupportedException("--image: image input needs the vision towers, which this build does not include yet.");
-        }
 
         var turns = cli.Has("prompt")
             ? [("user", cli.Get("prompt")!)]
@@ -51,8 +48,10 @@ internal static class GenerateCommand
         using var pipeline = CobraPipeline.Load(files, device, precision);
         var loadTime = clock.Elapsed;
 
+        // The image is decoded (and rejected, if bad) before any model work.
+        var image = cli.Get("image") is { } imagePath ? ImageLoader.LoadFile(imagePath, new ImageLimits()) : null;
         var promptIds = pipeline.EncodePrompt(turns);
-        var result = pipeline.Generate(promptIds, sampling, keepLogits: cli.Has("logits-out"), cancellationToken: cancellationToken);
+        var result = pipeline.Generate(promptIds, image, sampling, keepLogits: cli.Has("logits-out"), cancellationToken: cancellationToken);
         using var stepLogits = result.StepLogits;
         string text = pipeline.Tokenizer.DecodeForOutput(result.OutputIds);
 
@@ -63,7 +62,8 @@ internal static class GenerateCommand
 
         if (cli.Has("json"))
         {
-            await stdout.WriteLineAsync(ToJson(promptIds, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true })).ConfigureAwait(false);
+            int imageTokens = image is null ? 0 : pipeline.ImageTokenCount;
+            await stdout.WriteLineAsync(ToJson(promptIds, imageTokens, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true })).ConfigureAwait(false);
         }
         else
         {
@@ -147,9 +147,10 @@ internal static class GenerateCommand
             : throw new InvalidDataException($"{path}: the conversation must end with a user turn for the model to answer.");
     }
 
-    private static JsonObject ToJson(IReadOnlyList<int> promptIds, GenerationResult result, string text, TimeSpan loadTime)
+    private static JsonObject ToJson(IReadOnlyList<int> promptIds, int imageTokens, GenerationResult result, string text, TimeSpan loadTime)
     {
         int generated = result.OutputIds.Count;
+        int prompt = promptIds.Count + imageTokens;
         return new JsonObject
         {
             ["prompt_token_ids"] = new JsonArray(promptIds.Select(i => (JsonNode)i).ToArray()),
@@ -158,9 +159,10 @@ internal static class GenerateCommand
             ["finish_reason"] = result.FinishReason == FinishReason.Stop ? "stop" : "length",
             ["usage"] = new JsonObject
             {
-                ["prompt_tokens"] = promptIds.Count,
+                ["prompt_tokens"] = prompt,
+                ["image_tokens"] = imageTokens,
                 ["completion_tokens"] = generated,
-                ["total_tokens"] = promptIds.Count + generated,
+                ["total_tokens"] = prompt + generated,
             },
             ["timings"] = new JsonObject
             {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Cobra.AI.Imaging;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Projection;
 using Cobra.AI.Modeling.Vision;
@@ -6,24 +7,12 @@ using static TorchSharp.torch;
 
 namespace Cobra.AI.Loading;
 
-/// <summary>Per-tower input normalisation (timm pretrained_cfg mean/std).</summary>
-/// <param name="Mean">Per-channel mean, RGB.</param>
-/// <param name="Std">Per-channel std, RGB.</param>
-internal sealed record PixelNormalization(float[] Mean, float[] Std)
-{
-    /// <summary>DINOv2's ImageNet statistics.</summary>
-    public static PixelNormalization ImageNet { get; } = new([0.485f, 0.456f, 0.406f], [0.229f, 0.224f, 0.225f]);
-
-    /// <summary>SigLIP's 0.5 / 0.5.</summary>
-    public static PixelNormalization Half { get; } = new([0.5f, 0.5f, 0.5f], [0.5f, 0.5f, 0.5f]);
-}
-
 /// <summary>How images must be prepared for a loaded model.</summary>
 /// <param name="ImageSize">Side of the square both towers see.</param>
 /// <param name="ResizeStrategy">Upstream's <c>image_resize_strategy</c>.</param>
 /// <param name="Dino">DINOv2 normalisation.</param>
 /// <param name="SigLip">SigLIP normalisation.</param>
-internal sealed record ImageSettings(int ImageSize, string ResizeStrategy, PixelNormalization Dino, PixelNormalization SigLip);
+internal sealed record ImageSettings(int ImageSize, ResizeStrategy ResizeStrategy, TowerNormalization Dino, TowerNormalization SigLip);
 
 /// <summary>Builds a whole <see cref="CobraModel"/> from resolved <see cref="CobraModelFiles"/>.</summary>
 internal static class CobraModelLoader
@@ -58,9 +47,9 @@ internal static class CobraModelLoader
             projector.eval();
             var images = new ImageSettings(
                 configs.ImageSize,
-                files.ImageResizeStrategy,
-                ReadNormalization(files.Vision.DinoConfig) ?? PixelNormalization.ImageNet,
-                ReadNormalization(files.Vision.SigLipConfig) ?? PixelNormalization.Half);
+                ParseStrategy(files),
+                ReadNormalization(files.Vision.DinoConfig) ?? TowerNormalization.Dino,
+                ReadNormalization(files.Vision.SigLipConfig) ?? TowerNormalization.SigLip);
             return (new CobraModel(vision, projector, llm), images);
         }
         catch
@@ -79,7 +68,19 @@ internal static class CobraModelLoader
     }
 
     /// <summary>pretrained_cfg mean/std of a timm config.json (open_clip configs carry none).</summary>
-    private static PixelNormalization? ReadNormalization(string? configPath)
+    private static ResizeStrategy ParseStrategy(CobraModelFiles files)
+    {
+        try
+        {
+            return CobraImageTransform.ParseStrategy(files.ImageResizeStrategy);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidDataException($"{files.CobraConfigPath}: {e.Message}", e);
+        }
+    }
+
+    private static TowerNormalization? ReadNormalization(string? configPath)
     {
         if (configPath is null)
         {
@@ -94,7 +95,7 @@ internal static class CobraModelLoader
             return null;
         }
 
-        return new PixelNormalization(
+        return new TowerNormalization(
             mean.EnumerateArray().Select(v => (float)v.GetDouble()).ToArray(),
             std.EnumerateArray().Select(v => (float)v.GetDouble()).ToArray());
     }

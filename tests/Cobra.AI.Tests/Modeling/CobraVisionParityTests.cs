@@ -31,7 +31,7 @@ public sealed class CobraVisionParityTests : IDisposable
     public void Run_settings_and_resampled_pos_embeds_match_the_kit()
     {
         Assert.Equal(56, images.ImageSize);
-        Assert.Equal("resize-naive", images.ResizeStrategy);
+        Assert.Equal(Cobra.AI.Imaging.ResizeStrategy.ResizeNaive, images.ResizeStrategy);
         Assert.Equal(0.485f, images.Dino.Mean[0]);
         Assert.Equal(0.5f, images.SigLip.Std[2]);
         using var expected = SafetensorsFile.Open(Golden.Fixtures("tiny-a", "expected", "vision_weights_after_load.safetensors"));
