@@ -158,5 +158,112 @@ public sealed class GenerateCommandTests : IDisposable
         Assert.Equal(chosen, generated);
     }
 
+    [Theory]
+    [InlineData("img_scene", "scene_100x70.png", "What is going on in this image?")]
+    [InlineData("img_rgba", "badge_64x64_rgba.png", "<image>\nIs there a red circle? Answer Yes or No.")]
+    public async Task Image_cases_reproduce_the_golden_ids_and_logits(string kitCase, string image, string question)
+    {
+        using var expected = SafetensorsFile.Open(Golden.Expected(kitCase));
+        string logitsPath = Path.Combine(scratch, kitCase + ".safetensors");
+        var (exit, output, error) = await Run("generate", "--model-dir", Golden.TinyAHub, "--image", Golden.Fixtures("tiny-a", "images", image),
+            "--prompt", question, "--max-new-tokens", "16", "--json", "--logits-out", logitsPath);
+
+        Assert.True(exit == 0, error);
+        using var json = JsonDocument.Parse(output);
+        Assert.Equal(Golden.Ids(expected, "input_ids"), json.RootElement.GetProperty("prompt_token_ids").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Equal(Golden.Ids(expected, "decode.greedy_ids"), json.RootElement.GetProperty("output_token_ids").EnumerateArray().Select(e => e.GetInt64()));
+        Assert.Equal(16, json.RootElement.GetProperty("usage").GetProperty("image_tokens").GetInt32());
+        using var logits = SafetensorsFile.Open(logitsPath);
+        Golden.AssertClose(expected.Read("decode.logits"), logits.Read("step_logits"), "step_logits");
+    }
+
+    [Theory]
+    [InlineData("not-an-image.png", "not an image at all")]
+    [InlineData("empty.jpg", "")]
+    public async Task Bad_images_exit_1_with_a_clear_message_and_no_stack_trace(string name, string content)
+    {
+        string path = Path.Combine(scratch, name);
+        await File.WriteAllTextAsync(path, content);
+        var (exit, _, error) = await Run("generate", "--model-dir", Golden.TinyAHub, "--image", path, "--prompt", "What is it?");
+        Assert.Equal(1, exit);
+        Assert.Contains(path, error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", error, StringComparison.Ordinal);
+
+        var missing = await Run("generate", "--model-dir", Golden.TinyAHub, "--image", Path.Combine(scratch, "missing.png"), "--prompt", "x");
+        Assert.Equal(1, missing.Exit);
+        Assert.Contains("missing.png", missing.Err, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string> OtherVisionShapes() => ["portrait-gray", "rgba-multi-turn", "square-rgb"];
+
+    [Theory]
+    [MemberData(nameof(OtherVisionShapes))]
+    public async Task Kits_with_other_vision_sizes_generate_their_own_greedy_ids(string imageKind)
+    {
+        var vision = new SyntheticVision(
+            new Cobra.AI.Modeling.Vision.VitConfig { PatchSize = 7, EmbedDim = 24, Depth = 4, NumHeads = 3, RegTokens = 2, NoEmbedClass = true, InitValues = 1e-5 },
+            DinoPretrainGrid: 9,
+            new Cobra.AI.Modeling.Vision.VitConfig { PatchSize = 7, EmbedDim = 20, Depth = 3, NumHeads = 5, MlpRatio = 2.5, ClassToken = false },
+            ImageSize: 42);
+        var config = new MambaConfig { DModel = 32, NLayer = 2, VocabSize = 590 };
+        using var kit = SyntheticKit.Create(config, seed: 17, vision: vision);
+        string imagePath = Path.Combine(scratch, imageKind + ".png");
+        WriteImage(imagePath, imageKind);
+        string messages = Path.Combine(scratch, "turns.json");
+        await File.WriteAllTextAsync(messages, imageKind == "rgba-multi-turn"
+            ? """[{"role": "user", "content": "<image>\nWhat is this?"}, {"role": "assistant", "content": "A badge."}, {"role": "user", "content": "Which colour?"}]"""
+            : """[{"role": "user", "content": "Describe the image."}]""");
+
+        var (exit, output, error) = await Run("generate", "--model-dir", kit.Root, "--image", imagePath, "--messages", messages, "--max-new-tokens", "8", "--json");
+        Assert.True(exit == 0, error);
+        using var json = JsonDocument.Parse(output);
+        long[] prompt = json.RootElement.GetProperty("prompt_token_ids").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        long[] generated = json.RootElement.GetProperty("output_token_ids").EnumerateArray().Select(e => e.GetInt64()).ToArray();
+        Assert.Equal(36, json.RootElement.GetProperty("usage").GetProperty("image_tokens").GetInt32());
+
+        // Oracle: the full-sequence pass (sequential scan) over [image | prompt | generated] picks the same ids.
+        using var scope = torch.NewDisposeScope();
+        using var pipeline = Cobra.AI.Generation.CobraPipeline.Load(CobraModelFiles.FromHubMirror(kit.Root), torch.CPU, Precision.Float32);
+        var (dino, siglip) = pipeline.PreparePixels(Cobra.AI.Imaging.ImageLoader.LoadFile(imagePath, new Cobra.AI.Imaging.ImageLimits()));
+        Assert.Equal(new long[] { 1, 3, 42, 42 }, dino.shape);
+        var image = pipeline.Model.EncodeImage(dino, siglip);
+        var embeds = pipeline.Model.InputEmbeddings(image, torch.tensor([.. prompt, .. generated[..^1]]).unsqueeze(0));
+        using var state = pipeline.Model.LanguageModel.NewState();
+        var logits = pipeline.Model.LanguageModel.Forward(embeds, state, allPositions: true, SelectiveScan.Sequential);
+        var chosen = logits[0].narrow(0, 36 + prompt.Length - 1, generated.Length).argmax(-1).data<long>().ToArray();
+        Assert.Equal(chosen, generated);
+    }
+
+    private static void WriteImage(string path, string kind)
+    {
+        switch (kind)
+        {
+            case "portrait-gray":
+                using (var gray = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(30, 95))
+                {
+                    for (int y = 0; y < 95; y++) { for (int x = 0; x < 30; x++) { gray[x, y] = new((byte)((x * 7) + (y * 2))); } }
+                    SixLabors.ImageSharp.ImageExtensions.SaveAsPng(gray, path);
+                }
+
+                break;
+            case "rgba-multi-turn":
+                using (var rgba = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgba32>(50, 50))
+                {
+                    for (int y = 0; y < 50; y++) { for (int x = 0; x < 50; x++) { rgba[x, y] = new((byte)(x * 5), (byte)(y * 5), 90, (byte)(y < 12 ? 0 : 200)); } }
+                    SixLabors.ImageSharp.ImageExtensions.SaveAsPng(rgba, path);
+                }
+
+                break;
+            default:
+                using (var rgb = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgb24>(42, 42))
+                {
+                    for (int y = 0; y < 42; y++) { for (int x = 0; x < 42; x++) { rgb[x, y] = new((byte)(x * 6), 200, (byte)(y * 6)); } }
+                    SixLabors.ImageSharp.ImageExtensions.SaveAsPng(rgb, path);
+                }
+
+                break;
+        }
+    }
+
     public void Dispose() => Directory.Delete(scratch, recursive: true);
 }
