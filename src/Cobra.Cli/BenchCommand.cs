@@ -16,7 +16,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["precision", "prefill-tokens", "decode-tokens", "layers", "threads"];
+    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens"];
     private static readonly HashSet<string> Flags = ["skip-sequential", "json"];
 
     public static int Run(string[] args, TextWriter stdout)
@@ -43,9 +43,19 @@ internal static class BenchCommand
             ["prefill_tokens"] = prefillTokens,
             ["simd_lanes"] = System.Numerics.Vector<float>.Count,
         };
+        string part = cli.Get("part") ?? "llm";
+        if (part is not ("llm" or "vision"))
+        {
+            throw new UsageException($"--part must be llm or vision, not '{part}'.");
+        }
+
         foreach (var precision in precisions)
         {
-            report[precision == Precision.Float32 ? "fp32" : "bf16"] = BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout);
+            ResetPeakRss();
+            report[precision == Precision.Float32 ? "fp32" : "bf16"] = part == "llm"
+                ? BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout)
+                : VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), stdout);
+            report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();
         }
 
         report["peak_rss_mib"] = PeakRssMiB();
@@ -189,7 +199,7 @@ internal static class BenchCommand
         return weights.Sum(w => w.NumberOfElements * w.ElementSize) * (double)reps / s / 1e9;
     }
 
-    private static double Time(Action action)
+    internal static double Time(Action action)
     {
         var clock = Stopwatch.StartNew();
         action();
@@ -198,9 +208,22 @@ internal static class BenchCommand
 
     private static double Seconds(TimeSpan t) => Math.Round(t.TotalSeconds, 2);
 
-    private static double RssMiB() => StatusKiB("VmRSS:") / 1024.0;
+    internal static double RssMiB() => StatusKiB("VmRSS:") / 1024.0;
 
-    private static double PeakRssMiB() => Math.Round(StatusKiB("VmHWM:") / 1024.0, 0);
+    internal static double PeakRssMiB() => Math.Round(StatusKiB("VmHWM:") / 1024.0, 0);
+
+    /// <summary>Restarts the peak-RSS count (Linux: "5" to /proc/self/clear_refs), so each precision reports its own.</summary>
+    private static void ResetPeakRss()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Not Linux or not permitted: the peak then covers the whole process.
+        }
+    }
 
     private static double StatusKiB(string field)
     {

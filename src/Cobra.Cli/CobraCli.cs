@@ -11,13 +11,13 @@ internal static class CobraCli
 
         Commands:
           generate   Generate a reply for one prompt or a conversation.
-                     (--model-dir DIR | --model-id ID [--cache-dir DIR]) [--image FILE]
+                     --model-dir DIR [--model-id ID] [--image FILE]
                      (--prompt TEXT | --messages FILE) [--max-new-tokens N] [--temperature T]
                      [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda[:N]]
                      [--precision fp32|bf16|fp16] [--json] [--logits-out FILE]
-          bench      Time the full-size Mamba-2.8B language model with random weights (nothing downloaded).
-                     [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
-                     [--threads N] [--skip-sequential] [--json]
+          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default) or vision.
+                     [--part llm|vision] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
+                     [--threads N] [--skip-sequential] [--question-tokens N] [--json]
         """;
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)

@@ -14,7 +14,7 @@ internal static class GenerateCommand
 {
     private static readonly HashSet<string> ValueOptions =
     [
-        "model-dir", "model-id", "cache-dir", "image", "prompt", "messages", "max-new-tokens", "temperature",
+        "model-dir", "model-id", "image", "prompt", "messages", "max-new-tokens", "temperature",
         "top-k", "top-p", "seed", "device", "precision", "logits-out",
     ];
 

@@ -29,6 +29,9 @@ internal static class VisionLoader
         },
     };
 
+    /// <summary>The sizes of a real timm architecture Cobra uses (<see cref="VisionTowerFiles.DinoArchitecture"/>, <see cref="VisionTowerFiles.SigLipArchitecture"/>).</summary>
+    public static VitConfig RealArchitecture(string name) => KnownArchitectures[name];
+
     /// <summary>Tower sizes and run image size.</summary>
     /// <param name="Dino">DINOv2 sizes.</param>
     /// <param name="SigLip">SigLIP sizes.</param>

@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Cobra.AI.Generation;
+using Cobra.AI.Imaging;
+using Cobra.AI.Loading;
+using Cobra.AI.Modeling;
+using Cobra.AI.Modeling.Mamba;
+using Cobra.AI.Modeling.Projection;
+using Cobra.AI.Modeling.Vision;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cobra.Cli;
+
+/// <summary>
+/// <c>cobra bench --part vision</c>: both towers at full size (384 px, DINOv2-L/14-reg4 + SigLIP-SO400M/14,
+/// random weights) and the projector: ms per image; then time to first token for one 640x480 image plus a
+/// question on the full-size model (towers + projector + Mamba-2.8B prefill + first token).
+/// </summary>
+internal static class VisionBench
+{
+    private const int ImageSize = 384;
+
+    public static JsonObject Run(MambaConfig llmConfig, Precision precision, int questionTokens, TextWriter log)
+    {
+        var dtype = precision.ToScalarType();
+        string name = precision == Precision.Float32 ? "fp32" : "bf16";
+        var dinoConfig = VisionLoader.RealArchitecture(VisionTowerFiles.DinoArchitecture);
+        var siglipConfig = VisionLoader.RealArchitecture(VisionTowerFiles.SigLipArchitecture);
+        var dino = new VisionTransformer(dinoConfig, ImageSize / dinoConfig.PatchSize, dtype, torch.CPU);
+        var siglip = new VisionTransformer(siglipConfig, ImageSize / siglipConfig.PatchSize, dtype, torch.CPU);
+        MambaRandomInit.Fill(dino, 1);
+        MambaRandomInit.Fill(siglip, 2);
+        var vision = new DinoSigLipEncoder(dino, siglip);
+        var projector = Projector.Create("no-align+fused-gelu-mlp", vision.FeatureWidth, llmConfig.DModel, dtype, torch.CPU);
+        MambaRandomInit.Fill(projector, 3);
+        var llm = new MambaForCausalLM(llmConfig, dtype, torch.CPU);
+        MambaRandomInit.Fill(llm, 4);
+        using var model = new CobraModel(vision, projector, llm);
+
+        var photo = RandomPhoto(640, 480);
+        double preprocessMs = Median(5, () => Prepare(photo).Dino.Dispose()) * 1e3;
+        var (dinoPixels, siglipPixels) = Prepare(photo);
+        using var noGrad = torch.no_grad();
+        model.EncodeImage(dinoPixels, siglipPixels).Dispose();                   // warm-up
+        double encodeMs = Median(3, () =>
+        {
+            using var scope = torch.NewDisposeScope();
+            model.EncodeImage(dinoPixels, siglipPixels);
+        }) * 1e3;
+        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encodeMs:F0} ms per 384px image");
+
+        var question = torch.randint(2, 50000, [1, questionTokens]);
+        double ttft = Median(2, () =>
+        {
+            using var scope = torch.NewDisposeScope();
+            var (d, s) = Prepare(photo);
+            var embeds = model.InputEmbeddings(model.EncodeImage(d, s), question); // [1,729+T,D]
+            using var state = llm.NewState();
+            _ = llm.Forward(embeds, state).argmax(-1).item<long>();
+        });
+        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s");
+        return new JsonObject
+        {
+            ["preprocess_ms"] = Math.Round(preprocessMs, 1),
+            ["towers_and_projector_ms_per_image"] = Math.Round(encodeMs, 1),
+            ["time_to_first_token_s"] = Math.Round(ttft, 2),
+            ["question_tokens"] = questionTokens,
+        };
+    }
+
+    private static (Tensor Dino, Tensor SigLip) Prepare(RgbImage photo)
+    {
+        var resized = CobraImageTransform.Resize(photo, ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino);
+        return (CobraImageTransform.ToTensor(resized, TowerNormalization.Dino), CobraImageTransform.ToTensor(resized, TowerNormalization.SigLip));
+    }
+
+    private static RgbImage RandomPhoto(int width, int height)
+    {
+        var pixels = new byte[width * height * 3];
+        new Random(7).NextBytes(pixels);
+        return new RgbImage(width, height, pixels);
+    }
+
+    private static double Median(int runs, Action action)
+    {
+        var times = Enumerable.Range(0, runs).Select(_ => BenchCommand.Time(action)).Order().ToArray();
+        return times[runs / 2];
+    }
+}
