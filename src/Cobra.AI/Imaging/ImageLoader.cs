@@ -97,8 +97,8 @@ internal static class ImageLoader
     }
 
     /// <summary>
-    /// A private configuration with only the formats we accept. GIFs decode only their first frame (what PIL's
-    /// <c>convert</c> uses), and the allocator refuses any buffer beyond what <see cref="ImageLimits.MaxPixels"/>
+    /// A private configuration with only the formats we accept. GIFs and TIFFs decode only their first frame
+    /// (what PIL's <c>convert</c> uses), and the allocator refuses any buffer beyond what <see cref="ImageLimits.MaxPixels"/>
     /// can justify, which stops decompression bombs that lie about their size in places <c>Identify</c> does not
     /// see. It is built from modules rather than cloned because <c>Configuration.Clone</c> shares the format
     /// manager, so setting the GIF decoder on a clone would change it for the whole process.
@@ -109,6 +109,8 @@ internal static class ImageLoader
             new PngConfigurationModule(), new JpegConfigurationModule(), new GifConfigurationModule(),
             new BmpConfigurationModule(), new WebpConfigurationModule(), new TiffConfigurationModule());
         configuration.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { DecodingMode = FrameDecodingMode.First });
+        // PIL also reads the first page of a multi-page TIFF, and the pixel limit only vouches for that page.
+        configuration.ImageFormatsManager.SetDecoder(TiffFormat.Instance, new TiffDecoder { DecodingMode = FrameDecodingMode.First });
         long limitBytes = Math.Max(limits.MaxPixels * 8, MinAllocationLimitBytes);
         int limitMegabytes = (int)Math.Min((limitBytes + (1 << 20) - 1) >> 20, int.MaxValue);
         configuration.MemoryAllocator = MemoryAllocator.Create(new MemoryAllocatorOptions { AllocationLimitMegabytes = limitMegabytes });

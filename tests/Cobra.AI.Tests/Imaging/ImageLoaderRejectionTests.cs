@@ -98,7 +98,7 @@ public sealed class ImageLoaderRejectionTests
         var e = Assert.Throws<InvalidDataException>(() => ImageLoader.Load(PngWithHeader(0, 10), new ImageLimits(), sourceName: Source));
 
         Assert.Contains(Source, e.Message);
-        Assert.True(e.Message.Contains("zero-sized", StringComparison.Ordinal) || e.Message.Contains("corrupt", StringComparison.Ordinal), e.Message);
+        Assert.Contains("zero-sized (0x10)", e.Message);
     }
 
     [Fact]
