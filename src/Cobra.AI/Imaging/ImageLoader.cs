@@ -67,7 +67,7 @@ internal static class ImageLoader
         byte[] bytes;
         try
         {
-            bytes = ReadBounded(path, limits.MaxBytes + 1);
+            bytes = ReadBounded(path, Math.Min(limits.MaxBytes, Array.MaxLength - 1) + 1);
         }
         catch (DirectoryNotFoundException e)
         {
@@ -111,7 +111,7 @@ internal static class ImageLoader
         configuration.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { DecodingMode = FrameDecodingMode.First });
         // PIL also reads the first page of a multi-page TIFF, and the pixel limit only vouches for that page.
         configuration.ImageFormatsManager.SetDecoder(TiffFormat.Instance, new TiffDecoder { DecodingMode = FrameDecodingMode.First });
-        long limitBytes = Math.Max(limits.MaxPixels * 8, MinAllocationLimitBytes);
+        long limitBytes = Math.Max(Math.Min(limits.MaxPixels, long.MaxValue / 8) * 8, MinAllocationLimitBytes);
         int limitMegabytes = (int)Math.Min((limitBytes + (1 << 20) - 1) >> 20, int.MaxValue);
         configuration.MemoryAllocator = MemoryAllocator.Create(new MemoryAllocatorOptions { AllocationLimitMegabytes = limitMegabytes });
         return configuration;
