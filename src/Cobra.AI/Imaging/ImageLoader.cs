@@ -1,8 +1,12 @@
 using System.Text;
 using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.Formats;
+using SixLabors.ImageSharp.Formats.Bmp;
 using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Jpeg;
 using SixLabors.ImageSharp.Formats.Png;
+using SixLabors.ImageSharp.Formats.Tiff;
+using SixLabors.ImageSharp.Formats.Webp;
 using SixLabors.ImageSharp.Memory;
 using SixLabors.ImageSharp.Metadata;
 using SixLabors.ImageSharp.PixelFormats;
@@ -63,7 +67,7 @@ internal static class ImageLoader
         byte[] bytes;
         try
         {
-            bytes = ReadBounded(path, limits.MaxBytes + 1);
+            bytes = ReadBounded(path, Math.Min(limits.MaxBytes, Array.MaxLength - 1) + 1);
         }
         catch (DirectoryNotFoundException e)
         {
@@ -93,15 +97,21 @@ internal static class ImageLoader
     }
 
     /// <summary>
-    /// A private configuration: GIFs decode only their first frame (what PIL's <c>convert</c> uses), and the
-    /// allocator refuses any buffer beyond what <see cref="ImageLimits.MaxPixels"/> can justify, which stops
-    /// decompression bombs that lie about their size in places <c>Identify</c> does not see.
+    /// A private configuration with only the formats we accept. GIFs and TIFFs decode only their first frame
+    /// (what PIL's <c>convert</c> uses), and the allocator refuses any buffer beyond what <see cref="ImageLimits.MaxPixels"/>
+    /// can justify, which stops decompression bombs that lie about their size in places <c>Identify</c> does not
+    /// see. It is built from modules rather than cloned because <c>Configuration.Clone</c> shares the format
+    /// manager, so setting the GIF decoder on a clone would change it for the whole process.
     /// </summary>
     private static Configuration CreateConfiguration(ImageLimits limits)
     {
-        var configuration = Configuration.Default.Clone();
+        var configuration = new Configuration(
+            new PngConfigurationModule(), new JpegConfigurationModule(), new GifConfigurationModule(),
+            new BmpConfigurationModule(), new WebpConfigurationModule(), new TiffConfigurationModule());
         configuration.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { DecodingMode = FrameDecodingMode.First });
-        long limitBytes = Math.Max(limits.MaxPixels * 8, MinAllocationLimitBytes);
+        // PIL also reads the first page of a multi-page TIFF, and the pixel limit only vouches for that page.
+        configuration.ImageFormatsManager.SetDecoder(TiffFormat.Instance, new TiffDecoder { DecodingMode = FrameDecodingMode.First });
+        long limitBytes = Math.Max(Math.Min(limits.MaxPixels, long.MaxValue / 8) * 8, MinAllocationLimitBytes);
         int limitMegabytes = (int)Math.Min((limitBytes + (1 << 20) - 1) >> 20, int.MaxValue);
         configuration.MemoryAllocator = MemoryAllocator.Create(new MemoryAllocatorOptions { AllocationLimitMegabytes = limitMegabytes });
         return configuration;
