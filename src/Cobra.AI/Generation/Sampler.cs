@@ -24,6 +24,13 @@ internal sealed class Sampler : IDisposable
         }
     }
 
+    /// <summary>
+    /// Next token id for one sequence: logits [1, V], after the penalties over <paramref name="promptIds"/>
+    /// (repetition penalty only) and <paramref name="generatedIds"/>.
+    /// </summary>
+    public Tensor Next(Tensor logits, IReadOnlyList<int> promptIds, IReadOnlyList<int> generatedIds) =>
+        Next(ApplyPenalties(logits, promptIds, generatedIds));
+
     /// <summary>Next token id per row: [B] int64.</summary>
     public Tensor Next(Tensor logits)
     {
@@ -41,6 +48,35 @@ internal sealed class Sampler : IDisposable
 
         var all = FilterTopP(logits / options.Temperature).softmax(-1);          // [B,V]
         return torch.multinomial(all, 1, generator: generator).squeeze(-1);      // [B]
+    }
+
+    private Tensor ApplyPenalties(Tensor logits, IReadOnlyList<int> promptIds, IReadOnlyList<int> generatedIds)
+    {
+        bool repetition = options.RepetitionPenalty != 1.0 && (promptIds.Count + generatedIds.Count) > 0;
+        bool occurrence = (options.FrequencyPenalty != 0 || options.PresencePenalty != 0) && generatedIds.Count > 0;
+        if (!repetition && !occurrence)
+        {
+            return logits;
+        }
+
+        var result = logits.clone();                                             // [1,V]
+        if (repetition)
+        {
+            // CTRL: positive logits are divided by the penalty, negative ones multiplied.
+            var seen = torch.tensor(promptIds.Concat(generatedIds).Distinct().Select(i => (long)i).ToArray(), device: logits.device).unsqueeze(0);
+            var values = result.gather(-1, seen);
+            result.scatter_(-1, seen, torch.where(values > 0, values / options.RepetitionPenalty, values * options.RepetitionPenalty));
+        }
+
+        if (occurrence)
+        {
+            var counts = generatedIds.GroupBy(i => i).ToArray();
+            var ids = torch.tensor(counts.Select(g => (long)g.Key).ToArray(), device: logits.device).unsqueeze(0);
+            var penalty = torch.tensor(counts.Select(g => (float)((options.FrequencyPenalty * g.Count()) + options.PresencePenalty)).ToArray(), device: logits.device).unsqueeze(0);
+            result.scatter_(-1, ids, result.gather(-1, ids) - penalty);
+        }
+
+        return result;
     }
 
     /// <summary>Removes the tokens whose ascending cumulative probability stays ≤ 1 − top_p.</summary>

@@ -25,6 +25,15 @@ internal sealed record SamplingOptions
     /// <summary>Seed of the sampling generator; null draws one.</summary>
     public long? Seed { get; init; }
 
+    /// <summary>CTRL-style repetition penalty over the prompt's text ids and the generated ids (1 = off), as mamba_ssm applies it.</summary>
+    public double RepetitionPenalty { get; init; } = 1.0;
+
+    /// <summary>OpenAI-style: subtracted from a token's logit once per earlier occurrence in the output (0 = off).</summary>
+    public double FrequencyPenalty { get; init; }
+
+    /// <summary>OpenAI-style: subtracted from a token's logit if it already occurs in the output (0 = off).</summary>
+    public double PresencePenalty { get; init; }
+
     /// <summary>Token id that ends generation (<c>&lt;|endoftext|&gt;</c> = 0 for GPT-NeoX).</summary>
     public int EosTokenId { get; init; }
 
@@ -44,6 +53,16 @@ internal sealed record SamplingOptions
         if (!double.IsFinite(TopP) || TopP < 0 || TopP > 1)
         {
             throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must be in [0, 1].");
+        }
+
+        if (!double.IsFinite(RepetitionPenalty) || RepetitionPenalty <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(RepetitionPenalty), RepetitionPenalty, "RepetitionPenalty must be a finite number > 0.");
+        }
+
+        if (!double.IsFinite(FrequencyPenalty) || !double.IsFinite(PresencePenalty) || Math.Abs(FrequencyPenalty) > 2 || Math.Abs(PresencePenalty) > 2)
+        {
+            throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), "FrequencyPenalty and PresencePenalty must be in [-2, 2].");
         }
     }
 }

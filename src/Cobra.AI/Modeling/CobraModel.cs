@@ -39,6 +39,12 @@ internal sealed class CobraModel : IDisposable
     /// <summary>The Mamba language model.</summary>
     public MambaForCausalLM LanguageModel { get; }
 
+    /// <summary>Number of parameter values in all parts.</summary>
+    public long ParameterCount =>
+        LanguageModel.parameters().Sum(p => p.NumberOfElements)
+        + (Vision?.parameters().Sum(p => p.NumberOfElements) ?? 0)
+        + (Projector?.parameters().Sum(p => p.NumberOfElements) ?? 0);
+
     /// <summary>Image tokens [B, P, d_model] (model dtype) from the two towers' pixels [B, 3, S, S].</summary>
     public Tensor EncodeImage(Tensor dinoPixels, Tensor siglipPixels, Action<string, Tensor>? trace = null)
     {

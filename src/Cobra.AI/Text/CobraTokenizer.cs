@@ -119,11 +119,13 @@ internal sealed class CobraTokenizer
     /// What upstream Cobra's <c>generate()</c> returns: <c>decode(ids, skip_special_tokens=True)</c>, then
     /// transformers' clean-up of spaces before punctuation and contractions (when enabled), then Python's <c>strip()</c>.
     /// </summary>
-    /// <param name="ids">Generated token ids.</param>
+    /// <param name="ids">Generated token ids (ids past the vocabulary, i.e. padding rows, are skipped).</param>
     /// <returns>The answer text.</returns>
     public string DecodeForOutput(IEnumerable<int> ids)
     {
-        string text = Decode(ids, skipSpecialTokens: true);
+        // The model's logits cover the vocabulary padded to a multiple of 8; Hugging Face's decoder skips ids it
+        // has no token for, so the padding rows decode to nothing, as upstream.
+        string text = Decode(ids.Where(id => (uint)id < (uint)VocabularySize), skipSpecialTokens: true);
         if (CleanUpTokenizationSpaces)
         {
             text = CleanUpTokenization(text);

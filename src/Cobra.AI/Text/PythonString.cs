@@ -27,5 +27,23 @@ internal static class PythonString
         return text[start..end];
     }
 
-    private static bool IsSpace(char c) => char.IsWhiteSpace(c) || c is >= '\u001C' and <= '\u001F';
+    /// <summary>Python's <c>str.rstrip()</c>.</summary>
+    /// <param name="text">Text to strip.</param>
+    /// <returns>The text without trailing white space.</returns>
+    public static string StripEnd(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int end = text.Length;
+        while (end > 0 && IsSpace(text[end - 1]))
+        {
+            end--;
+        }
+
+        return text[..end];
+    }
+
+    /// <summary>Python's <c>str.isspace()</c> for one character.</summary>
+    /// <param name="c">The character.</param>
+    /// <returns>True for white space.</returns>
+    public static bool IsSpace(char c) => char.IsWhiteSpace(c) || c is >= '\u001C' and <= '\u001F';
 }

@@ -1,0 +1,113 @@
+namespace Cobra.AI;
+
+/// <summary>What to do with system messages and <c>ChatOptions.Instructions</c>, which Cobra's prompt format has no place for.</summary>
+public enum SystemPromptPolicy
+{
+    /// <summary>Prepend the system text to the first user message (the default: nothing is lost).</summary>
+    PrependToFirstUserMessage,
+
+    /// <summary>Drop it, as upstream Cobra does, and log a warning.</summary>
+    Ignore,
+
+    /// <summary>Throw <see cref="ArgumentException"/> when a request carries system text.</summary>
+    Reject,
+}
+
+/// <summary>What to do when a conversation carries more than one image (Cobra was trained on one per conversation).</summary>
+public enum MultipleImagePolicy
+{
+    /// <summary>Use the most recent image and log a warning about the others (the default).</summary>
+    UseLatest,
+
+    /// <summary>Throw <see cref="ArgumentException"/>.</summary>
+    Reject,
+}
+
+/// <summary>
+/// How to load and run a Cobra model. Options objects are read, never modified, by this library; loading
+/// validates them and reports the first problem by option name.
+/// </summary>
+public sealed class CobraModelOptions
+{
+    /// <summary>A hub-mirror folder laid out as <c>&lt;org&gt;/&lt;repo&gt;/&lt;file&gt;</c> holding the model files.</summary>
+    public string? ModelPath { get; set; }
+
+    /// <summary>Cobra model id (default <c>cobra+3b</c>).</summary>
+    public string ModelId { get; set; } = "cobra+3b";
+
+    /// <summary>Hugging Face cache root; null uses <c>HF_HUB_CACHE</c> / <c>HF_HOME</c>.</summary>
+    public string? CacheDirectory { get; set; }
+
+    /// <summary>Allow downloading missing files from the Hugging Face Hub.</summary>
+    public bool AllowDownload { get; set; }
+
+    /// <summary><c>auto</c> (CUDA when available), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
+    public string Device { get; set; } = "auto";
+
+    /// <summary><c>fp32</c>, <c>bf16</c>, <c>fp16</c>, or null for the device default (fp32 on CPU, bf16 on CUDA).</summary>
+    public string? Precision { get; set; }
+
+    /// <summary>Requests decoded together in one batch; more wait in the queue.</summary>
+    public int MaxConcurrentRequests { get; set; } = 4;
+
+    /// <summary>Conversation state snapshots kept for reuse by the next turn (0 disables reuse).</summary>
+    public int ConversationCacheSize { get; set; } = 16;
+
+    /// <summary>Largest encoded image accepted, in bytes.</summary>
+    public long MaxImageBytes { get; set; } = 20L * 1024 * 1024;
+
+    /// <summary>Largest image accepted, in pixels (width × height), checked before decoding.</summary>
+    public long MaxImagePixels { get; set; } = 40_000_000;
+
+    /// <summary>Folders from which <c>file:</c> image URIs may be read; empty means none.</summary>
+    public IList<string> AllowedImageRoots { get; set; } = [];
+
+    /// <summary>Allow <c>http(s):</c> image URIs to be fetched.</summary>
+    public bool AllowRemoteImages { get; set; }
+
+    /// <summary>Time limit for fetching a remote image.</summary>
+    public TimeSpan RemoteImageTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Handling of system messages and instructions.</summary>
+    public SystemPromptPolicy SystemPrompts { get; set; } = SystemPromptPolicy.PrependToFirstUserMessage;
+
+    /// <summary>Handling of conversations with several images.</summary>
+    public MultipleImagePolicy MultipleImages { get; set; } = MultipleImagePolicy.UseLatest;
+
+    /// <summary>A copy, so later changes by the caller do not reach a loaded client.</summary>
+    internal CobraModelOptions Snapshot() => new()
+    {
+        ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
+        Device = Device, Precision = Precision, MaxConcurrentRequests = MaxConcurrentRequests,
+        ConversationCacheSize = ConversationCacheSize, MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
+        AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageTimeout = RemoteImageTimeout,
+        SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,
+    };
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
+    internal void Validate()
+    {
+        static void Require(bool ok, string name, string problem)
+        {
+            if (!ok)
+            {
+                throw new ArgumentException($"CobraModelOptions.{name} {problem}", name);
+            }
+        }
+
+        Require(!string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "is required: point it at a hub-mirror folder holding the model files (Hugging Face cache lookup and download are not available in this build).");
+        Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
+        Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
+        Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
+        Require(MaxImageBytes > 0, nameof(MaxImageBytes), $"must be positive, not {MaxImageBytes}.");
+        Require(MaxImagePixels > 0, nameof(MaxImagePixels), $"must be positive, not {MaxImagePixels}.");
+        Require(RemoteImageTimeout > TimeSpan.Zero, nameof(RemoteImageTimeout), "must be positive.");
+        Require(AllowedImageRoots.All(r => !string.IsNullOrWhiteSpace(r)), nameof(AllowedImageRoots), "must not contain empty paths.");
+    }
+}
+
+/// <summary>Loading progress, reported through <see cref="IProgress{T}"/>.</summary>
+/// <param name="Stage">What is being done.</param>
+/// <param name="Step">1-based step number.</param>
+/// <param name="Steps">Number of steps.</param>
+public sealed record CobraLoadProgress(string Stage, int Step, int Steps);
