@@ -80,6 +80,9 @@ public sealed partial class CobraChatClient : IChatClient
         return pipeline;
     }
 
+    /// <summary>Tensors alive on the inference thread (diagnostics).</summary>
+    internal long LiveTensorCount => engine.LiveTensorCount;
+
     /// <inheritdoc />
     public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
         GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);

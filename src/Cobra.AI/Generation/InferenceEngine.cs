@@ -25,6 +25,7 @@ internal sealed partial class InferenceEngine : IDisposable
     private readonly Thread thread;
     private readonly ConversationStateCache cache;
     private int disposed;
+    private long liveTensors;
 
     /// <summary>Starts the inference thread for <paramref name="pipeline"/> (owned from now on).</summary>
     public InferenceEngine(CobraPipeline pipeline, int maxActive, int conversationCacheSize, ILogger logger, int prefillChunk = 256)
@@ -40,6 +41,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
     /// <summary>The model this engine runs.</summary>
     public CobraPipeline Pipeline => pipeline;
+
+    /// <summary>Tensors alive on the inference thread after its last loop iteration (a leak check for tests and diagnostics).</summary>
+    public long LiveTensorCount => Volatile.Read(ref liveTensors);
 
     /// <summary>
     /// Queues a request; its events arrive on the returned reader, which completes after
@@ -92,6 +96,7 @@ internal sealed partial class InferenceEngine : IDisposable
                     }
                 }
 
+                Volatile.Write(ref liveTensors, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
                 if (active.Count > 0)
                 {
                     try
