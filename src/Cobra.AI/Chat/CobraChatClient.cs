@@ -83,6 +83,9 @@ public sealed partial class CobraChatClient : IChatClient
     /// <summary>Tensors alive on the inference thread (diagnostics).</summary>
     internal long LiveTensorCount => engine.LiveTensorCount;
 
+    /// <summary>Requests being decoded right now (diagnostics).</summary>
+    internal int ActiveRequests => engine.ActiveCount;
+
     /// <inheritdoc />
     public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
         GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);
@@ -92,12 +95,22 @@ public sealed partial class CobraChatClient : IChatClient
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         var request = await ToRequestAsync(messages, options, cancellationToken).ConfigureAwait(false);
-        var events = engine.Submit(request, cancellationToken);
+
+        // A consumer that stops enumerating early also stops the generation and frees its state.
+        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var events = engine.Submit(request, abandon.Token);
         string responseId = "cobra-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow;
-        await foreach (var generationEvent in events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        try
         {
-            yield return ToUpdate(generationEvent, responseId, created);
+            await foreach (var generationEvent in events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                yield return ToUpdate(generationEvent, responseId, created);
+            }
+        }
+        finally
+        {
+            await abandon.CancelAsync().ConfigureAwait(false);
         }
     }
 

@@ -26,6 +26,7 @@ internal sealed partial class InferenceEngine : IDisposable
     private readonly ConversationStateCache cache;
     private int disposed;
     private long liveTensors;
+    private int activeCount;
 
     /// <summary>Starts the inference thread for <paramref name="pipeline"/> (owned from now on).</summary>
     public InferenceEngine(CobraPipeline pipeline, int maxActive, int conversationCacheSize, ILogger logger, int prefillChunk = 256)
@@ -44,6 +45,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
     /// <summary>Tensors alive on the inference thread after its last loop iteration (a leak check for tests and diagnostics).</summary>
     public long LiveTensorCount => Volatile.Read(ref liveTensors);
+
+    /// <summary>Requests being decoded right now (diagnostics).</summary>
+    public int ActiveCount => Volatile.Read(ref activeCount);
 
     /// <summary>
     /// Queues a request; its events arrive on the returned reader, which completes after
@@ -83,9 +87,11 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             while (true)
             {
-                if (active.Count == 0 && !queue.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+                Volatile.Write(ref liveTensors, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+                Volatile.Write(ref activeCount, active.Count);
+                if (Volatile.Read(ref disposed) != 0 || (active.Count == 0 && !queue.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()))
                 {
-                    break;
+                    break;                                                       // the finally block fails what is left
                 }
 
                 while (active.Count < maxActive && queue.Reader.TryRead(out var job))
@@ -96,7 +102,6 @@ internal sealed partial class InferenceEngine : IDisposable
                     }
                 }
 
-                Volatile.Write(ref liveTensors, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
                 if (active.Count > 0)
                 {
                     try

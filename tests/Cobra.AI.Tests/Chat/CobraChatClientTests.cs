@@ -117,6 +117,30 @@ public sealed class CobraChatClientTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Stopping_enumeration_early_abandons_the_generation_and_the_client_stays_usable()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            await foreach (var update in client.GetStreamingResponseAsync(StoryPrompt, new ChatOptions { MaxOutputTokens = 100_000 }))
+            {
+                if (update.Text.Length > 0)
+                {
+                    break;
+                }
+            }
+        }
+
+        Assert.Equal(SceneAnswer, (await client.GetResponseAsync([SceneMessage()], Sixteen())).Text);
+        var timer = Stopwatch.StartNew();
+        while (client.ActiveRequests > 0 && timer.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(0, client.ActiveRequests);
+    }
+
+    [Fact]
     public async Task Second_turn_reuses_the_conversation_state_and_matches_a_cold_client()
     {
         var first = await client.GetResponseAsync([SceneMessage()], Sixteen());
@@ -194,6 +218,22 @@ public sealed class CobraChatClientTests : IAsyncLifetime
         Assert.NotNull(client.GetService<CobraModel>());
         Assert.Null(client.GetService<Uri>());
         Assert.Null(client.GetService(typeof(ChatClientMetadata), "key"));
+    }
+
+    [Fact]
+    public async Task Dispose_during_a_long_generation_returns_promptly_and_fails_the_request()
+    {
+        var own = await Load();
+        var running = own.GetResponseAsync(StoryPrompt, new ChatOptions { MaxOutputTokens = 1_000_000 });
+        while (own.ActiveRequests == 0 && !running.IsCompleted)
+        {
+            await Task.Delay(10);
+        }
+
+        var timer = Stopwatch.StartNew();
+        own.Dispose();
+        Assert.True(timer.Elapsed < TimeSpan.FromSeconds(10), $"Dispose took {timer.Elapsed}");
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => running);
     }
 
     [Fact]
