@@ -29,7 +29,10 @@ public enum MultipleImagePolicy
 /// </summary>
 public sealed class CobraModelOptions
 {
-    /// <summary>A hub-mirror folder laid out as <c>&lt;org&gt;/&lt;repo&gt;/&lt;file&gt;</c> holding the model files.</summary>
+    /// <summary>
+    /// A hub-mirror folder laid out as <c>&lt;org&gt;/&lt;repo&gt;/&lt;file&gt;</c> holding the model files; null looks
+    /// in the Hugging Face cache (<see cref="CacheDirectory"/>) instead.
+    /// </summary>
     public string? ModelPath { get; set; }
 
     /// <summary>Cobra model id (default <c>cobra+3b</c>).</summary>
@@ -38,7 +41,7 @@ public sealed class CobraModelOptions
     /// <summary>Hugging Face cache root; null uses <c>HF_HUB_CACHE</c> / <c>HF_HOME</c>.</summary>
     public string? CacheDirectory { get; set; }
 
-    /// <summary>Allow downloading missing files from the Hugging Face Hub.</summary>
+    /// <summary>Allow downloading missing files from the Hugging Face Hub (not available in this build).</summary>
     public bool AllowDownload { get; set; }
 
     /// <summary><c>auto</c> (CUDA when available), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
@@ -95,7 +98,8 @@ public sealed class CobraModelOptions
             }
         }
 
-        Require(!string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "is required: point it at a hub-mirror folder holding the model files (Hugging Face cache lookup and download are not available in this build).");
+        Require(ModelPath is null || !string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "must be null (use the Hugging Face cache) or a folder path.");
+        Require(!AllowDownload, nameof(AllowDownload), "is not supported by this build: put the files in a hub-mirror folder (ModelPath) or the Hugging Face cache (CacheDirectory).");
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");

@@ -11,7 +11,7 @@ internal static class CobraCli
 
         Commands:
           generate   Generate a reply for one prompt or a conversation.
-                     --model-dir DIR [--model-id ID] [--image FILE]
+                     [--model-dir DIR | --cache-dir DIR] [--model-id ID] [--image FILE]
                      (--prompt TEXT | --messages FILE) [--max-new-tokens N] [--temperature T]
                      [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda[:N]]
                      [--precision fp32|bf16|fp16] [--json] [--logits-out FILE]

@@ -14,7 +14,7 @@ internal static class GenerateCommand
 {
     private static readonly HashSet<string> ValueOptions =
     [
-        "model-dir", "model-id", "image", "prompt", "messages", "max-new-tokens", "temperature",
+        "model-dir", "model-id", "cache-dir", "image", "prompt", "messages", "max-new-tokens", "temperature",
         "top-k", "top-p", "seed", "device", "precision", "logits-out",
     ];
 
@@ -28,8 +28,10 @@ internal static class GenerateCommand
             throw new UsageException("Give exactly one of --prompt TEXT or --messages FILE.");
         }
 
-        string modelDir = cli.Get("model-dir")
-            ?? throw new UsageException("--model-dir DIR is required (a hub-mirror folder such as a golden kit's hub/).");
+        if (cli.Has("model-dir") && cli.Has("cache-dir"))
+        {
+            throw new UsageException("Give --model-dir DIR (a hub-mirror folder) or --cache-dir DIR (a Hugging Face cache), not both.");
+        }
         var sampling = ReadSampling(cli);
 
         var turns = cli.Has("prompt")
@@ -44,7 +46,10 @@ internal static class GenerateCommand
             await stderr.WriteLineAsync("cobra: warning: fp16 is sensitive to overflow in Cobra and very slow on CPUs; prefer bf16 or fp32.").ConfigureAwait(false);
         }
 
-        var files = CobraModelFiles.FromHubMirror(modelDir, cli.Get("model-id") ?? "cobra+3b");
+        IModelFileSource source = cli.Get("model-dir") is { } modelDir
+            ? new HubMirrorSource(modelDir)
+            : new HuggingFaceCacheSource(cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot());
+        var files = CobraModelFiles.Resolve(source, cli.Get("model-id") ?? "cobra+3b");
         using var pipeline = CobraPipeline.Load(files, device, precision);
         var loadTime = clock.Elapsed;
 

@@ -35,7 +35,7 @@ public sealed partial class CobraChatClient : IChatClient
         this.http = http;
         this.logger = logger;
         images = new ImageResolver(options, http);
-        metadata = new ChatClientMetadata("cobra", new Uri(Path.GetFullPath(options.ModelPath!)), options.ModelId);
+        metadata = new ChatClientMetadata("cobra", new Uri(Path.GetFullPath(options.ModelPath ?? options.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot())), options.ModelId);
     }
 
     /// <summary>Loads the model described by <paramref name="options"/> (copied; later changes have no effect).</summary>
@@ -69,7 +69,10 @@ public sealed partial class CobraChatClient : IChatClient
     {
         var clock = Stopwatch.StartNew();
         progress?.Report(new CobraLoadProgress("Resolving model files", 1, 3));
-        var files = CobraModelFiles.FromHubMirror(settings.ModelPath!, settings.ModelId);
+        IModelFileSource source = settings.ModelPath is not null
+            ? new HubMirrorSource(settings.ModelPath)
+            : new HuggingFaceCacheSource(settings.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot());
+        var files = CobraModelFiles.Resolve(source, settings.ModelId);
         var device = TorchPlacement.ParseDevice(settings.Device);
         var precision = TorchPlacement.ParsePrecision(settings.Precision, device);
         cancellationToken.ThrowIfCancellationRequested();

@@ -57,20 +57,16 @@ internal sealed record CobraModelFiles
     /// (the golden kits' <c>hub/</c> folder). Throws <see cref="FileNotFoundException"/> naming the first
     /// missing file and <see cref="InvalidDataException"/> for a config that does not describe a Cobra model.
     /// </summary>
-    public static CobraModelFiles FromHubMirror(string root, string modelId = "cobra+3b")
-    {
-        if (!Directory.Exists(root))
-        {
-            throw new DirectoryNotFoundException($"Model folder '{root}' does not exist.");
-        }
+    public static CobraModelFiles FromHubMirror(string root, string modelId = "cobra+3b") => Resolve(new HubMirrorSource(root), modelId);
 
-        string Find(string repo, string file)
-        {
-            string path = Path.Combine(root, repo, file);
-            return File.Exists(path)
-                ? path
-                : throw new FileNotFoundException($"Model file '{repo}/{file}' not found under '{root}' (looked for '{path}').", path);
-        }
+    /// <summary>
+    /// Resolves every file from <paramref name="source"/>. Throws <see cref="FileNotFoundException"/> naming the
+    /// first missing file and <see cref="InvalidDataException"/> for a config that does not describe a Cobra model.
+    /// </summary>
+    public static CobraModelFiles Resolve(IModelFileSource source, string modelId = "cobra+3b")
+    {
+        string Find(string repo, string file) =>
+            source.Find(repo, file) ?? throw new FileNotFoundException($"Model file '{repo}/{file}' not found in the {source.Description}.", $"{repo}/{file}");
 
         string configPath = Find(CobraRepo, $"{modelId}/config.json");
         var (llmId, visionId, maxLength, arch, resize) = ReadRunConfig(configPath);
@@ -78,12 +74,12 @@ internal sealed record CobraModelFiles
             ? repo
             : throw new InvalidDataException($"{configPath}: unknown llm_backbone_id '{llmId}' (known: {string.Join(", ", LlmRepos.Keys)}).");
 
-        string safetensors = Path.Combine(root, CobraRepo, modelId, "checkpoints", "latest-checkpoint.safetensors");
+        string? safetensors = source.Find(CobraRepo, $"{modelId}/checkpoints/latest-checkpoint.safetensors");
         return new CobraModelFiles
         {
             ModelId = modelId,
             CobraConfigPath = configPath,
-            CheckpointPath = File.Exists(safetensors) ? safetensors : Find(CobraRepo, $"{modelId}/checkpoints/latest-checkpoint.pt"),
+            CheckpointPath = safetensors ?? Find(CobraRepo, $"{modelId}/checkpoints/latest-checkpoint.pt"),
             LlmBackboneId = llmId,
             LlmConfigPath = Find(llmRepo, "config.json"),
             TokenizerPath = Find(llmRepo, "tokenizer.json"),
@@ -91,7 +87,7 @@ internal sealed record CobraModelFiles
             VisionBackboneId = visionId,
             ArchSpecifier = arch,
             ImageResizeStrategy = resize,
-            Vision = VisionTowerFiles.FromHubMirror(root, visionId, configPath),
+            Vision = VisionTowerFiles.Resolve(source, visionId, configPath),
         };
     }
 
@@ -140,10 +136,10 @@ internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, 
     public const string SigLipArchitecture = "vit_so400m_patch14_siglip_384";
 
     /// <summary>
-    /// Finds the towers of <paramref name="visionBackboneId"/> under <paramref name="root"/>; null when no tower
+    /// Finds the towers of <paramref name="visionBackboneId"/> in <paramref name="source"/>; null when no tower
     /// file is there at all; <see cref="FileNotFoundException"/> when only some are.
     /// </summary>
-    public static VisionTowerFiles? FromHubMirror(string root, string visionBackboneId, string configPath)
+    public static VisionTowerFiles? Resolve(IModelFileSource source, string visionBackboneId, string configPath)
     {
         if (!visionBackboneId.StartsWith("dinosiglip-vit-so-", StringComparison.Ordinal))
         {
@@ -151,7 +147,7 @@ internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, 
         }
 
         string? First(string repo, params string[] files) =>
-            files.Select(f => Path.Combine(root, repo, f)).FirstOrDefault(File.Exists);
+            files.Select(f => source.Find(repo, f)).FirstOrDefault(p => p is not null);
 
         const string DinoRepo = "timm/vit_large_patch14_reg4_dinov2.lvd142m";
         const string OpenClipRepo = "timm/ViT-SO400M-14-SigLIP-384";
@@ -166,12 +162,12 @@ internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, 
 
         if (dino is null)
         {
-            throw new FileNotFoundException($"DINOv2 weights '{DinoRepo}/model.safetensors' (or pytorch_model.bin) not found under '{root}'.");
+            throw new FileNotFoundException($"DINOv2 weights '{DinoRepo}/model.safetensors' (or pytorch_model.bin) not found in the {source.Description}.");
         }
 
         if (openClip is null && webli is null)
         {
-            throw new FileNotFoundException($"SigLIP weights '{OpenClipRepo}/open_clip_model.safetensors' or '{WebliRepo}/model.safetensors' not found under '{root}'.");
+            throw new FileNotFoundException($"SigLIP weights '{OpenClipRepo}/open_clip_model.safetensors' or '{WebliRepo}/model.safetensors' not found in the {source.Description}.");
         }
 
         return openClip is not null

@@ -45,12 +45,13 @@ public sealed class DependencyInjectionTests
     }
 
     [Theory]
-    [InlineData(null, 4, "ModelPath")]
-    [InlineData("x", 0, "MaxConcurrentRequests")]
-    public void Invalid_options_fail_at_registration_naming_the_option(string? path, int concurrency, string option)
+    [InlineData(" ", 4, false, "ModelPath")]
+    [InlineData("x", 0, false, "MaxConcurrentRequests")]
+    [InlineData("x", 4, true, "AllowDownload")]
+    public void Invalid_options_fail_at_registration_naming_the_option(string? path, int concurrency, bool download, string option)
     {
         var services = new ServiceCollection();
-        var e = Assert.Throws<ArgumentException>(() => services.AddCobraChatClient(o => { o.ModelPath = path; o.MaxConcurrentRequests = concurrency; }));
+        var e = Assert.Throws<ArgumentException>(() => services.AddCobraChatClient(o => { o.ModelPath = path; o.MaxConcurrentRequests = concurrency; o.AllowDownload = download; }));
         Assert.Contains(option, e.Message, StringComparison.Ordinal);
     }
 

@@ -3,6 +3,7 @@ using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
 using Cobra.Cli;
+using Microsoft.Extensions.AI;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -95,7 +96,7 @@ public sealed class GenerateCommandTests : IDisposable
     }
 
     [Theory]
-    [InlineData("generate", "--prompt", "x")]
+    [InlineData("generate", "--model-dir", "d", "--cache-dir", "c", "--prompt", "x")]
     [InlineData("generate", "--model-dir", "d")]
     [InlineData("generate", "--model-dir", "d", "--prompt", "x", "--messages", "m")]
     [InlineData("generate", "--model-dir", "d", "--prompt", "x", "--max-new-tokens", "0")]
@@ -110,6 +111,36 @@ public sealed class GenerateCommandTests : IDisposable
         var (exit, _, error) = await Run(args);
         Assert.Equal(2, exit);
         Assert.Contains("Usage: cobra", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Hugging_face_cache_layout_is_resolved_by_revision()
+    {
+        string cache = Path.Combine(scratch, "hf");
+        string commit = "0123456789abcdef0123456789abcdef01234567";
+        foreach (var file in Directory.EnumerateFiles(Golden.TinyAHub, "*", SearchOption.AllDirectories))
+        {
+            var parts = Path.GetRelativePath(Golden.TinyAHub, file).Split(Path.DirectorySeparatorChar, 3);
+            string repoDir = Path.Combine(cache, $"models--{parts[0]}--{parts[1]}");
+            string target = Path.Combine(repoDir, "snapshots", commit, parts[2]);
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+            Directory.CreateDirectory(Path.Combine(repoDir, "refs"));
+            await File.WriteAllTextAsync(Path.Combine(repoDir, "refs", "main"), commit);
+        }
+
+        var (exit, output, error) = await Run("generate", "--cache-dir", cache, "--prompt", "Write a short story about a cobra.", "--max-new-tokens", "16", "--json");
+        Assert.True(exit == 0, error);
+        using var expected = SafetensorsFile.Open(Golden.Expected("text_only"));
+        Assert.Equal(Golden.Ids(expected, "decode.greedy_ids"), JsonDocument.Parse(output).RootElement.GetProperty("output_token_ids").EnumerateArray().Select(e => e.GetInt64()));
+
+        using var client = await CobraChatClient.LoadAsync(new CobraModelOptions { CacheDirectory = cache, Device = "cpu" });
+        Assert.Equal("on ld not\u001a\u001a\u001anaknaknakand\ufffdimalshishothot", (await client.GetResponseAsync("Write a short story about a cobra.", new ChatOptions { MaxOutputTokens = 16 })).Text);
+
+        var missing = await Run("generate", "--cache-dir", Path.Combine(scratch, "empty-cache"), "--prompt", "x");
+        Assert.Equal(1, missing.Exit);
+        Assert.Contains("han1997/cobra/cobra+3b/config.json", missing.Err, StringComparison.Ordinal);
+        Assert.Contains("Hugging Face cache", missing.Err, StringComparison.Ordinal);
     }
 
     [Fact]
