@@ -15,6 +15,8 @@ internal static class CobraCli
                      (--prompt TEXT | --messages FILE) [--max-new-tokens N] [--temperature T]
                      [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda[:N]]
                      [--precision fp32|bf16|fp16] [--json] [--logits-out FILE]
+          download   Fetch (or verify) every model file into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
+                     [--model-id ID] [--cache-dir DIR] [--revision REV]
           bench      Time the full-size model with random weights (nothing downloaded): --part llm (default) or vision.
                      [--part llm|vision] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
                      [--threads N] [--skip-sequential] [--question-tokens N] [--json]
@@ -35,6 +37,7 @@ internal static class CobraCli
             {
                 "generate" => await GenerateCommand.RunAsync(rest, stdout, stderr, cancellationToken).ConfigureAwait(false),
                 "bench" => BenchCommand.Run(rest, stdout),
+                "download" => await DownloadCommand.RunAsync(rest, stdout, stderr, cancellationToken).ConfigureAwait(false),
                 _ => throw new UsageException($"Unknown command '{args[0]}'."),
             };
         }
@@ -48,7 +51,7 @@ internal static class CobraCli
             await stderr.WriteLineAsync("cobra: cancelled").ConfigureAwait(false);
             return 1;
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or ArgumentException or TimeoutException or HttpRequestException
                                       or InvalidOperationException or NotSupportedException or KeyNotFoundException
                                       or System.Text.Json.JsonException or System.Runtime.InteropServices.ExternalException)
         {

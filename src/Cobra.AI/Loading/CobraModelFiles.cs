@@ -12,7 +12,7 @@ internal sealed record CobraModelFiles
     public const string CobraRepo = "han1997/cobra";
 
     /// <summary>Upstream's registry: LLM backbone id -> Hugging Face repo of its config and tokenizer.</summary>
-    private static readonly Dictionary<string, string> LlmRepos = new(StringComparer.Ordinal)
+    internal static readonly Dictionary<string, string> LlmRepos = new(StringComparer.Ordinal)
     {
         ["mamba-2.8b-zephyr"] = "xiuyul/mamba-2.8b-zephyr",
         ["mamba-2.8b-slimpj"] = "state-spaces/mamba-2.8b-slimpj",
@@ -92,7 +92,7 @@ internal sealed record CobraModelFiles
     }
 
     /// <summary>Reads the <c>model</c> fields upstream's <c>cobra.load</c> uses.</summary>
-    private static (string LlmId, string VisionId, int MaxLength, string Arch, string Resize) ReadRunConfig(string path)
+    internal static (string LlmId, string VisionId, int MaxLength, string Arch, string Resize) ReadRunConfig(string path)
     {
         try
         {
@@ -119,8 +119,9 @@ internal sealed record CobraModelFiles
 
 /// <summary>
 /// Weight and config files of the two vision towers of <c>dinosiglip-vit-so-*</c>, as timm resolves them:
-/// safetensors first, then the PyTorch <c>.bin</c>; SigLIP from the open_clip repo timm 0.9.10 (Cobra's pin)
-/// loads (keys under <c>visual.trunk.</c>), else from the newer plain-timm <c>.webli</c> repo.
+/// safetensors first, then the PyTorch <c>.bin</c>; SigLIP from the plain-timm <c>.webli</c> repo when present
+/// (same tensors, no text tower), else from the open_clip repo timm 0.9.10 (Cobra's pin) loads (keys under
+/// <c>visual.trunk.</c>).
 /// </summary>
 /// <param name="DinoWeights">DINOv2 weights file.</param>
 /// <param name="DinoConfig">DINOv2 timm <c>config.json</c>, when present.</param>
@@ -129,6 +130,15 @@ internal sealed record CobraModelFiles
 /// <param name="SigLipKeyPrefix">Prefix of the SigLIP trunk's keys in its file (<c>visual.trunk.</c> for open_clip).</param>
 internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, string SigLipWeights, string? SigLipConfig, string SigLipKeyPrefix)
 {
+    /// <summary>Repo of the DINOv2 tower.</summary>
+    public const string DinoRepo = "timm/vit_large_patch14_reg4_dinov2.lvd142m";
+
+    /// <summary>open_clip repo of the SigLIP tower (what timm 0.9.10 loads).</summary>
+    public const string OpenClipRepo = "timm/ViT-SO400M-14-SigLIP-384";
+
+    /// <summary>Plain-timm repo of the SigLIP tower (newer timm).</summary>
+    public const string WebliRepo = "timm/vit_so400m_patch14_siglip_384.webli";
+
     /// <summary>timm architecture name of the DINOv2 tower.</summary>
     public const string DinoArchitecture = "vit_large_patch14_reg4_dinov2";
 
@@ -149,9 +159,6 @@ internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, 
         string? First(string repo, params string[] files) =>
             files.Select(f => source.Find(repo, f)).FirstOrDefault(p => p is not null);
 
-        const string DinoRepo = "timm/vit_large_patch14_reg4_dinov2.lvd142m";
-        const string OpenClipRepo = "timm/ViT-SO400M-14-SigLIP-384";
-        const string WebliRepo = "timm/vit_so400m_patch14_siglip_384.webli";
         string? dino = First(DinoRepo, "model.safetensors", "pytorch_model.bin");
         string? openClip = First(OpenClipRepo, "open_clip_model.safetensors", "open_clip_pytorch_model.bin");
         string? webli = First(WebliRepo, "model.safetensors", "pytorch_model.bin");
@@ -170,8 +177,9 @@ internal sealed record VisionTowerFiles(string DinoWeights, string? DinoConfig, 
             throw new FileNotFoundException($"SigLIP weights '{OpenClipRepo}/open_clip_model.safetensors' or '{WebliRepo}/model.safetensors' not found in the {source.Description}.");
         }
 
-        return openClip is not null
-            ? new VisionTowerFiles(dino, First(DinoRepo, "config.json"), openClip, First(OpenClipRepo, "open_clip_config.json"), "visual.trunk.")
-            : new VisionTowerFiles(dino, First(DinoRepo, "config.json"), webli!, First(WebliRepo, "config.json"), "");
+        // The plain-timm file is preferred: the open_clip one also carries the text tower (twice the size).
+        return webli is not null
+            ? new VisionTowerFiles(dino, First(DinoRepo, "config.json"), webli, First(WebliRepo, "config.json"), "")
+            : new VisionTowerFiles(dino, First(DinoRepo, "config.json"), openClip!, First(OpenClipRepo, "open_clip_config.json"), "visual.trunk.");
     }
 }

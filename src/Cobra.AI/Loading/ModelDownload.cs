@@ -1,0 +1,63 @@
+namespace Cobra.AI.Loading;
+
+/// <summary>
+/// Fetches every file a Cobra model needs into the Hugging Face cache, in the order upstream's
+/// <c>cobra.load</c> reads them: the run config (which names the LLM and vision backbones), the checkpoint,
+/// the LLM config and tokenizer, then the towers (the smaller plain-timm SigLIP file when the hub has it).
+/// </summary>
+internal static class ModelDownload
+{
+    /// <summary>Downloads (or verifies) all files; returns their snapshot paths.</summary>
+    public static async Task<IReadOnlyList<string>> RunAsync(HubDownloader hub, string modelId, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
+    {
+        var paths = new List<string>();
+        async Task<string?> Get(string repo, string file, bool required, string rev = "main")
+        {
+            var path = await hub.FetchAsync(repo, file, rev, required, progress, cancellationToken).ConfigureAwait(false);
+            if (path is not null)
+            {
+                paths.Add(path);
+            }
+
+            return path;
+        }
+
+        string config = (await Get(CobraModelFiles.CobraRepo, $"{modelId}/config.json", true, revision).ConfigureAwait(false))!;
+        var (llmId, visionId, _, _, _) = CobraModelFiles.ReadRunConfig(config);
+        await Get(CobraModelFiles.CobraRepo, $"{modelId}/checkpoints/latest-checkpoint.pt", true, revision).ConfigureAwait(false);
+
+        string llmRepo = CobraModelFiles.LlmRepos.TryGetValue(llmId, out var repo)
+            ? repo
+            : throw new InvalidDataException($"{config}: unknown llm_backbone_id '{llmId}'.");
+        await Get(llmRepo, "config.json", true).ConfigureAwait(false);
+        await Get(llmRepo, "tokenizer.json", true).ConfigureAwait(false);
+        await Get(llmRepo, "tokenizer_config.json", false).ConfigureAwait(false);
+        await Get(llmRepo, "special_tokens_map.json", false).ConfigureAwait(false);
+
+        if (!visionId.StartsWith("dinosiglip-vit-so-", StringComparison.Ordinal))
+        {
+            throw new NotSupportedException($"{config}: vision backbone '{visionId}' is not supported.");
+        }
+
+        await Get(VisionTowerFiles.DinoRepo, "config.json", false).ConfigureAwait(false);
+        if (await Get(VisionTowerFiles.DinoRepo, "model.safetensors", false).ConfigureAwait(false) is null)
+        {
+            await Get(VisionTowerFiles.DinoRepo, "pytorch_model.bin", true).ConfigureAwait(false);
+        }
+
+        if (await Get(VisionTowerFiles.WebliRepo, "model.safetensors", false).ConfigureAwait(false) is not null)
+        {
+            await Get(VisionTowerFiles.WebliRepo, "config.json", false).ConfigureAwait(false);
+        }
+        else
+        {
+            await Get(VisionTowerFiles.OpenClipRepo, "open_clip_config.json", false).ConfigureAwait(false);
+            if (await Get(VisionTowerFiles.OpenClipRepo, "open_clip_model.safetensors", false).ConfigureAwait(false) is null)
+            {
+                await Get(VisionTowerFiles.OpenClipRepo, "open_clip_pytorch_model.bin", true).ConfigureAwait(false);
+            }
+        }
+
+        return paths;
+    }
+}

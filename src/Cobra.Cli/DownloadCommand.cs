@@ -1,0 +1,69 @@
+using Cobra.AI.Loading;
+
+namespace Cobra.Cli;
+
+/// <summary>
+/// <c>cobra download</c>: fetches (or re-verifies) every file the model needs into the Hugging Face cache, with a
+/// progress bar; exit code 0 only when all files verify. Endpoint from <c>HF_ENDPOINT</c>, token from
+/// <c>HF_TOKEN</c>; with <c>HF_HUB_OFFLINE=1</c> it only checks the cache and says what is missing.
+/// </summary>
+internal static class DownloadCommand
+{
+    private static readonly HashSet<string> ValueOptions = ["model-id", "cache-dir", "revision"];
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        var cli = CliArguments.Parse(args, ValueOptions, new HashSet<string>());
+        string modelId = cli.Get("model-id") ?? "cobra+3b";
+        string cache = cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot();
+        string revision = cli.Get("revision") ?? "main";
+        if (Environment.GetEnvironmentVariable("HF_HUB_OFFLINE") is "1" or "true" or "TRUE" or "yes")
+        {
+            var files = CobraModelFiles.Resolve(new HuggingFaceCacheSource(cache, revision), modelId);
+            await stdout.WriteLineAsync($"offline: all files of {modelId} are in {cache} ({files.CheckpointPath})").ConfigureAwait(false);
+            return 0;
+        }
+
+        using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
+        var hub = new HubDownloader(http, HubDownloader.DefaultEndpoint(), cache, Environment.GetEnvironmentVariable("HF_TOKEN"));
+        var bar = new ProgressBar(stderr);
+        var paths = await ModelDownload.RunAsync(hub, modelId, revision, bar, cancellationToken).ConfigureAwait(false);
+        bar.Done();
+        if (hub.RepairedFiles > 0)
+        {
+            await stderr.WriteLineAsync($"cobra: {hub.RepairedFiles} cached file(s) did not match their hash and were downloaded again.").ConfigureAwait(false);
+        }
+
+        await stdout.WriteLineAsync($"{paths.Count} files of {modelId} verified in {cache}").ConfigureAwait(false);
+        return 0;
+    }
+
+    /// <summary>One line per file, redrawn in place: name, bytes, percent.</summary>
+    private sealed class ProgressBar(TextWriter output) : IProgress<DownloadProgress>
+    {
+        private string? current;
+
+        public void Report(DownloadProgress value)
+        {
+            string name = $"{value.Repo}/{value.File}";
+            if (current is not null && current != name)
+            {
+                output.WriteLine();
+            }
+
+            current = name;
+            string amount = value.Total is long total && total > 0
+                ? $"{value.Bytes / 1048576.0,9:F1} / {total / 1048576.0:F1} MiB {100.0 * value.Bytes / total,5:F1}%"
+                : $"{value.Bytes / 1048576.0,9:F1} MiB";
+            output.Write($"\r{name}  {amount}");
+        }
+
+        public void Done()
+        {
+            if (current is not null)
+            {
+                output.WriteLine();
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Cobra.AI.Tests.Loading;
+
+/// <summary>
+/// A loopback stand-in for the Hugging Face Hub serving a hub-mirror folder the way the Hub does:
+/// <c>/{repo}/resolve/{rev}/{file}</c>; large files answer HEAD with a 302 to <c>/lfs/...</c> carrying
+/// X-Linked-Etag (sha256) and X-Linked-Size; small files carry a git-blob-sha1 ETag; X-Repo-Commit everywhere;
+/// Range requests honoured. Failures can be injected per file.
+/// </summary>
+internal sealed class FakeHub : IDisposable
+{
+    private readonly string root;
+    private readonly HttpListener listener = new();
+    private readonly Task loop;
+
+    public FakeHub(string root)
+    {
+        this.root = root;
+        int port;
+        using (var probe = new TcpListener(IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        }
+
+        Endpoint = $"http://127.0.0.1:{port}";
+        listener.Prefixes.Add(Endpoint + "/");
+        listener.Start();
+        loop = Task.Run(ServeAsync);
+    }
+
+    public string Endpoint { get; }
+
+    /// <summary>file path (repo/file) -> what goes wrong: "cut", "corrupt", "401", "404", "500", "slow".</summary>
+    public ConcurrentDictionary<string, string> Failures { get; } = new();
+
+    public ConcurrentQueue<string> RangeRequests { get; } = new();
+
+    public static string Commit(string repo) => Convert.ToHexStringLower(SHA1.HashData(Encoding.UTF8.GetBytes(repo)));
+
+    private static bool IsLfs(string file) => file.EndsWith(".safetensors", StringComparison.Ordinal) || file.EndsWith(".pt", StringComparison.Ordinal) || file.EndsWith(".bin", StringComparison.Ordinal);
+
+    private async Task ServeAsync()
+    {
+        while (listener.IsListening)
+        {
+            HttpListenerContext context;
+            try
+            {
+                context = await listener.GetContextAsync();
+            }
+            catch (Exception) when (!listener.IsListening)
+            {
+                return;
+            }
+            catch (HttpListenerException)
+            {
+                return;
+            }
+
+            _ = Task.Run(() => Handle(context));
+        }
+    }
+
+    private async Task Handle(HttpListenerContext context)
+    {
+        var response = context.Response;
+        try
+        {
+            string path = Uri.UnescapeDataString(context.Request.Url!.AbsolutePath.TrimStart('/'));
+            bool lfsDownload = path.StartsWith("lfs/", StringComparison.Ordinal);
+            string repo, file;
+            if (lfsDownload)
+            {
+                var parts = path["lfs/".Length..].Split('/', 3);
+                (repo, file) = ($"{parts[0]}/{parts[1]}", parts[2]);
+            }
+            else
+            {
+                var parts = path.Split('/', 5);                                   // org/name/resolve/rev/file
+                (repo, file) = ($"{parts[0]}/{parts[1]}", parts[4]);
+            }
+
+            string key = $"{repo}/{file}";
+            string local = Path.Combine(root, repo, file);
+            Failures.TryGetValue(key, out var failure);
+            if (failure is "401" or "404" or "500" || !File.Exists(local))
+            {
+                response.StatusCode = failure is "401" ? 401 : failure is "500" ? 500 : 404;
+                response.Close();
+                return;
+            }
+
+            byte[] content = await File.ReadAllBytesAsync(local);
+            response.Headers["X-Repo-Commit"] = Commit(repo);
+            if (!lfsDownload && IsLfs(file))
+            {
+                response.StatusCode = 302;
+                response.Headers["Location"] = $"/lfs/{repo}/{file}";
+                response.Headers["X-Linked-Etag"] = $"\"{Convert.ToHexStringLower(SHA256.HashData(content))}\"";
+                response.Headers["X-Linked-Size"] = content.Length.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                response.Close();
+                return;
+            }
+
+            if (!IsLfs(file))
+            {
+                byte[] blob = [.. Encoding.ASCII.GetBytes($"blob {content.Length}\0"), .. content];
+                response.Headers["ETag"] = $"\"{Convert.ToHexStringLower(SHA1.HashData(blob))}\"";
+            }
+
+            if (context.Request.HttpMethod == "HEAD")
+            {
+                response.ContentLength64 = content.Length;
+                response.Close();
+                return;
+            }
+
+            if (failure == "corrupt")
+            {
+                content = content.ToArray();
+                content[content.Length / 2] ^= 0xFF;
+            }
+
+            long start = 0;
+            if (context.Request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
+            {
+                RangeRequests.Enqueue(key);
+                start = long.Parse(range["bytes=".Length..].TrimEnd('-').Split('-')[0], System.Globalization.CultureInfo.InvariantCulture);
+                response.StatusCode = 206;
+                response.Headers["Content-Range"] = $"bytes {start}-{content.Length - 1}/{content.Length}";
+            }
+
+            response.ContentLength64 = content.Length - start;
+            var body = content.AsMemory((int)start);
+            if (failure == "cut")
+            {
+                Failures.TryRemove(key, out _);                                  // only the first attempt is cut
+                await response.OutputStream.WriteAsync(body[..(body.Length / 2)]);
+                await response.OutputStream.FlushAsync();
+                response.Abort();
+                return;
+            }
+
+            if (failure == "slow")
+            {
+                foreach (var chunk in Enumerable.Range(0, body.Length).Chunk(64))
+                {
+                    await response.OutputStream.WriteAsync(body.Slice(chunk[0], chunk.Length));
+                    await Task.Delay(50);
+                }
+            }
+            else
+            {
+                await response.OutputStream.WriteAsync(body);
+            }
+
+            response.Close();
+        }
+        catch (Exception)
+        {
+            try
+            {
+                response.Abort();
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        listener.Stop();
+        listener.Close();
+        try
+        {
+            loop.Wait(TimeSpan.FromSeconds(5));
+        }
+        catch (AggregateException)
+        {
+        }
+    }
+}
