@@ -41,7 +41,10 @@ public sealed class CobraModelOptions
     /// <summary>Hugging Face cache root; null uses <c>HF_HUB_CACHE</c> / <c>HF_HOME</c>.</summary>
     public string? CacheDirectory { get; set; }
 
-    /// <summary>Allow downloading missing files from the Hugging Face Hub (not available in this build).</summary>
+    /// <summary>
+    /// With no <see cref="ModelPath"/>, fetch missing files from the Hugging Face Hub into the cache at load
+    /// (endpoint <c>HF_ENDPOINT</c>, token <c>HF_TOKEN</c>; <c>HF_HUB_OFFLINE=1</c> forbids it).
+    /// </summary>
     public bool AllowDownload { get; set; }
 
     /// <summary><c>auto</c> (CUDA when available), <c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
@@ -99,7 +102,7 @@ public sealed class CobraModelOptions
         }
 
         Require(ModelPath is null || !string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "must be null (use the Hugging Face cache) or a folder path.");
-        Require(!AllowDownload, nameof(AllowDownload), "is not supported by this build: put the files in a hub-mirror folder (ModelPath) or the Hugging Face cache (CacheDirectory).");
+        Require(!(AllowDownload && ModelPath is not null), nameof(AllowDownload), "applies to the Hugging Face cache only: leave ModelPath null to download into CacheDirectory.");
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");

@@ -17,25 +17,32 @@ internal static class DownloadCommand
         string modelId = cli.Get("model-id") ?? "cobra+3b";
         string cache = cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot();
         string revision = cli.Get("revision") ?? "main";
-        if (Environment.GetEnvironmentVariable("HF_HUB_OFFLINE") is "1" or "true" or "TRUE" or "yes")
+        if (ModelDownload.Offline)
         {
             var files = CobraModelFiles.Resolve(new HuggingFaceCacheSource(cache, revision), modelId);
             await stdout.WriteLineAsync($"offline: all files of {modelId} are in {cache} ({files.CheckpointPath})").ConfigureAwait(false);
             return 0;
         }
 
+        int count = await FetchAsync(modelId, cache, revision, stderr, cancellationToken).ConfigureAwait(false);
+        await stdout.WriteLineAsync($"{count} files of {modelId} verified in {cache}").ConfigureAwait(false);
+        return 0;
+    }
+
+    /// <summary>Fetches or verifies every file with a progress bar on <paramref name="log"/>; returns the file count.</summary>
+    public static async Task<int> FetchAsync(string modelId, string cache, string revision, TextWriter log, CancellationToken cancellationToken)
+    {
         using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
         var hub = new HubDownloader(http, HubDownloader.DefaultEndpoint(), cache, Environment.GetEnvironmentVariable("HF_TOKEN"));
-        var bar = new ProgressBar(stderr);
+        var bar = new ProgressBar(log);
         var paths = await ModelDownload.RunAsync(hub, modelId, revision, bar, cancellationToken).ConfigureAwait(false);
         bar.Done();
         if (hub.RepairedFiles > 0)
         {
-            await stderr.WriteLineAsync($"cobra: {hub.RepairedFiles} cached file(s) did not match their hash and were downloaded again.").ConfigureAwait(false);
+            await log.WriteLineAsync($"cobra: {hub.RepairedFiles} cached file(s) did not match their hash and were downloaded again.").ConfigureAwait(false);
         }
 
-        await stdout.WriteLineAsync($"{paths.Count} files of {modelId} verified in {cache}").ConfigureAwait(false);
-        return 0;
+        return paths.Count;
     }
 
     /// <summary>One line per file, redrawn in place: name, bytes, percent.</summary>

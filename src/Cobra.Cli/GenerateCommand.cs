@@ -46,10 +46,7 @@ internal static class GenerateCommand
             await stderr.WriteLineAsync("cobra: warning: fp16 is sensitive to overflow in Cobra and very slow on CPUs; prefer bf16 or fp32.").ConfigureAwait(false);
         }
 
-        IModelFileSource source = cli.Get("model-dir") is { } modelDir
-            ? new HubMirrorSource(modelDir)
-            : new HuggingFaceCacheSource(cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot());
-        var files = CobraModelFiles.Resolve(source, cli.Get("model-id") ?? "cobra+3b");
+        var files = await ResolveOrDownloadAsync(cli, stderr, cancellationToken).ConfigureAwait(false);
         using var pipeline = CobraPipeline.Load(files, device, precision);
         var loadTime = clock.Elapsed;
 
@@ -76,6 +73,31 @@ internal static class GenerateCommand
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// A hub-mirror folder when given; else the Hugging Face cache, downloading what is missing first (with a
+    /// progress bar) unless <c>HF_HUB_OFFLINE</c> is set, in which case the error names the missing file.
+    /// </summary>
+    private static async Task<CobraModelFiles> ResolveOrDownloadAsync(CliArguments cli, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        string modelId = cli.Get("model-id") ?? "cobra+3b";
+        if (cli.Get("model-dir") is { } modelDir)
+        {
+            return CobraModelFiles.Resolve(new HubMirrorSource(modelDir), modelId);
+        }
+
+        string cache = cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot();
+        try
+        {
+            return CobraModelFiles.Resolve(new HuggingFaceCacheSource(cache), modelId);
+        }
+        catch (FileNotFoundException) when (!ModelDownload.Offline)
+        {
+            await stderr.WriteLineAsync($"cobra: {modelId} is not complete in {cache}; downloading it.").ConfigureAwait(false);
+            await DownloadCommand.FetchAsync(modelId, cache, "main", stderr, cancellationToken).ConfigureAwait(false);
+            return CobraModelFiles.Resolve(new HuggingFaceCacheSource(cache), modelId);
+        }
     }
 
     /// <summary>

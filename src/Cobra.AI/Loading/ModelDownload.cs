@@ -7,6 +7,9 @@ namespace Cobra.AI.Loading;
 /// </summary>
 internal static class ModelDownload
 {
+    /// <summary><c>HF_HUB_OFFLINE</c> is set: nothing may be fetched.</summary>
+    public static bool Offline => Environment.GetEnvironmentVariable("HF_HUB_OFFLINE") is "1" or "true" or "TRUE" or "yes" or "YES";
+
     /// <summary>Downloads (or verifies) all files; returns their snapshot paths.</summary>
     public static async Task<IReadOnlyList<string>> RunAsync(HubDownloader hub, string modelId, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
     {

@@ -47,7 +47,7 @@ public sealed class DependencyInjectionTests
     [Theory]
     [InlineData(" ", 4, false, "ModelPath")]
     [InlineData("x", 0, false, "MaxConcurrentRequests")]
-    [InlineData("x", 4, true, "AllowDownload")]
+    [InlineData("x", 4, true, "AllowDownload")]                               // download needs the cache, not a folder
     public void Invalid_options_fail_at_registration_naming_the_option(string? path, int concurrency, bool download, string option)
     {
         var services = new ServiceCollection();

@@ -11,6 +11,7 @@ using static TorchSharp.torch;
 namespace Cobra.AI.Tests.Cli;
 
 /// <summary><c>cobra generate</c> end to end, in process, against the golden kit and synthetic kits.</summary>
+[Collection(HubEnvironment.Name)]
 public sealed class GenerateCommandTests : IDisposable
 {
     private readonly string scratch = Directory.CreateTempSubdirectory("cobra-cli-").FullName;
@@ -137,7 +138,9 @@ public sealed class GenerateCommandTests : IDisposable
         using var client = await CobraChatClient.LoadAsync(new CobraModelOptions { CacheDirectory = cache, Device = "cpu" });
         Assert.Equal("on ld not\u001a\u001a\u001anaknaknakand\ufffdimalshishothot", (await client.GetResponseAsync("Write a short story about a cobra.", new ChatOptions { MaxOutputTokens = 16 })).Text);
 
+        Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", "1");
         var missing = await Run("generate", "--cache-dir", Path.Combine(scratch, "empty-cache"), "--prompt", "x");
+        Environment.SetEnvironmentVariable("HF_HUB_OFFLINE", null);
         Assert.Equal(1, missing.Exit);
         Assert.Contains("han1997/cobra/cobra+3b/config.json", missing.Err, StringComparison.Ordinal);
         Assert.Contains("Hugging Face cache", missing.Err, StringComparison.Ordinal);

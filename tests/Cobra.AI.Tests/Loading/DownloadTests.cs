@@ -6,6 +6,7 @@ using Xunit;
 namespace Cobra.AI.Tests.Loading;
 
 /// <summary><c>cobra download</c> against a loopback fake hub serving the tiny-a kit, with injected failures.</summary>
+[Collection(HubEnvironment.Name)]
 public sealed class DownloadTests : IDisposable
 {
     private readonly FakeHub hub = new(Golden.TinyAHub);
@@ -53,6 +54,24 @@ public sealed class DownloadTests : IDisposable
 
         // A second run verifies what is there and downloads nothing new.
         Assert.Equal(0, (await Download()).Exit);
+    }
+
+    [Fact]
+    public async Task Generate_downloads_what_is_missing_with_a_progress_bar()
+    {
+        var (exit, output, error) = await Run(default, "generate", "--cache-dir", cache, "--prompt", "Write a short story about a cobra.", "--max-new-tokens", "16", "--json");
+        Assert.True(exit == 0, error);
+        Assert.Contains("downloading", error, StringComparison.Ordinal);
+        Assert.Contains("MiB", error, StringComparison.Ordinal);
+        using var expected = SafetensorsFile.Open(Golden.Expected("text_only"));
+        Assert.Equal(Golden.Ids(expected, "decode.greedy_ids"), JsonDocument.Parse(output).RootElement.GetProperty("output_token_ids").EnumerateArray().Select(e => e.GetInt64()));
+    }
+
+    [Fact]
+    public async Task The_chat_client_downloads_at_load_when_allowed()
+    {
+        using var client = await CobraChatClient.LoadAsync(new CobraModelOptions { CacheDirectory = cache, AllowDownload = true, Device = "cpu" });
+        Assert.NotEmpty((await Microsoft.Extensions.AI.ChatClientExtensions.GetResponseAsync(client, "Hello", new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 2 })).Text);
     }
 
     [Fact]
