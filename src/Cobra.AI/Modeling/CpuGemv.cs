@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -37,7 +36,7 @@ internal static class CpuGemv
         int rows = (int)(input.NumberOfElements / k);
         using var x = input.reshape(rows, k).contiguous();                       // [B,K]
         var y = torch.empty([rows, n], ScalarType.Float32);                      // [B,N]
-        var job = new Job(Address(x), Address(weight), Address(y), rows, (int)n, (int)k);
+        var job = new Job(TensorMemory.Address(x), TensorMemory.Address(weight), TensorMemory.Address(y), rows, (int)n, (int)k);
 
         long weightBytes = weight.NumberOfElements * weight.ElementSize;
         int threads = weightBytes < ParallelThresholdBytes ? 1 : Math.Max(1, torch.get_num_threads());
@@ -60,8 +59,6 @@ internal static class CpuGemv
     }
 
     private readonly record struct Job(nint X, nint W, nint Y, int Rows, int N, int K);
-
-    private static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>
     /// Output features [from, to) for every input row. Four weight rows advance together: four independent

@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,8 +31,8 @@ internal static class SelectiveScanCpu
 
         var shape = new ScanShape((int)u.shape[0], (int)u.shape[1], (int)u.shape[2], (int)a.shape[1]);
         var buffers = new ScanBuffers(
-            Address(u), Address(delta), Address(aByState), Address(bm), Address(cm),
-            Address(dSkip), Address(z), Address(stateByState), Address(output));
+            TensorMemory.Address(u), TensorMemory.Address(delta), TensorMemory.Address(aByState), TensorMemory.Address(bm), TensorMemory.Address(cm),
+            TensorMemory.Address(dSkip), TensorMemory.Address(z), TensorMemory.Address(stateByState), TensorMemory.Address(output));
 
         int blocksPerBatch = (shape.Channels + Vector<float>.Count - 1) / Vector<float>.Count;
         int workItems = shape.Batch * blocksPerBatch;
@@ -54,8 +53,6 @@ internal static class SelectiveScanCpu
     private readonly record struct ScanShape(int Batch, int Length, int Channels, int States);
 
     private readonly record struct ScanBuffers(nint U, nint Delta, nint AByState, nint B, nint C, nint DSkip, nint Z, nint State, nint Output);
-
-    private static unsafe nint Address(Tensor t) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(t.bytes));
 
     /// <summary>Scans channels [d0, d0 + lanes) of batch item b over the whole sequence.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code

@@ -1,0 +1,15 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace Cobra.AI.Modeling;
+
+/// <summary>Raw access to CPU tensor memory for the managed SIMD kernels.</summary>
+internal static class TensorMemory
+{
+    /// <summary>
+    /// Address of the first element of a contiguous CPU tensor under 2 GiB (TorchSharp's <c>bytes</c> span
+    /// views the storage in place). The tensor must stay alive while the address is used.
+    /// </summary>
+    public static unsafe nint Address(Tensor tensor) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(tensor.bytes));
+}
