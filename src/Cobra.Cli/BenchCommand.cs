@@ -44,17 +44,20 @@ internal static class BenchCommand
             ["simd_lanes"] = System.Numerics.Vector<float>.Count,
         };
         string part = cli.Get("part") ?? "llm";
-        if (part is not ("llm" or "vision"))
+        if (part is not ("llm" or "vision" or "load"))
         {
-            throw new UsageException($"--part must be llm or vision, not '{part}'.");
+            throw new UsageException($"--part must be llm, vision or load, not '{part}'.");
         }
 
         foreach (var precision in precisions)
         {
             ResetPeakRss();
-            report[precision == Precision.Float32 ? "fp32" : "bf16"] = part == "llm"
-                ? BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout)
-                : VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), stdout);
+            report[precision == Precision.Float32 ? "fp32" : "bf16"] = part switch
+            {
+                "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout),
+                "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), stdout),
+                _ => LoadBench.Run(config, precision, stdout),
+            };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();
         }
 

@@ -17,8 +17,8 @@ internal static class CobraCli
                      [--precision fp32|bf16|fp16] [--json] [--logits-out FILE]
           download   Fetch (or verify) every model file into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
                      [--model-id ID] [--cache-dir DIR] [--revision REV]
-          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default) or vision.
-                     [--part llm|vision] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
+          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default), vision or load.
+                     [--part llm|vision|load] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
                      [--threads N] [--skip-sequential] [--question-tokens N] [--json]
         """;
 
