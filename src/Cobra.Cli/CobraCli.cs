@@ -15,6 +15,8 @@ internal static class CobraCli
                      (--prompt TEXT | --messages FILE) [--max-new-tokens N] [--temperature T]
                      [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda[:N]]
                      [--precision fp32|bf16|fp16] [--json] [--logits-out FILE]
+          convert    Write a compact bundle (a hub folder: pos-embeds resampled, unused tensors dropped) to --output DIR.
+                     [--model-dir DIR | --cache-dir DIR] [--model-id ID] --output DIR [--precision bf16|fp32]
           download   Fetch (or verify) every model file into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
                      [--model-id ID] [--cache-dir DIR] [--revision REV]
           bench      Time the full-size model with random weights (nothing downloaded): --part llm (default), vision or load.
@@ -37,6 +39,7 @@ internal static class CobraCli
             {
                 "generate" => await GenerateCommand.RunAsync(rest, stdout, stderr, cancellationToken).ConfigureAwait(false),
                 "bench" => BenchCommand.Run(rest, stdout),
+                "convert" => await ConvertCommand.RunAsync(rest, stdout, cancellationToken).ConfigureAwait(false),
                 "download" => await DownloadCommand.RunAsync(rest, stdout, stderr, cancellationToken).ConfigureAwait(false),
                 _ => throw new UsageException($"Unknown command '{args[0]}'."),
             };

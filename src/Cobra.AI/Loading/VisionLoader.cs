@@ -59,7 +59,10 @@ internal static class VisionLoader
             throw new InvalidDataException($"{weights.SourceName}: image size {imageSize} is smaller than the patch size {config.PatchSize}.");
         }
 
-        var tower = new VisionTransformer(config, grid, dtype, device);
+        // A converted bundle leaves out what Cobra never runs (the last block, the final norm).
+        var probe = keyPrefix.Length == 0 ? weights.Keys : weights.Keys.Where(k => k.StartsWith(keyPrefix, StringComparison.Ordinal)).Select(k => k[keyPrefix.Length..]);
+        bool withTail = probe.Contains($"blocks.{config.Depth - 1}.norm1.weight");
+        var tower = new VisionTransformer(config, grid, dtype, device, withTail);
         try
         {
             using var scope = torch.NewDisposeScope();

@@ -19,14 +19,15 @@ internal sealed class VisionTransformer : nn.Module
     private readonly Parameter pos_embed;
     private readonly PatchEmbed patch_embed;
     private readonly ModuleList<VitBlock> blocks;
-    private readonly LayerNorm norm;
+    private readonly LayerNorm? norm;
 #pragma warning restore IDE1006
 
     /// <summary>
     /// Allocates the tower for a run grid of <paramref name="gridSize"/>² patches; pos_embed is held at the
-    /// run grid (the loader resamples the checkpoint's grid into it).
+    /// run grid (the loader resamples the checkpoint's grid into it). Without <paramref name="withUnusedTail"/>
+    /// the blocks after Cobra's feature block and the final norm are left out (a converted bundle drops them).
     /// </summary>
-    public VisionTransformer(VitConfig config, int gridSize, ScalarType dtype, Device device)
+    public VisionTransformer(VitConfig config, int gridSize, ScalarType dtype, Device device, bool withUnusedTail = true)
         : base(nameof(VisionTransformer))
     {
         this.config = config;
@@ -36,8 +37,9 @@ internal sealed class VisionTransformer : nn.Module
         reg_token = config.RegTokens > 0 ? Empty([1, config.RegTokens, d], dtype, device) : null;
         pos_embed = Empty([1, PosEmbedPrefix + (gridSize * gridSize), d], dtype, device);
         patch_embed = new PatchEmbed(config.PatchSize, d, dtype, device);
-        blocks = new ModuleList<VitBlock>(Enumerable.Range(0, config.Depth).Select(_ => new VitBlock(config, dtype, device)).ToArray());
-        norm = new LayerNorm(d, 1e-6, dtype, device);
+        int blockCount = withUnusedTail ? config.Depth : config.FeatureBlock + 1;
+        blocks = new ModuleList<VitBlock>(Enumerable.Range(0, blockCount).Select(_ => new VitBlock(config, dtype, device)).ToArray());
+        norm = withUnusedTail ? new LayerNorm(d, 1e-6, dtype, device) : null;
         RegisterComponents();
     }
 
@@ -63,7 +65,7 @@ internal sealed class VisionTransformer : nn.Module
         var x = patch_embed.forward(pixels.to(dtype));                           // [B,P,D]
         x = Embed(x);                                                            // [B,prefix+P,D]
         Tensor? features = null;
-        int lastBlock = trace is null ? config.FeatureBlock : config.Depth - 1;
+        int lastBlock = trace is null ? config.FeatureBlock : blocks.Count - 1;
         for (int i = 0; i <= lastBlock; i++)
         {
             x = blocks[i].forward(x);                                            // [B,prefix+P,D]
