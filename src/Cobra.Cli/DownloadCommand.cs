@@ -32,14 +32,12 @@ internal static class DownloadCommand
     /// <summary>Fetches or verifies every file with a progress bar on <paramref name="log"/>; returns the file count.</summary>
     public static async Task<int> FetchAsync(string modelId, string cache, string revision, TextWriter log, CancellationToken cancellationToken)
     {
-        using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
-        var hub = new HubDownloader(http, HubDownloader.DefaultEndpoint(), cache, Environment.GetEnvironmentVariable("HF_TOKEN"));
         var bar = new ProgressBar(log);
-        var paths = await ModelDownload.RunAsync(hub, modelId, revision, bar, cancellationToken).ConfigureAwait(false);
+        var (paths, repaired) = await ModelDownload.RunAsync(modelId, cache, revision, bar, cancellationToken).ConfigureAwait(false);
         bar.Done();
-        if (hub.RepairedFiles > 0)
+        if (repaired > 0)
         {
-            await log.WriteLineAsync($"cobra: {hub.RepairedFiles} cached file(s) did not match their hash and were downloaded again.").ConfigureAwait(false);
+            await log.WriteLineAsync($"cobra: {repaired} cached file(s) did not match their hash and were downloaded again.").ConfigureAwait(false);
         }
 
         return paths.Count;

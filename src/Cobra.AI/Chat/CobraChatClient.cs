@@ -61,10 +61,8 @@ public sealed partial class CobraChatClient : IChatClient
         var logger = (ILogger?)loggerFactory?.CreateLogger<CobraChatClient>() ?? NullLogger.Instance;
         if (settings.ModelPath is null && settings.AllowDownload && !ModelDownload.Offline)
         {
-            using var download = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
-            var hub = new HubDownloader(download, HubDownloader.DefaultEndpoint(), settings.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot(), Environment.GetEnvironmentVariable("HF_TOKEN"));
             var report = progress is null ? null : new Progress<DownloadProgress>(p => progress.Report(new CobraLoadProgress($"Downloading {p.Repo}/{p.File}", 1, 3)));
-            await ModelDownload.RunAsync(hub, settings.ModelId, "main", report, cancellationToken).ConfigureAwait(false);
+            await ModelDownload.RunAsync(settings.ModelId, settings.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot(), "main", report, cancellationToken).ConfigureAwait(false);
         }
 
         var pipeline = await Task.Run(() => LoadPipeline(settings, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);

@@ -10,7 +10,20 @@ internal static class ModelDownload
     /// <summary><c>HF_HUB_OFFLINE</c> is set: nothing may be fetched.</summary>
     public static bool Offline => Environment.GetEnvironmentVariable("HF_HUB_OFFLINE") is "1" or "true" or "TRUE" or "yes" or "YES";
 
-    /// <summary>Downloads (or verifies) all files; returns their snapshot paths.</summary>
+    /// <summary>
+    /// Downloads (or verifies) all files of <paramref name="modelId"/> into <paramref name="cacheRoot"/> from
+    /// <c>HF_ENDPOINT</c> with <c>HF_TOKEN</c>; returns the snapshot paths and how many cached files had to be
+    /// fetched again because they no longer matched their hash.
+    /// </summary>
+    public static async Task<(IReadOnlyList<string> Paths, int Repaired)> RunAsync(string modelId, string cacheRoot, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
+        var hub = new HubDownloader(http, HubDownloader.DefaultEndpoint(), cacheRoot, Environment.GetEnvironmentVariable("HF_TOKEN"));
+        var paths = await RunAsync(hub, modelId, revision, progress, cancellationToken).ConfigureAwait(false);
+        return (paths, hub.RepairedFiles);
+    }
+
+    /// <summary>Downloads (or verifies) all files through <paramref name="hub"/>; returns their snapshot paths.</summary>
     public static async Task<IReadOnlyList<string>> RunAsync(HubDownloader hub, string modelId, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
     {
         var paths = new List<string>();

@@ -18,13 +18,7 @@ public sealed class GenerateCommandTests : IDisposable
 
     public GenerateCommandTests() => TorchRuntime.EnsureInitialized();
 
-    private static async Task<(int Exit, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int exit = await CobraCli.RunAsync(args, stdout, stderr);
-        return (exit, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Exit, string Out, string Err)> Run(params string[] args) => CliRunner.RunAsync(args);
 
     [Fact]
     public async Task Json_output_reproduces_the_golden_prompt_and_greedy_ids()

@@ -10,13 +10,7 @@ public sealed class BundleTests : IDisposable
 {
     private readonly string scratch = Directory.CreateTempSubdirectory("cobra-bundle-").FullName;
 
-    private static async Task<(int Exit, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int exit = await CobraCli.RunAsync(args, stdout, stderr);
-        return (exit, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Exit, string Out, string Err)> Run(params string[] args) => CliRunner.RunAsync(args);
 
     [Fact]
     public async Task An_fp32_bundle_reproduces_the_original_ids_and_logits_with_less_data()

@@ -15,13 +15,7 @@ public sealed class DownloadTests : IDisposable
 
     public DownloadTests() => Environment.SetEnvironmentVariable("HF_ENDPOINT", hub.Endpoint);
 
-    private static async Task<(int Exit, string Out, string Err)> Run(CancellationToken cancellationToken, params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int exit = await CobraCli.RunAsync(args, stdout, stderr, cancellationToken);
-        return (exit, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Exit, string Out, string Err)> Run(CancellationToken cancellationToken, params string[] args) => CliRunner.RunAsync(cancellationToken, args);
 
     private Task<(int Exit, string Out, string Err)> Download(CancellationToken cancellationToken = default) =>
         Run(cancellationToken, "download", "--cache-dir", cache);
