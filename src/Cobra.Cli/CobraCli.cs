@@ -15,6 +15,9 @@ internal static class CobraCli
                      (--prompt TEXT | --messages FILE) [--max-new-tokens N] [--temperature T]
                      [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|cuda[:N]]
                      [--precision fp32|bf16|fp16] [--json] [--logits-out FILE]
+          serve      Host OpenAI-compatible /v1/chat/completions and /v1/models (503 until the model has loaded).
+                     [--model-dir DIR | --cache-dir DIR] [--model-id ID] [--urls http://127.0.0.1:PORT]
+                     [--api-key KEY] [--allow-remote-images] [--max-pending N] [--device D] [--precision P]
           convert    Write a compact bundle (a hub folder: pos-embeds resampled, unused tensors dropped) to --output DIR.
                      [--model-dir DIR | --cache-dir DIR] [--model-id ID] --output DIR [--precision bf16|fp32]
           download   Fetch (or verify) every model file into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
@@ -39,6 +42,7 @@ internal static class CobraCli
             {
                 "generate" => await GenerateCommand.RunAsync(rest, stdout, stderr, cancellationToken).ConfigureAwait(false),
                 "bench" => BenchCommand.Run(rest, stdout),
+                "serve" => await ServeCommand.RunAsync(rest, stdout, cancellationToken).ConfigureAwait(false),
                 "convert" => await ConvertCommand.RunAsync(rest, stdout, cancellationToken).ConfigureAwait(false),
                 "download" => await DownloadCommand.RunAsync(rest, stdout, stderr, cancellationToken).ConfigureAwait(false),
                 _ => throw new UsageException($"Unknown command '{args[0]}'."),

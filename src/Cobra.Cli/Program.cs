@@ -1,3 +1,10 @@
 using Cobra.Cli;
 
-return await CobraCli.RunAsync(args, Console.Out, Console.Error).ConfigureAwait(false);
+using var cancel = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) =>
+{
+    e.Cancel = true;
+    cancel.Cancel();
+};
+
+return await CobraCli.RunAsync(args, Console.Out, Console.Error, cancel.Token).ConfigureAwait(false);

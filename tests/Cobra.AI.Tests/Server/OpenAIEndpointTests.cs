@@ -1,0 +1,204 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Cobra.AI.Server;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace Cobra.AI.Tests.Server;
+
+/// <summary>The OpenAI-compatible endpoints on a loopback port over the tiny-a model.</summary>
+public sealed class OpenAIEndpointTests : IAsyncLifetime
+{
+    private const string SceneAnswer = "onddOnTheassisassis&&& re onwsAnswercle l";
+    private readonly HttpClient http = new() { Timeout = TimeSpan.FromMinutes(2) };
+    private WebApplication app = null!;
+    private string url = null!;
+
+    public async Task InitializeAsync() => (app, url) = await StartAsync(await CobraChatClient.LoadAsync(new CobraModelOptions { ModelPath = Golden.TinyAHub, Device = "cpu", MaxConcurrentRequests = 8 }), new OpenAIServerOptions());
+
+    public async Task DisposeAsync()
+    {
+        await app.DisposeAsync();
+        http.Dispose();
+    }
+
+    internal static async Task<(WebApplication App, string Url)> StartAsync(IChatClient client, OpenAIServerOptions options)
+    {
+        int port;
+        using (var probe = new TcpListener(IPAddress.Loopback, 0))
+        {
+            probe.Start();
+            port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        }
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(client);
+        var app = builder.Build();
+        app.MapOpenAIChatCompletions(options);
+        await app.StartAsync();
+        return (app, $"http://127.0.0.1:{port}");
+    }
+
+    private async Task<(HttpStatusCode Status, JsonElement Body)> Post(string json, string? key = null, string? baseUrl = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, (baseUrl ?? url) + "/v1/chat/completions") { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+        if (key is not null)
+        {
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+        }
+
+        using var response = await http.SendAsync(request);
+        string text = await response.Content.ReadAsStringAsync();
+        return (response.StatusCode, JsonDocument.Parse(text).RootElement.Clone());
+    }
+
+    private static string ImageRequest(bool stream = false) => JsonSerializer.Serialize(new
+    {
+        model = "cobra+3b",
+        max_tokens = 16,
+        stream,
+        stream_options = new { include_usage = true },
+        messages = new object[]
+        {
+            new
+            {
+                role = "user",
+                content = new object[]
+                {
+                    new { type = "text", text = "What is going on in this image?" },
+                    new { type = "image_url", image_url = new { url = "data:image/png;base64," + Convert.ToBase64String(File.ReadAllBytes(Golden.Fixtures("tiny-a", "images", "scene_100x70.png"))) } },
+                },
+            },
+        },
+    });
+
+    [Fact]
+    public async Task Models_and_a_chat_completion_with_an_image_have_openai_shape()
+    {
+        using var models = JsonDocument.Parse(await http.GetStringAsync(url + "/v1/models"));
+        Assert.Equal("cobra+3b", models.RootElement.GetProperty("data")[0].GetProperty("id").GetString());
+
+        var (status, body) = await Post(ImageRequest());
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("chat.completion", body.GetProperty("object").GetString());
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal(SceneAnswer, choice.GetProperty("message").GetProperty("content").GetString());
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(36, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(16, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task Streaming_sends_server_sent_events_with_usage_and_done()
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, url + "/v1/chat/completions") { Content = new StringContent(ImageRequest(stream: true), Encoding.UTF8, "application/json") };
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e["data: ".Length..]).ToList();
+        Assert.Equal("[DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement).ToList();
+        Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", c.GetProperty("object").GetString()));
+        Assert.Single(chunks.Select(c => c.GetProperty("id").GetString()).Distinct());
+        string text = string.Concat(chunks.Where(c => c.GetProperty("choices").GetArrayLength() > 0)
+            .Select(c => c.GetProperty("choices")[0].GetProperty("delta"))
+            .Select(d => d.TryGetProperty("content", out var content) ? content.GetString() : ""));
+        Assert.Equal(SceneAnswer, text);
+        Assert.Equal(16, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Theory]
+    [InlineData("not json", HttpStatusCode.BadRequest)]
+    [InlineData("""{"messages": []}""", HttpStatusCode.BadRequest)]
+    [InlineData("""{"messages": [{"role": "user", "content": "x"}], "n": 2}""", HttpStatusCode.BadRequest)]
+    [InlineData("""{"messages": [{"role": "user", "content": "x"}], "temperature": 5}""", HttpStatusCode.BadRequest)]
+    [InlineData("""{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}""", HttpStatusCode.NotFound)]
+    [InlineData("""{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}""", HttpStatusCode.BadRequest)]
+    [InlineData("""{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}]}""", HttpStatusCode.BadRequest)]
+    [InlineData("""{"messages": [{"role": "user", "content": [{"type": "audio", "audio": {}}]}]}""", HttpStatusCode.BadRequest)]
+    public async Task Bad_requests_get_openai_errors(string json, HttpStatusCode expected)
+    {
+        var (status, body) = await Post(json);
+        Assert.Equal(expected, status);
+        Assert.False(string.IsNullOrEmpty(body.GetProperty("error").GetProperty("message").GetString()));
+    }
+
+    [Fact]
+    public async Task Api_key_is_required_when_configured()
+    {
+        var (keyed, keyedUrl) = await StartAsync(await CobraChatClient.LoadAsync(new CobraModelOptions { ModelPath = Golden.TinyAHub, Device = "cpu" }), new OpenAIServerOptions { ApiKey = "secret" });
+        await using (keyed)
+        {
+            string json = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}""";
+            Assert.Equal(HttpStatusCode.Unauthorized, (await Post(json, baseUrl: keyedUrl)).Status);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await Post(json, "wrong", keyedUrl)).Status);
+            Assert.Equal(HttpStatusCode.OK, (await Post(json, "secret", keyedUrl)).Status);
+        }
+    }
+
+    [Fact]
+    public async Task Loading_model_answers_503_with_retry_after()
+    {
+        var (loading, loadingUrl) = await StartAsync(new NotReadyClient(), new OpenAIServerOptions());
+        await using (loading)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, loadingUrl + "/v1/chat/completions") { Content = new StringContent("""{"messages": [{"role": "user", "content": "Hi"}]}""", Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.True(response.Headers.RetryAfter is not null);
+        }
+    }
+
+    [Fact]
+    public async Task Sixty_four_concurrent_streams_complete_with_the_sequential_answers()
+    {
+        string Request(int i) => JsonSerializer.Serialize(new { max_tokens = 8, stream = i % 2 == 0, messages = new[] { new { role = "user", content = $"Question {i % 5}" } } });
+        var expected = new Dictionary<int, string>();
+        for (int i = 0; i < 5; i++)
+        {
+            var (_, body) = await Post(JsonSerializer.Serialize(new { max_tokens = 8, messages = new[] { new { role = "user", content = $"Question {i}" } } }));
+            expected[i] = body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        }
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 64).Select(async i =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, url + "/v1/chat/completions") { Content = new StringContent(Request(i), Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            string text = await response.Content.ReadAsStringAsync();
+            if (i % 2 == 1)
+            {
+                return JsonDocument.Parse(text).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+            }
+
+            return string.Concat(text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => e["data: ".Length..]).Where(e => e != "[DONE]")
+                .Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")).Where(c => c.GetArrayLength() > 0)
+                .Select(c => c[0].GetProperty("delta").TryGetProperty("content", out var content) ? content.GetString() : ""));
+        }));
+
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(expected[i % 5], answers[i]);
+        }
+    }
+
+    private sealed class NotReadyClient : IChatClient
+    {
+        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) => throw new ModelNotReadyException();
+
+        public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) => throw new ModelNotReadyException();
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => null;
+
+        public void Dispose()
+        {
+        }
+    }
+}
