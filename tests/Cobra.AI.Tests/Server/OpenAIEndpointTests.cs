@@ -114,6 +114,29 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
         Assert.Equal(16, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
     }
 
+    [Fact]
+    public async Task The_official_openai_dotnet_client_works_against_the_server_unchanged()
+    {
+        IChatClient viaOpenAI = new OpenAI.OpenAIClient(new System.ClientModel.ApiKeyCredential("unused"), new OpenAI.OpenAIClientOptions { Endpoint = new Uri(url + "/v1") })
+            .GetChatClient("cobra+3b")
+            .AsIChatClient();
+        ChatMessage question = new(ChatRole.User, [new TextContent("What is going on in this image?"), new DataContent(File.ReadAllBytes(Golden.Fixtures("tiny-a", "images", "scene_100x70.png")), "image/png")]);
+        var response = await viaOpenAI.GetResponseAsync([question], new ChatOptions { MaxOutputTokens = 16 });
+        Assert.Equal(SceneAnswer, response.Text);
+        Assert.Equal(ChatFinishReason.Length, response.FinishReason);
+        Assert.Equal(16, response.Usage!.OutputTokenCount);
+
+        var streamed = new StringBuilder();
+        await foreach (var update in viaOpenAI.GetStreamingResponseAsync([question], new ChatOptions { MaxOutputTokens = 16 }))
+        {
+            streamed.Append(update.Text);
+        }
+
+        Assert.Equal(SceneAnswer, streamed.ToString());
+        var stopped = await viaOpenAI.GetResponseAsync([question], new ChatOptions { MaxOutputTokens = 16, StopSequences = ["sis&"], Seed = 1 });
+        Assert.Equal("onddOnTheassisas", stopped.Text);
+    }
+
     [Theory]
     [InlineData("not json", HttpStatusCode.BadRequest)]
     [InlineData("""{"messages": []}""", HttpStatusCode.BadRequest)]
