@@ -65,23 +65,7 @@ internal sealed class ImageResolver(CobraModelOptions options, HttpClient? http)
     }
 
     /// <summary>The local path of a <c>file:</c> URI when it lies inside an allowed root; otherwise an exception.</summary>
-    private string AllowedFile(Uri uri)
-    {
-        string path = Path.GetFullPath(uri.LocalPath);
-        string resolved = File.Exists(path) && new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true) is { } target ? target.FullName : path;
-        foreach (var root in options.AllowedImageRoots)
-        {
-            string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(root)) + Path.DirectorySeparatorChar;
-            if (path.StartsWith(full, StringComparison.Ordinal) && resolved.StartsWith(full, StringComparison.Ordinal))
-            {
-                return File.Exists(path) ? path : throw new FileNotFoundException($"Image file '{path}' not found.", path);
-            }
-        }
-
-        throw new UnauthorizedAccessException(options.AllowedImageRoots.Count == 0
-            ? $"Image file '{path}' refused: no folders are allowed for file: URIs (CobraModelOptions.AllowedImageRoots)."
-            : $"Image file '{path}' refused: it is not inside an allowed folder (CobraModelOptions.AllowedImageRoots).");
-    }
+    private string AllowedFile(Uri uri) => AllowedPaths.Resolve(uri.LocalPath, options.AllowedImageRoots, "CobraModelOptions.AllowedImageRoots");
 
     private async Task<ReadOnlyMemory<byte>> DownloadAsync(Uri uri, CancellationToken cancellationToken)
     {

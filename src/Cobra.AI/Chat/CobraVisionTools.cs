@@ -1,0 +1,142 @@
+using System.ComponentModel;
+using Microsoft.Extensions.AI;
+
+namespace Cobra.AI;
+
+/// <summary>
+/// Where a vision tool may take images from: data URIs always; file paths only under
+/// <see cref="AllowedRoots"/>; http(s) URLs only when <see cref="AllowRemoteImages"/>; ids the host put in
+/// <see cref="ImageStore"/>. Never modified by the tool.
+/// </summary>
+public sealed class CobraImageReferenceOptions
+{
+    /// <summary>Folders whose files the tool may read.</summary>
+    public IList<string> AllowedRoots { get; set; } = [];
+
+    /// <summary>Pass http(s) URLs on to the vision client (which applies its own remote-image policy).</summary>
+    public bool AllowRemoteImages { get; set; }
+
+    /// <summary>Largest image read from a file, in bytes.</summary>
+    public long MaxImageBytes { get; set; } = 20L * 1024 * 1024;
+
+    /// <summary>Images the host registered by id (e.g. uploads), looked up before anything else.</summary>
+    public IDictionary<string, DataContent> ImageStore { get; set; } = new Dictionary<string, DataContent>(StringComparer.Ordinal);
+
+    /// <summary>Generation settings for the tool's question (greedy, 256 tokens by default).</summary>
+    public ChatOptions? ChatOptions { get; set; }
+}
+
+/// <summary>
+/// Cobra as a tool for agents running on any other model: the calling model passes an image reference and a
+/// question; the tool asks the vision client exactly as a direct chat call would (the question as the user
+/// turn with the image) and returns the answer as text marked as untrusted image content. A reference that
+/// is missing, not allowed, too large or not an image comes back as a readable tool error, never an exception.
+/// </summary>
+public static class CobraVisionTools
+{
+    /// <summary>Name of the describe-image function.</summary>
+    public const string DescribeImageName = "describe_image";
+
+    /// <summary>Prefix of every answer: the text came from looking at an image the user supplied.</summary>
+    public const string UntrustedPrefix = "[untrusted image content] ";
+
+    /// <summary>Prefix of every tool error.</summary>
+    public const string ErrorPrefix = "Error: ";
+
+    private const string DefaultQuestion = "Describe this image.";
+
+    /// <summary>An <see cref="AIFunction"/> <c>describe_image(image, question)</c> over <paramref name="vision"/>.</summary>
+    /// <param name="vision">The client that sees images (a <see cref="CobraChatClient"/>).</param>
+    /// <param name="options">Where images may come from.</param>
+    /// <returns>The tool, for <c>ChatOptions.Tools</c>, <c>UseFunctionInvocation()</c> or agents.</returns>
+    public static AIFunction CreateDescribeImageFunction(IChatClient vision, CobraImageReferenceOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(vision);
+        var settings = options ?? new CobraImageReferenceOptions();
+        return AIFunctionFactory.Create(
+            ([Description("The image: a data: URI, a file path, an http(s) URL, or an image id from the conversation.")] string image,
+             [Description("What to ask about the image; empty to get a description.")] string? question,
+             CancellationToken cancellationToken) => DescribeImageAsync(vision, settings, image, question, cancellationToken),
+            new AIFunctionFactoryOptions
+            {
+                Name = DescribeImageName,
+                Description = "Looks at an image and answers a question about it (describe it, answer a question, or read the text in it). Returns text.",
+            });
+    }
+
+    /// <summary>Asks <paramref name="vision"/> about the referenced image; errors come back as text starting with <see cref="ErrorPrefix"/>.</summary>
+    /// <param name="vision">The client that sees images.</param>
+    /// <param name="options">Where images may come from.</param>
+    /// <param name="image">The image reference.</param>
+    /// <param name="question">The question; empty for a description.</param>
+    /// <param name="cancellationToken">Cancels the request.</param>
+    /// <returns>The answer prefixed with <see cref="UntrustedPrefix"/>, or an error text.</returns>
+    public static async Task<string> DescribeImageAsync(IChatClient vision, CobraImageReferenceOptions options, string image, string? question, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(vision);
+        ArgumentNullException.ThrowIfNull(options);
+        AIContent content;
+        try
+        {
+            content = Resolve(image, options);
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            return ErrorPrefix + e.Message;
+        }
+
+        ChatMessage turn = new(ChatRole.User, [new TextContent(string.IsNullOrWhiteSpace(question) ? DefaultQuestion : question), content]);
+        try
+        {
+            var response = await vision.GetResponseAsync([turn], options.ChatOptions ?? new ChatOptions { MaxOutputTokens = 256 }, cancellationToken).ConfigureAwait(false);
+            return UntrustedPrefix + response.Text;
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException or TimeoutException)
+        {
+            return ErrorPrefix + e.Message;
+        }
+    }
+
+    private static AIContent Resolve(string reference, CobraImageReferenceOptions options)
+    {
+        if (string.IsNullOrWhiteSpace(reference))
+        {
+            throw new ArgumentException("No image reference was given.");
+        }
+
+        reference = reference.Trim();
+        if (options.ImageStore.TryGetValue(reference, out var stored))
+        {
+            return stored;
+        }
+
+        if (reference.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
+        {
+            try
+            {
+                return new DataContent(reference);
+            }
+            catch (FormatException e)
+            {
+                throw new ArgumentException($"The data URI is malformed ({e.Message}).", e);
+            }
+        }
+
+        if (Uri.TryCreate(reference, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https")
+        {
+            return options.AllowRemoteImages
+                ? new UriContent(uri, "image/*")
+                : throw new UnauthorizedAccessException($"Image URL '{reference}' refused: remote images are not enabled for this tool.");
+        }
+
+        string path = uri is { IsFile: true } ? uri.LocalPath : reference;
+        string allowed = AllowedPaths.Resolve(path, options.AllowedRoots, "CobraImageReferenceOptions.AllowedRoots");
+        long length = new FileInfo(allowed).Length;
+        if (length > options.MaxImageBytes)
+        {
+            throw new InvalidDataException($"Image file '{allowed}' has {length} bytes, more than the limit of {options.MaxImageBytes}.");
+        }
+
+        return new DataContent(File.ReadAllBytes(allowed), "image/*");
+    }
+}
