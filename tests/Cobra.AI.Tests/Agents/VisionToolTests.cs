@@ -81,6 +81,20 @@ public sealed class VisionToolTests : IAsyncLifetime, IDisposable
     }
 
     [Fact]
+    public async Task Agent_framework_chat_client_agents_use_the_tool_and_run_on_cobra()
+    {
+        var tool = CobraVisionTools.CreateDescribeImageFunction(cobra);
+        var agent = new Microsoft.Agents.AI.ChatClientAgent(new ScriptedBrain(DataUri()), "Use the vision tool for images.", "assistant", null, [tool], null, null);
+        var response = await agent.RunAsync("What is in the picture I sent?");
+        Assert.Contains(expected, response.Text, StringComparison.Ordinal);
+
+        var cobraAgent = new Microsoft.Agents.AI.ChatClientAgent(cobra, null, "cobra", null, null, null, null);
+        var direct = await cobraAgent.RunAsync(new ChatMessage(ChatRole.User, [new MeaiText(Question), new DataContent(Png(), "image/png")]),
+            options: new Microsoft.Agents.AI.ChatClientAgentRunOptions(new ChatOptions { MaxOutputTokens = 256 }));
+        Assert.Equal(expected[CobraVisionTools.UntrustedPrefix.Length..], direct.Text);
+    }
+
+    [Fact]
     public async Task Several_agents_share_one_cobra_model_concurrently()
     {
         var tool = CobraVisionTools.CreateDescribeImageFunction(cobra);
@@ -112,6 +126,20 @@ public sealed class VisionToolTests : IAsyncLifetime, IDisposable
         Assert.Equal(expected[CobraVisionTools.UntrustedPrefix.Length..], reply.Content);
     }
 
+    [Fact]
+    public async Task Semantic_kernel_auto_function_calling_routes_the_image_question_to_cobra()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddCobraChatClient(o => { o.ModelPath = Golden.TinyAHub; o.Device = "cpu"; });
+        builder.Plugins.AddCobraVisionPlugin();
+        var kernel = builder.Build();
+        var brain = new ScriptedBrain(DataUri()).AsBuilder().UseKernelFunctionInvocation().Build().AsChatCompletionService(kernel.Services);
+        var history = new ChatHistory();
+        history.AddUserMessage("What is in the picture I sent?");
+        var reply = await brain.GetChatMessageContentAsync(history, new PromptExecutionSettings { FunctionChoiceBehavior = FunctionChoiceBehavior.Auto() }, kernel);
+        Assert.Contains(expected, reply.Content, StringComparison.Ordinal);
+    }
+
     /// <summary>A stand-in for the agent's main model: asks for the tool once, then reports what it returned.</summary>
     private sealed class ScriptedBrain(string imageReference) : IChatClient
     {
@@ -119,10 +147,14 @@ public sealed class VisionToolTests : IAsyncLifetime, IDisposable
         {
             var result = messages.SelectMany(m => m.Contents).OfType<FunctionResultContent>().LastOrDefault();
             var reply = result is null
-                ? new ChatMessage(ChatRole.Assistant, [new FunctionCallContent("call-1", CobraVisionTools.DescribeImageName, new Dictionary<string, object?> { ["image"] = imageReference, ["question"] = Question })])
+                ? new ChatMessage(ChatRole.Assistant, [new FunctionCallContent("call-1", ToolName(options), new Dictionary<string, object?> { ["image"] = imageReference, ["question"] = Question })])
                 : new ChatMessage(ChatRole.Assistant, $"The vision tool says: {result.Result}");
             return Task.FromResult(new ChatResponse(reply));
         }
+
+        /// <summary>The describe-image tool as the framework named it (SK prefixes the plugin name).</summary>
+        private static string ToolName(ChatOptions? options) =>
+            options?.Tools?.Select(t => t.Name).FirstOrDefault(n => n.EndsWith(CobraVisionTools.DescribeImageName, StringComparison.Ordinal)) ?? CobraVisionTools.DescribeImageName;
 
         public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
         {

@@ -65,7 +65,8 @@ public sealed class DownloadTests : IDisposable
     public async Task The_chat_client_downloads_at_load_when_allowed()
     {
         using var client = await CobraChatClient.LoadAsync(new CobraModelOptions { CacheDirectory = cache, AllowDownload = true, Device = "cpu" });
-        Assert.NotEmpty((await Microsoft.Extensions.AI.ChatClientExtensions.GetResponseAsync(client, "Hello", new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 2 })).Text);
+        var reply = await client.GetResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "Hello")], new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 2 });
+        Assert.NotEmpty(reply.Text);
     }
 
     [Fact]
