@@ -16,7 +16,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens"];
+    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request"];
     private static readonly HashSet<string> Flags = ["skip-sequential", "json"];
 
     public static int Run(string[] args, TextWriter stdout)
@@ -44,9 +44,9 @@ internal static class BenchCommand
             ["simd_lanes"] = System.Numerics.Vector<float>.Count,
         };
         string part = cli.Get("part") ?? "llm";
-        if (part is not ("llm" or "vision" or "load"))
+        if (part is not ("llm" or "vision" or "load" or "serve"))
         {
-            throw new UsageException($"--part must be llm, vision or load, not '{part}'.");
+            throw new UsageException($"--part must be llm, vision, load or serve, not '{part}'.");
         }
 
         foreach (var precision in precisions)
@@ -56,6 +56,7 @@ internal static class BenchCommand
             {
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), stdout),
+                "serve" => ServeBench.Run(precision, cli.GetInt("tokens-per-request", 32, 1, 4096), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();

@@ -22,9 +22,9 @@ internal static class CobraCli
                      [--model-dir DIR | --cache-dir DIR] [--model-id ID] --output DIR [--precision bf16|fp32]
           download   Fetch (or verify) every model file into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
                      [--model-id ID] [--cache-dir DIR] [--revision REV]
-          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default), vision or load.
-                     [--part llm|vision|load] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
-                     [--threads N] [--skip-sequential] [--question-tokens N] [--json]
+          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default), vision, load or serve.
+                     [--part llm|vision|load|serve] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
+                     [--threads N] [--skip-sequential] [--question-tokens N] [--tokens-per-request N] [--json]
         """;
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
