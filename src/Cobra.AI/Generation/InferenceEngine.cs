@@ -11,8 +11,8 @@ namespace Cobra.AI.Generation;
 /// <summary>
 /// Owns one loaded model and the only thread that touches its tensors. Requests arrive through a channel;
 /// each is prefilled on its own (in chunks, so cancellation is seen and a long prompt cannot stall the
-/// others for long), then all active requests advance one token per engine step with their states stacked
-/// into one batch. Every prefill chunk and step runs in its own dispose scope under no-grad; nothing
+/// others for long), then all active requests advance one token per engine step in one batch whose state
+/// persists across steps (rows are added and dropped as requests join and leave). Every prefill chunk and step runs in its own dispose scope under no-grad; nothing
 /// tensor-related crosses a thread or an <c>await</c>. Text leaves through a per-request channel.
 /// </summary>
 internal sealed partial class InferenceEngine : IDisposable
@@ -26,6 +26,10 @@ internal sealed partial class InferenceEngine : IDisposable
     private readonly ConversationStateCache cache;
     private int disposed;
     private long liveTensors;
+
+    // Decoding requests share one batched state; it is rebuilt only when requests join or leave.
+    private MambaState? batch;
+    private List<Active> batchMembers = [];
     private int activeCount;
 
     /// <summary>Starts the inference thread for <paramref name="pipeline"/> (owned from now on).</summary>
@@ -118,6 +122,9 @@ internal sealed partial class InferenceEngine : IDisposable
                         }
 
                         active.Clear();
+                        batch?.Dispose();
+                        batch = null;
+                        batchMembers = [];
                     }
                 }
             }
@@ -128,6 +135,8 @@ internal sealed partial class InferenceEngine : IDisposable
             {
                 a.Fail(new ObjectDisposedException(nameof(InferenceEngine)));
             }
+
+            batch?.Dispose();
 
             while (queue.Reader.TryRead(out var job))
             {
@@ -173,7 +182,13 @@ internal sealed partial class InferenceEngine : IDisposable
             LogStarted(logger, request.PromptIds.Count, imageTokens, cachedInput);
             started = new Active(job, state, new Sampler(request.Sampling, llm.Device), new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences), imageTokens + request.PromptIds.Count, cachedInput);
             state = null;
-            return Accept(started, logits) ? null : started;
+            if (Accept(started, logits) is { } finish)
+            {
+                Finish(started, started.State!, finish);
+                return null;
+            }
+
+            return started;
         }
         catch (Exception e)
         {
@@ -224,47 +239,92 @@ internal sealed partial class InferenceEngine : IDisposable
         });
         if (active.Count == 0)
         {
+            DropBatch();
             return;
         }
 
+        SyncBatch(active);
         var llm = pipeline.Model.LanguageModel;
         using var scope = torch.NewDisposeScope();
-        var tokens = torch.tensor(active.Select(a => (long)a.Output[^1]).ToArray(), device: llm.Device); // [B]
-        Tensor logits;
-        if (active.Count == 1)
-        {
-            logits = llm.Step(tokens, active[0].State);                             // [1,V]
-        }
-        else
-        {
-            using var batch = MambaState.Stack(active.Select(a => a.State).ToArray());
-            logits = llm.Step(tokens, batch);                                        // [B,V]
-            var parts = batch.Split();
-            for (int i = 0; i < active.Count; i++)
-            {
-                active[i].ReplaceState(parts[i]);
-            }
-        }
-
-        for (int i = active.Count - 1; i >= 0; i--)
+        var members = batch is null ? active : batchMembers;
+        var tokens = torch.tensor(members.Select(a => (long)a.Output[^1]).ToArray(), device: llm.Device); // [B]
+        var logits = llm.Step(tokens, batch ?? active[0].State!);                  // [B,V]
+        var finished = new List<(int Row, Active Request, FinishReason Reason)>();
+        for (int i = 0; i < members.Count; i++)
         {
             try
             {
-                if (Accept(active[i], logits[i].unsqueeze(0)))
+                if (Accept(members[i], logits[i].unsqueeze(0)) is { } finish)
                 {
-                    active.RemoveAt(i);
+                    finished.Add((i, members[i], finish));
                 }
             }
             catch (Exception e)
             {
-                active[i].Fail(e);
-                active.RemoveAt(i);
+                members[i].Fail(e);
+                active.Remove(members[i]);
             }
+        }
+
+        foreach (var (row, request, reason) in finished)
+        {
+            using var own = batch?.Select([row]);
+            Finish(request, own ?? request.State!, reason);
+            active.Remove(request);
         }
     }
 
-    /// <summary>Samples the next token from [1, V] logits and reports it; true when the request is finished.</summary>
-    private bool Accept(Active a, Tensor logits)
+    /// <summary>Makes <see cref="batch"/> hold exactly the active requests' states: drops rows that left, appends joiners.</summary>
+    private void SyncBatch(List<Active> active)
+    {
+        if (active.Count == 1 && batch is null)
+        {
+            return;                                                               // a lone request steps on its own state
+        }
+
+        if (batch is not null)
+        {
+            var staying = batchMembers.Select((a, i) => (a, i)).Where(m => active.Contains(m.a)).ToList();
+            if (staying.Count == 0)
+            {
+                DropBatch();
+            }
+            else if (staying.Count < batchMembers.Count)
+            {
+                var kept = batch.Select(staying.Select(m => (long)m.i).ToArray());
+                batch.Dispose();
+                batch = kept;
+                batchMembers = staying.Select(m => m.a).ToList();
+            }
+        }
+
+        var joiners = active.Where(a => !batchMembers.Contains(a)).ToList();
+        if (joiners.Count == 0)
+        {
+            return;
+        }
+
+        var parts = (batch is null ? [] : new[] { batch }).Concat(joiners.Select(a => a.State!)).ToArray();
+        var grown = MambaState.Stack(parts);
+        batch?.Dispose();
+        batch = grown;
+        foreach (var joiner in joiners)
+        {
+            joiner.MoveIntoBatch();
+        }
+
+        batchMembers = [.. batchMembers, .. joiners];
+    }
+
+    private void DropBatch()
+    {
+        batch?.Dispose();
+        batch = null;
+        batchMembers = [];
+    }
+
+    /// <summary>Samples the next token from [1, V] logits and reports its text; the finish reason when the request is done.</summary>
+    private FinishReason? Accept(Active a, Tensor logits)
     {
         var request = a.Job.Request;
         int token;
@@ -275,35 +335,25 @@ internal sealed partial class InferenceEngine : IDisposable
 
         logits.Dispose();
         a.Output.Add(token);
-        FinishReason? finish = null;
         if (token == pipeline.Tokenizer.EosTokenId)
         {
-            finish = FinishReason.Stop;
-        }
-        else
-        {
-            a.Write(a.Decoder.Add(token));
-            if (a.Decoder.Stopped)
-            {
-                finish = FinishReason.Stop;
-            }
-            else if (a.Output.Count >= request.Sampling.MaxNewTokens)
-            {
-                finish = FinishReason.Length;
-            }
+            return FinishReason.Stop;
         }
 
-        if (finish is null)
-        {
-            return false;
-        }
+        a.Write(a.Decoder.Add(token));
+        return a.Decoder.Stopped ? FinishReason.Stop
+            : a.Output.Count >= request.Sampling.MaxNewTokens ? FinishReason.Length
+            : null;
+    }
 
-        // The state has consumed every output token but the last: keep it for the conversation's next turn.
-        cache.Store(request.ImageKey, [.. request.PromptIds, .. a.Output[..^1]], a.State);
+    /// <summary>Caches the conversation state (it has consumed every output token but the last) and completes the request.</summary>
+    private void Finish(Active a, MambaState state, FinishReason reason)
+    {
+        var request = a.Job.Request;
+        cache.Store(request.ImageKey, [.. request.PromptIds, .. a.Output[..^1]], state);
         a.Write(a.Decoder.Finish());
-        a.Complete(new GenerationCompleted(finish.Value, a.InputTokens, a.CachedInputTokens, a.Output.Count, a.Output.ToArray()));
-        LogFinished(logger, a.Output.Count, finish.Value);
-        return true;
+        a.Complete(new GenerationCompleted(reason, a.InputTokens, a.CachedInputTokens, a.Output.Count, a.Output.ToArray()));
+        LogFinished(logger, a.Output.Count, reason);
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Request started: {PromptTokens} prompt tokens, {ImageTokens} image tokens, {CachedTokens} reused from a cached conversation state")]
@@ -322,7 +372,8 @@ internal sealed partial class InferenceEngine : IDisposable
     {
         public Job Job { get; } = job;
 
-        public MambaState State { get; private set; } = state;
+        /// <summary>The request's own state; null while its row lives in the engine's shared batch.</summary>
+        public MambaState? State { get; private set; } = state;
 
         public Sampler Sampler { get; } = sampler;
 
@@ -334,10 +385,11 @@ internal sealed partial class InferenceEngine : IDisposable
 
         public int CachedInputTokens { get; } = cachedInputTokens;
 
-        public void ReplaceState(MambaState next)
+        /// <summary>The state's row was copied into the shared batch: free the request's own copy.</summary>
+        public void MoveIntoBatch()
         {
-            State.Dispose();
-            State = next;
+            State?.Dispose();
+            State = null;
         }
 
         public void Write(string text)
@@ -363,7 +415,7 @@ internal sealed partial class InferenceEngine : IDisposable
 
         private void Release()
         {
-            State.Dispose();
+            State?.Dispose();
             Sampler.Dispose();
         }
     }

@@ -96,6 +96,18 @@ internal sealed class MambaState : IDisposable
         return new MambaState(layers, states.Max(s => s.TokenCount));
     }
 
+    /// <summary>A new state holding only the given batch rows, in that order (the rest of a batch after some left).</summary>
+    public MambaState Select(IReadOnlyList<long> rows)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(rows.Count);
+        using var _ = torch.no_grad();
+        using var index = torch.tensor(rows.ToArray(), device: Layers[0].Ssm.device);
+        var layers = Layers
+            .Select(l => new MambaLayerState(l.Conv.index_select(0, index).DetachFromDisposeScope(), l.Ssm.index_select(0, index).DetachFromDisposeScope()))
+            .ToArray();
+        return new MambaState(layers, TokenCount);
+    }
+
     /// <summary>Splits a batched state back into one state per sequence.</summary>
     public MambaState[] Split()
     {
