@@ -167,6 +167,29 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Oversized_bodies_get_413_and_a_full_queue_gets_429_with_retry_after()
+    {
+        var (limited, limitedUrl) = await StartAsync(await CobraChatClient.LoadAsync(new CobraModelOptions { ModelPath = Golden.TinyAHub, Device = "cpu" }), new OpenAIServerOptions { MaxRequestBytes = 300, MaxPendingRequests = 1 });
+        await using (limited)
+        {
+            var big = await Post(ImageRequest(), baseUrl: limitedUrl);
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, big.Status);
+
+            const string Slow = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 100000}";
+            using var cancel = new CancellationTokenSource();
+            using var first = new HttpRequestMessage(HttpMethod.Post, limitedUrl + "/v1/chat/completions") { Content = new StringContent(Slow, Encoding.UTF8, "application/json") };
+            var running = http.SendAsync(first, cancel.Token);
+            await Task.Delay(500);
+            using var second = new HttpRequestMessage(HttpMethod.Post, limitedUrl + "/v1/chat/completions") { Content = new StringContent(Slow, Encoding.UTF8, "application/json") };
+            using var refused = await http.SendAsync(second);
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            Assert.NotNull(refused.Headers.RetryAfter);
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => running);
+        }
+    }
+
+    [Fact]
     public async Task Loading_model_answers_503_with_retry_after()
     {
         var (loading, loadingUrl) = await StartAsync(new NotReadyClient(), new OpenAIServerOptions());
