@@ -36,12 +36,13 @@ internal static class SelectiveScanCpu
 
         int blocksPerBatch = (shape.Channels + Vector<float>.Count - 1) / Vector<float>.Count;
         int workItems = shape.Batch * blocksPerBatch;
-        int threads = Math.Max(1, Math.Min(torch.get_num_threads(), workItems));
-        // Each worker takes a contiguous run of channel blocks, so neighbouring blocks share cache lines.
-        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, worker =>
+
+        // Each part takes a contiguous run of channel blocks, so neighbouring blocks share cache lines.
+        int parts = KernelWorkers.Parallelism;
+        KernelWorkers.Run(part =>
         {
-            int end = (int)((long)workItems * (worker + 1) / threads);
-            for (int item = (int)((long)workItems * worker / threads); item < end; item++)
+            int end = (int)((long)workItems * (part + 1) / parts);
+            for (int item = (int)((long)workItems * part / parts); item < end; item++)
             {
                 ScanBlock(shape, buffers, item / blocksPerBatch, (item % blocksPerBatch) * Vector<float>.Count);
             }
