@@ -65,7 +65,7 @@ internal static class GenerateCommand
         if (cli.Has("json"))
         {
             int imageTokens = image is null ? 0 : pipeline.ImageTokenCount;
-            await stdout.WriteLineAsync(ToJson(promptIds, imageTokens, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true })).ConfigureAwait(false);
+            await stdout.WriteLineAsync(ToJson(promptIds, imageTokens, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping })).ConfigureAwait(false);
         }
         else
         {
