@@ -44,22 +44,10 @@ internal static class ServeBench
 
     private static async Task<JsonObject> RunAsync(IChatClient chat, int tokens, TextWriter log)
     {
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0))
-        {
-            probe.Start();
-            port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        }
-
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
-        builder.Logging.ClearProviders();
-        builder.Services.AddSingleton(chat);
-        await using var app = builder.Build();
-        app.MapOpenAIChatCompletions(new OpenAIServerOptions { MaxPendingRequests = 1000 });
-        await app.StartAsync().ConfigureAwait(false);
+        var (app, addresses) = await OpenAIServerHost.StartAsync(chat, new OpenAIServerOptions { MaxPendingRequests = 1000 }, "http://127.0.0.1:0", LogLevel.None).ConfigureAwait(false);
+        await using var host = app;
         using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(30) };
-        string url = $"http://127.0.0.1:{port}/v1/chat/completions";
+        string url = addresses[0] + "/v1/chat/completions";
         await StreamAsync(http, url, tokens, 0).ConfigureAwait(false);              // warm-up
 
         var result = new JsonObject { ["tokens_per_request"] = tokens };

@@ -40,15 +40,10 @@ internal static class ServeCommand
         };
         string urls = cli.Get("urls") ?? "http://127.0.0.1:8000";
 
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls(urls.Split(';', StringSplitOptions.RemoveEmptyEntries));
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
         var loading = new LoadingChatClient();
-        builder.Services.AddSingleton<IChatClient>(loading);
-        await using var app = builder.Build();
-        app.MapOpenAIChatCompletions(server);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
-        await stdout.WriteLineAsync($"cobra serve: listening on {urls}; loading {model.ModelId}").ConfigureAwait(false);
+        var (app, addresses) = await OpenAIServerHost.StartAsync(loading, server, urls, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using var host = app;
+        await stdout.WriteLineAsync($"cobra serve: listening on {string.Join(";", addresses)}; loading {model.ModelId}").ConfigureAwait(false);
         loading.Inner = await CobraChatClient.LoadAsync(model, app.Services.GetService<ILoggerFactory>(), cancellationToken: cancellationToken).ConfigureAwait(false);
         await stdout.WriteLineAsync("cobra serve: ready").ConfigureAwait(false);
         await app.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);

@@ -30,21 +30,8 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
 
     internal static async Task<(WebApplication App, string Url)> StartAsync(IChatClient client, OpenAIServerOptions options)
     {
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0))
-        {
-            probe.Start();
-            port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        }
-
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
-        builder.Logging.ClearProviders();
-        builder.Services.AddSingleton(client);
-        var app = builder.Build();
-        app.MapOpenAIChatCompletions(options);
-        await app.StartAsync();
-        return (app, $"http://127.0.0.1:{port}");
+        var (app, addresses) = await OpenAIServerHost.StartAsync(client, options, "http://127.0.0.1:0", LogLevel.None);
+        return (app, addresses[0]);
     }
 
     private async Task<(HttpStatusCode Status, JsonElement Body)> Post(string json, string? key = null, string? baseUrl = null)
