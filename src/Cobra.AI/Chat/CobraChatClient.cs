@@ -121,11 +121,12 @@ public sealed partial class CobraChatClient : IChatClient
             updates.Add(update);
         }
 
-        var byChoice = updates.GroupBy(ChoiceOf).OrderBy(g => g.Key).ToList();
-        if (byChoice.Count <= 1)
+        if (!updates.Any(u => u.AdditionalProperties?.ContainsKey(CobraAdditionalProperties.ChoiceIndex) == true))
         {
             return updates.ToChatResponse();
         }
+
+        var byChoice = updates.Where(u => u.AdditionalProperties?.ContainsKey(CobraAdditionalProperties.ChoiceIndex) == true).GroupBy(ChoiceOf).OrderBy(g => g.Key).ToList();
 
         var parts = byChoice.Select(g => g.ToChatResponse()).ToList();
         var response = new ChatResponse(parts.SelectMany(p => p.Messages).ToList())
