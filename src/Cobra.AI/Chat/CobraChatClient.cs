@@ -91,6 +91,14 @@ public sealed partial class CobraChatClient : IChatClient
         return pipeline;
     }
 
+    /// <summary>A client over a pipeline built in memory (benchmarks with random weights); owns it.</summary>
+    internal static CobraChatClient FromPipeline(CobraPipeline pipeline, CobraModelOptions options, ILogger? logger = null)
+    {
+        var settings = options.Snapshot();
+        settings.Validate();
+        return new CobraChatClient(new InferenceEngine(pipeline, ToEngineSettings(settings), logger ?? NullLogger.Instance), settings, null, logger ?? NullLogger.Instance);
+    }
+
     /// <summary>How the engine schedules work, from the client's options.</summary>
     internal static EngineSettings ToEngineSettings(CobraModelOptions settings) => new()
     {
