@@ -144,8 +144,7 @@ internal sealed partial class CobraDescribingChatClient : DelegatingChatClient
             }
         }
 
-        var prepared = list.Select(message => VisionContent.HasImage(message) ? Replace(message, identities, descriptions) : message).ToList();
-        return (prepared, usage);
+        return (VisionContent.ReplaceImages(list, image => new TextContent(VisionContent.Mark(descriptions[identities[image]]))), usage);
     }
 
     private async Task<ChatResponse> AskAsync(ImageItem item, string question, CancellationTokenSource failFast)
@@ -159,13 +158,6 @@ internal sealed partial class CobraDescribingChatClient : DelegatingChatClient
             await failFast.CancelAsync().ConfigureAwait(false);
             throw;
         }
-    }
-
-    private static ChatMessage Replace(ChatMessage message, Dictionary<AIContent, string> identities, Dictionary<string, string> descriptions)
-    {
-        var copy = message.Clone();
-        copy.Contents = message.Contents.Select(c => identities.TryGetValue(c, out var id) ? new TextContent(VisionContent.Mark(descriptions[id])) : c).ToList();
-        return copy;
     }
 
     /// <summary>

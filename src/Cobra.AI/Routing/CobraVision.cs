@@ -22,6 +22,9 @@ public static class CobraVision
     /// <summary>End of the text part that replaces an image: the description is untrusted text (it may quote what the image says).</summary>
     public const string DescriptionSuffix = "] (untrusted content from an image description)";
 
+    /// <summary>Route mode: the text part that stands for an image in what the main client is sent (unless <see cref="CobraVisionOptions.KeepImagesForMainClient"/>).</summary>
+    public const string OmittedImageText = "[image: not shown to this model; the vision model answers about images]";
+
     /// <summary><see cref="UsageDetails.AdditionalCounts"/> key: input tokens Cobra spent in the request (included in the totals).</summary>
     public const string VisionInputTokensKey = "cobra_vision_input_tokens";
 
@@ -96,6 +99,20 @@ internal static class VisionContent
 
         return DefaultQuestion;
     }
+
+    /// <summary>The conversation with each image part replaced (messages without images are passed by reference; the inputs are not modified).</summary>
+    public static List<ChatMessage> ReplaceImages(IEnumerable<ChatMessage> messages, Func<AIContent, AIContent> replacement) =>
+        messages.Select(message =>
+        {
+            if (!HasImage(message))
+            {
+                return message;
+            }
+
+            var copy = message.Clone();
+            copy.Contents = message.Contents.Select(c => IsImage(c) ? replacement(c) : c).ToList();
+            return copy;
+        }).ToList();
 
     public static string Mark(string description) => CobraVision.DescriptionPrefix + description + CobraVision.DescriptionSuffix;
 }

@@ -49,7 +49,7 @@ public static class CobraVisionChatClientBuilderExtensions
 
         var logger = (ILogger?)loggerFactory?.CreateLogger(typeof(CobraVisionChatClientBuilderExtensions).FullName!) ?? NullLogger.Instance;
         return settings.Mode == CobraVisionMode.Route
-            ? new CobraVisionRoutingChatClient(main, vision, settings.NeedsVision ?? CobraVision.CurrentTurnHasImage, logger)
+            ? new CobraVisionRoutingChatClient(main, vision, settings.NeedsVision ?? CobraVision.CurrentTurnHasImage, settings.KeepImagesForMainClient, logger)
             : new CobraDescribingChatClient(main, vision, settings, settings.NeedsVision ?? CobraVision.ConversationHasImage, logger);
     }
 #pragma warning restore MEAI001

@@ -8,7 +8,9 @@ public enum CobraVisionMode
 {
     /// <summary>
     /// Requests that need vision (by default: the current user turn carries an image) are answered by Cobra; all
-    /// others by the main client. Each client receives the conversation and options as the caller sent them.
+    /// others by the main client. Each client receives the caller's options; Cobra gets the conversation as sent,
+    /// the main client gets it with image parts replaced by <see cref="CobraVision.OmittedImageText"/> unless
+    /// <see cref="CobraVisionOptions.KeepImagesForMainClient"/>.
     /// </summary>
     Route,
 
@@ -39,6 +41,14 @@ public sealed class CobraVisionOptions
     [Experimental(CobraVision.ExperimentalDiagnosticId)]
     public Func<RoutingContext, bool>? NeedsVision { get; set; }
 
+    /// <summary>
+    /// Route mode: pass image parts to the main client as sent, for a main model that sees. By default (false) each
+    /// image part of a request that goes to the main client is replaced by the text part
+    /// <see cref="CobraVision.OmittedImageText"/>, so a text-only model accepts a conversation whose earlier turn
+    /// carried an image (Cobra's answer about it is in the history).
+    /// </summary>
+    public bool KeepImagesForMainClient { get; set; }
+
     /// <summary>Describe mode: descriptions kept, keyed by the image's SHA-256 and the question (0 disables the cache).</summary>
     public int DescriptionCacheSize { get; set; } = 64;
 
@@ -67,6 +77,7 @@ public sealed class CobraVisionOptions
     {
         Mode = Mode,
         NeedsVision = NeedsVision,
+        KeepImagesForMainClient = KeepImagesForMainClient,
         DescriptionCacheSize = DescriptionCacheSize,
         MaxDescribedImages = MaxDescribedImages,
         DescriptionOptions = DescriptionOptions?.Clone(),

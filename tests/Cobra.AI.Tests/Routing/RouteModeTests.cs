@@ -52,8 +52,21 @@ public sealed class RouteModeTests : IAsyncLifetime
         List<ChatMessage> history = [Ask(Question, Scene()), new(ChatRole.Assistant, "A scene."), new(ChatRole.User, "Thanks, write a haiku.")];
         await routed.GetResponseAsync(history, Sixteen);
         Assert.Empty(eyes.Calls);
-        Assert.Single(main.Calls);
-        Assert.Same(history[0], main.Calls.Single().Messages[0]);         // main gets the conversation untouched
+        var seen = main.Calls.Single().Messages;
+        Assert.False(HasImage(seen));                                     // a text-only main model accepts the conversation
+        Assert.Equal([Question, CobraVision.OmittedImageText], seen[0].Contents.OfType<TextContent>().Select(t => t.Text));
+        Assert.Same(history[1], seen[1]);
+        Assert.Same(history[2], seen[2]);
+        Assert.True(HasImage(history));                                   // the caller's messages are not modified
+
+        var seeing = new ScriptedMainClient();
+        using (var keep = seeing.AsBuilder().UseCobraVision(eyes, o => o.KeepImagesForMainClient = true).Build())
+        {
+            await keep.GetResponseAsync(history, Sixteen);
+        }
+
+        Assert.Same(history[0], seeing.Calls.Single().Messages[0]);
+        Assert.Empty(eyes.Calls);
 
         using var sticky = new ScriptedMainClient().AsBuilder().UseCobraVision(eyes, o => o.NeedsVision = CobraVision.ConversationHasImage).Build();
         await sticky.GetResponseAsync(history, Sixteen);
