@@ -17,7 +17,7 @@ namespace Cobra.AI.Routing;
 internal sealed partial class CobraDescribingChatClient : DelegatingChatClient
 {
     private static readonly ChatOptions DefaultDescriptionOptions = new() { MaxOutputTokens = 256 };
-    private readonly VisionUsageChatClient eyes;
+    private readonly EyesChatClient eyes;
     private readonly IChatClient vision;
     private readonly Func<RoutingContext, bool> needsVision;
     private readonly DescriptionCache cache;
@@ -29,7 +29,7 @@ internal sealed partial class CobraDescribingChatClient : DelegatingChatClient
         : base(main)
     {
         this.vision = vision;
-        eyes = new VisionUsageChatClient(vision);
+        eyes = new EyesChatClient(vision);
         this.needsVision = needsVision;
         cache = new DescriptionCache(settings.DescriptionCacheSize);
         descriptionOptions = settings.DescriptionOptions?.Clone() ?? DefaultDescriptionOptions;

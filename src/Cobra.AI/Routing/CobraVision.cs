@@ -13,6 +13,9 @@ public static class CobraVision
     /// </summary>
     public const string ExperimentalDiagnosticId = "MEAI001";
 
+    /// <summary>Where the diagnostic is explained (Microsoft.Extensions.AI's own page).</summary>
+    public const string ExperimentalUrlFormat = "https://aka.ms/dotnet-extensions-warnings/{0}";
+
     /// <summary>The key Cobra's client is resolved by in the container unless <see cref="CobraVisionOptions.VisionServiceKey"/> says otherwise.</summary>
     public const string DefaultServiceKey = "cobra";
 
@@ -38,7 +41,7 @@ public static class CobraVision
     /// </summary>
     /// <param name="context">The request.</param>
     /// <returns>True when Cobra should answer.</returns>
-    [Experimental(ExperimentalDiagnosticId)]
+    [Experimental(ExperimentalDiagnosticId, UrlFormat = ExperimentalUrlFormat)]
     public static bool CurrentTurnHasImage(RoutingContext context)
     {
         ArgumentNullException.ThrowIfNull(context);
@@ -48,7 +51,7 @@ public static class CobraVision
     /// <summary>Describe mode's default rule: any message of the conversation carries an image.</summary>
     /// <param name="context">The request.</param>
     /// <returns>True when the images should be described.</returns>
-    [Experimental(ExperimentalDiagnosticId)]
+    [Experimental(ExperimentalDiagnosticId, UrlFormat = ExperimentalUrlFormat)]
     public static bool ConversationHasImage(RoutingContext context)
     {
         ArgumentNullException.ThrowIfNull(context);

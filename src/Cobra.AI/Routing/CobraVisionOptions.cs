@@ -38,7 +38,7 @@ public sealed class CobraVisionOptions
     /// <see cref="CobraVision.CurrentTurnHasImage"/> for Route, <see cref="CobraVision.ConversationHasImage"/>
     /// for Describe. <see cref="RoutingContext"/> is experimental in Microsoft.Extensions.AI (diagnostic MEAI001).
     /// </summary>
-    [Experimental(CobraVision.ExperimentalDiagnosticId)]
+    [Experimental(CobraVision.ExperimentalDiagnosticId, UrlFormat = CobraVision.ExperimentalUrlFormat)]
     public Func<RoutingContext, bool>? NeedsVision { get; set; }
 
     /// <summary>

@@ -14,7 +14,7 @@ namespace Cobra.AI.Routing;
 /// </summary>
 internal sealed partial class CobraVisionRoutingChatClient(IChatClient main, IChatClient vision, Func<RoutingContext, bool> needsVision, bool keepImages, ILogger logger) : RoutingChatClient
 {
-    private readonly VisionUsageChatClient eyes = new(vision);
+    private readonly EyesChatClient eyes = new(vision);
     private readonly IChatClient mainView = keepImages ? main : new ImageOmittingChatClient(main);
 
     protected override ValueTask<IChatClient> SelectClientAsync(RoutingContext context, CancellationToken cancellationToken)

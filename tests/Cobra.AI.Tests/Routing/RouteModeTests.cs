@@ -111,6 +111,21 @@ public sealed class RouteModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_main_client_conversation_id_stays_with_the_main_client()
+    {
+        var options = new ChatOptions { MaxOutputTokens = 16, ConversationId = "main-thread-1" };
+        var direct = await cobra.GetResponseAsync([Ask(Question, Scene())], Sixteen);
+        var answer = await routed.GetResponseAsync([Ask(Question, Scene())], options);
+        Assert.Equal(direct.Text, answer.Text);
+        Assert.Null(eyes.Calls.Single().Options!.ConversationId);
+        Assert.Null(answer.ConversationId);
+        Assert.Equal("main-thread-1", options.ConversationId);
+
+        await routed.GetResponseAsync("and now?", options);
+        Assert.Equal("main-thread-1", main.Calls.Single().Options!.ConversationId);
+    }
+
+    [Fact]
     public async Task Streaming_image_turns_stream_from_cobra_and_name_cobras_usage()
     {
         var direct = await cobra.GetResponseAsync([Ask(Question, Scene())], Sixteen);
