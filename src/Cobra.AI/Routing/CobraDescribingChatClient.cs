@@ -37,9 +37,6 @@ internal sealed partial class CobraDescribingChatClient : DelegatingChatClient
         this.logger = logger;
     }
 
-    /// <summary>Descriptions held (diagnostics and tests).</summary>
-    internal int CachedDescriptions => cache.Count;
-
     public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var (prepared, visionUsage) = await DescribeAsync(messages, options, cancellationToken).ConfigureAwait(false);

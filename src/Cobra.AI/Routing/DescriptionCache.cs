@@ -7,17 +7,6 @@ internal sealed class DescriptionCache(int capacity)
     private readonly LinkedList<(string Key, string Description)> order = new();
     private readonly Lock gate = new();
 
-    public int Count
-    {
-        get
-        {
-            lock (gate)
-            {
-                return map.Count;
-            }
-        }
-    }
-
     public static string Key(string imageHash, string question) => imageHash + "\n" + question;
 
     public bool TryGet(string key, out string description)
