@@ -101,6 +101,26 @@ public sealed class DescribeModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_long_conversation_about_one_image_pays_for_the_image_once()
+    {
+        const int imageTokens = 16;                                       // tiny-a: one image is 16 positions
+        List<ChatMessage> history = [Ask(Question, Scene())];
+        var first = await described.GetResponseAsync(history);
+        Assert.Equal(0, first.Usage!.CachedInputTokenCount ?? 0);
+        foreach (var followUp in new[] { "What colour is the sky?", "Is anyone there?", "Describe the light." })
+        {
+            history.AddRange((await described.GetResponseAsync(history)).Messages);
+            history.Add(new ChatMessage(ChatRole.User, followUp));
+        }
+
+        var last = await described.GetResponseAsync(history);
+        Assert.Equal(4, eyes.Calls.Count);                                // one description per question; the repeated first question came from the cache
+        Assert.True(last.Usage!.CachedInputTokenCount >= imageTokens, $"cached {last.Usage.CachedInputTokenCount}");
+        var stats = cobra.GetStatistics();
+        Assert.True(stats.CachedPromptTokens >= 3 * imageTokens, $"cached prompt tokens {stats.CachedPromptTokens}");
+    }
+
+    [Fact]
     public async Task The_cache_is_bounded_least_recently_used_and_can_be_off()
     {
         using var one = new ScriptedMainClient().AsBuilder().UseCobraVision(eyes, o => { o.Mode = CobraVisionMode.Describe; o.DescriptionCacheSize = 1; }).Build();
