@@ -161,7 +161,8 @@ public static class CobraVisionTools
             return new DataContent(await RemoteImageFetcher.FetchAsync(http, uri, policy, cancellationToken).ConfigureAwait(false), "image/*");
         }
 
-        string path = uri is { IsFile: true } ? uri.LocalPath : reference;
+        // A plain path also parses as a file URI, which would collapse "link/.." lexically: keep it as given.
+        string path = uri is { IsFile: true } && reference.StartsWith("file:", StringComparison.OrdinalIgnoreCase) ? uri.LocalPath : reference;
         var bytes = await AllowedPaths.ReadFileAsync(path, options.AllowedRoots, "CobraImageReferenceOptions.AllowedRoots", options.MaxImageBytes, "MaxImageBytes", cancellationToken).ConfigureAwait(false);
         return new DataContent(bytes, "image/*");
     }
