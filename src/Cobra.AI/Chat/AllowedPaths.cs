@@ -192,7 +192,7 @@ internal static partial class AllowedPaths
         var handle = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
-            int type = FileType(handle);
+            int type = FileType(handle, real);
             if (type != RegularFileType)
             {
                 throw new UnauthorizedAccessException($"Image file '{shown}' refused: it is {DescribeType(type)}, not a regular file.");
@@ -227,7 +227,24 @@ internal static partial class AllowedPaths
     private const int FileTypeMask = 0xF000;
     private const int RegularFileType = 0x8000;
 
-    private static unsafe int FileType(SafeFileHandle handle)
+    /// <summary>
+    /// The S_IFMT bits of the opened file. A C library without statx (musl before 1.2.5) falls back to the
+    /// path: folders are still refused, and whatever else slips through is harmless once open without
+    /// blocking (a FIFO reads as empty, a device is cut off at the byte limit).
+    /// </summary>
+    private static int FileType(SafeFileHandle handle, string real)
+    {
+        try
+        {
+            return FileTypeOfHandle(handle);
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return (File.GetAttributes(real) & FileAttributes.Directory) != 0 ? 0x4000 : RegularFileType;
+        }
+    }
+
+    private static unsafe int FileTypeOfHandle(SafeFileHandle handle)
     {
         const int EmptyPath = 0x1000; // AT_EMPTY_PATH: stat the descriptor itself
         const uint TypeMask = 0x1;    // STATX_TYPE

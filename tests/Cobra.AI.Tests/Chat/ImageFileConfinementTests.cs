@@ -60,6 +60,16 @@ public sealed class ImageFileConfinementTests : IDisposable
     }
 
     [Fact]
+    public async Task A_link_loop_is_refused()
+    {
+        File.CreateSymbolicLink(Path.Combine(root, "a"), Path.Combine(root, "b"));
+        File.CreateSymbolicLink(Path.Combine(root, "b"), Path.Combine(root, "a"));
+        var e = await Assert.ThrowsAsync<UnauthorizedAccessException>(() => Resolve(Resolver(), Path.Combine(root, "a", "scene.png")));
+        Assert.Contains($"more than {AllowedPaths.MaxSymbolicLinks} symbolic links", e.Message, StringComparison.Ordinal);
+        await AssertNormalFileWorks();
+    }
+
+    [Fact]
     public async Task Links_that_stay_inside_the_root_are_followed()
     {
         Directory.CreateSymbolicLink(Path.Combine(root, "alias"), "inner");
