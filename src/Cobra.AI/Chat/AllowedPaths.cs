@@ -69,7 +69,7 @@ internal static partial class AllowedPaths
         }
 
         // The length is only a hint (the file may grow while it is read): read one byte past the limit at most.
-        var buffer = new MemoryStream((int)Math.Min(length, maxBytes));
+        var buffer = new MemoryStream((int)Math.Min(length, Array.MaxLength));
         var chunk = new byte[ChunkBytes];
         long offset = 0;
         while (true)

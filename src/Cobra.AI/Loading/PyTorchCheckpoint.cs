@@ -23,6 +23,12 @@ internal sealed class PyTorchCheckpoint : ITensorSource
     /// </summary>
     public const int MaxFlattenedNodes = 1 << 22;
 
+    /// <summary>
+    /// Largest ratio of an entry's uncompressed to compressed size. torch.save stores entries uncompressed and
+    /// weights deflate by a few percent, so more means a zip bomb whose declared size would be allocated.
+    /// </summary>
+    public const int MaxCompressionRatio = 16;
+
     private readonly ZipArchive archive;
     private readonly string prefix;
     private readonly OrderedDictionary<string, Entry> entries;
@@ -157,6 +163,8 @@ internal sealed class PyTorchCheckpoint : ITensorSource
             throw CheckpointErrors.Invalid(path, $"data.pkl is {entry.Length} bytes, over the {MaxPickleBytes}-byte limit");
         }
 
+        CheckCompression(path, entry, "data.pkl");
+
         var bytes = new byte[entry.Length];
         try
         {
@@ -171,10 +179,19 @@ internal sealed class PyTorchCheckpoint : ITensorSource
         return bytes;
     }
 
+    private static void CheckCompression(string path, ZipArchiveEntry entry, string what)
+    {
+        if (entry.Length > 4096 && entry.Length / MaxCompressionRatio > entry.CompressedLength)
+        {
+            throw CheckpointErrors.Invalid(path, $"{what} expands from {entry.CompressedLength} to {entry.Length} bytes, more than {MaxCompressionRatio}x (PyTorchCheckpoint.MaxCompressionRatio): a zip bomb, not a torch.save archive");
+        }
+    }
+
     private static TorchStorage DescribeStorage(string path, ZipArchive archive, string prefix, string key, ScalarType dtype, long numel)
     {
         var entry = archive.GetEntry($"{prefix}/data/{key}")
             ?? throw CheckpointErrors.Invalid(path, $"storage '{key}' has no 'data/{key}' entry");
+        CheckCompression(path, entry, $"storage '{key}'");
         long expected;
         try
         {

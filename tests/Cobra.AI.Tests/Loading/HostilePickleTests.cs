@@ -97,6 +97,33 @@ public sealed class HostilePickleTests : IDisposable
         AssertNormalCheckpointWorks();
     }
 
+    [Fact]
+    public void A_deflated_storage_that_would_expand_a_thousandfold_is_refused_before_reading()
+    {
+        // 64 MB of zeros deflates to about 64 KB; its declared size would be allocated when the tensor is read.
+        const long numel = 16L << 20;
+        var path = temp.Path("bomb.pt");
+        var pickle = TorchSaveWriter.PickleTree([("pos_embed", new FakeTensor("0", "FloatStorage", numel, 0, [1, numel / 1024, 1024], [numel, 1024, 1]))]);
+        using (var zip = System.IO.Compression.ZipFile.Open(path, System.IO.Compression.ZipArchiveMode.Create))
+        {
+            using (var stream = zip.CreateEntry("archive/data.pkl", System.IO.Compression.CompressionLevel.NoCompression).Open())
+            {
+                stream.Write(pickle);
+            }
+
+            using var storage = zip.CreateEntry("archive/data/0", System.IO.Compression.CompressionLevel.Optimal).Open();
+            var zeros = new byte[1 << 20];
+            for (int i = 0; i < numel * 4 / zeros.Length; i++)
+            {
+                storage.Write(zeros);
+            }
+        }
+
+        Assert.True(new FileInfo(path).Length < 1 << 20);
+        AssertRefused(path, "storage '0' expands from");
+        AssertNormalCheckpointWorks();
+    }
+
     [Theory]
     [InlineData(-1L, new long[] { 2 }, new long[] { 1 }, "negative offset, size or stride")]
     [InlineData(0L, new long[] { -2 }, new long[] { 1 }, "negative offset, size or stride")]
