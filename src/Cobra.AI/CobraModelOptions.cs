@@ -99,9 +99,9 @@ public sealed class CobraModelOptions
     /// <summary>
     /// Estimated memory (encoded bytes, decoder buffer and RGB result) of the images being decoded at the same
     /// time by one client, in bytes; more wait, and one image that alone needs more is refused with
-    /// <see cref="CobraImageLimitException"/>. The default, 512 MiB, lets two images of <see cref="MaxImagePixels"/> decode together.
+    /// <see cref="CobraImageLimitException"/>. The default, 640 MiB, lets two images of <see cref="MaxImagePixels"/> decode together.
     /// </summary>
-    public long MaxImageBytesInFlight { get; set; } = 512L * 1024 * 1024;
+    public long MaxImageBytesInFlight { get; set; } = 640L * 1024 * 1024;
 
     /// <summary>Folders from which <c>file:</c> image URIs may be read; empty means none.</summary>
     public IList<string> AllowedImageRoots { get; set; } = [];

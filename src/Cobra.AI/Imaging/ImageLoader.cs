@@ -137,8 +137,12 @@ internal static class ImageLoader
         return configuration;
     }
 
-    /// <summary>Pixel bytes per pixel of the decoder's buffer: 16-bit PNGs decode to 64-bit pixels.</summary>
-    internal static int DecoderBytesPerPixel(IImageInfo info) => info.Metadata.GetPngMetadata().BitDepth == PngBitDepth.Bit16 ? 8 : 4;
+    /// <summary>
+    /// Bytes per pixel the decoder holds: its pixel buffer (8 for 16-bit PNGs, else 4), plus for JPEG the DCT
+    /// coefficients a progressive file keeps for the whole image (about 4 more).
+    /// </summary>
+    internal static int DecoderBytesPerPixel(IImageFormat format, IImageInfo info) =>
+        format is JpegFormat || info.Metadata.GetPngMetadata().BitDepth == PngBitDepth.Bit16 ? 8 : 4;
 
     private static void CheckDimensions(string source, IImageInfo info, ImageLimits limits)
     {
@@ -268,5 +272,5 @@ internal sealed class InspectedImage
     /// Memory decoding will hold at its peak, estimated: the encoded bytes, the decoder's pixel buffer and the
     /// RGB result.
     /// </summary>
-    public long DecodeBytes => Bytes.Length + ((long)Info.Width * Info.Height * (ImageLoader.DecoderBytesPerPixel(Info) + 3));
+    public long DecodeBytes => Bytes.Length + ((long)Info.Width * Info.Height * (ImageLoader.DecoderBytesPerPixel(Format, Info) + 3));
 }
