@@ -69,7 +69,7 @@ public sealed partial class CobraChatClient : IChatClient
 
         var pipeline = await Task.Run(() => LoadPipeline(settings, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
         var engine = new InferenceEngine(pipeline, ToEngineSettings(settings), logger);
-        var http = settings.AllowRemoteImages ? new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) : null;
+        var http = ImageResolver.CreateHttpClient(settings);
         return new CobraChatClient(engine, settings, http, logger);
     }
 
