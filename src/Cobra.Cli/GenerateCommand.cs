@@ -54,7 +54,7 @@ internal static class GenerateCommand
         using var engine = new InferenceEngine(CobraPipeline.Load(files, device, precision), new EngineSettings { MaxActive = 1, CacheEntries = 0 }, NullLogger.Instance);
         var loadTime = clock.Elapsed;
         var promptIds = engine.Pipeline.EncodePrompt(turns);
-        var request = new GenerationRequest(promptIds, image, ImageKey: null, sampling, StopSequences: []) { CaptureLogits = cli.Has("logits-out") };
+        var request = new GenerationRequest(promptIds, image is null ? null : engine.Pipeline.ResizeForTowers(image), ImageKey: null, sampling, StopSequences: []) { CaptureLogits = cli.Has("logits-out") };
         var result = await RunAsync(engine, request, cancellationToken).ConfigureAwait(false);
         string text = engine.Pipeline.Tokenizer.DecodeForOutput(result.Choice.OutputIds);
 

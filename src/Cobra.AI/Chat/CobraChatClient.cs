@@ -242,11 +242,13 @@ public sealed partial class CobraChatClient : IChatClient
         var prompt = ChatRequestMapper.ToCobraPrompt(messages, chatOptions, options, logger);
         prompt.Sampling.Validate();
         var constraint = StructuredOutput.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize);
-        RgbImage? image = null;
+        TowerImages? image = null;
         string? imageKey = null;
         if (prompt.Image is not null)
         {
-            (image, imageKey) = await images.ResolveAsync(prompt.Image, cancellationToken).ConfigureAwait(false);
+            // Only the towers' resized inputs (~0.9 MB) wait in the queue, never the decoded original.
+            (var decoded, imageKey) = await images.ResolveAsync(prompt.Image, cancellationToken).ConfigureAwait(false);
+            image = engine.Pipeline.ResizeForTowers(decoded);
         }
 
         var ids = engine.Pipeline.EncodePrompt(prompt.Turns);

@@ -7,6 +7,11 @@ using static TorchSharp.torch;
 
 namespace Cobra.AI.Generation;
 
+/// <summary>An image resized for each vision tower (S × S RGB).</summary>
+/// <param name="Dino">The DINOv2 tower's input.</param>
+/// <param name="SigLip">The SigLIP tower's input.</param>
+internal sealed record TowerImages(RgbImage Dino, RgbImage SigLip);
+
 /// <summary>
 /// A loaded Cobra model with its tokenizer, prompt format and image preparation: conversation turns and an
 /// optional image in, token ids and text out. Not thread-safe: one caller at a time (the inference engine
@@ -72,14 +77,27 @@ internal sealed class CobraPipeline : IDisposable
         return ids.Count <= LlmMaxLength ? ids : ids.Take(LlmMaxLength).ToArray();
     }
 
-    /// <summary>The two towers' normalised pixels [1, 3, S, S] for an RGB image, per the model's strategy.</summary>
-    public (Tensor Dino, Tensor SigLip) PreparePixels(RgbImage image)
+    /// <summary>
+    /// The image resized for each tower (S × S RGB, per the model's strategy): what a request carries while it
+    /// waits, instead of the decoded original (up to tens of MB). Runs on the caller's thread; no tensors.
+    /// </summary>
+    public TowerImages ResizeForTowers(RgbImage image)
     {
         var settings = Images ?? throw new InvalidOperationException($"The model in '{Source}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
-        Tensor Tower(TowerNormalization tower) =>
-            CobraImageTransform.ToTensor(CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, tower), tower);
-        return (Tower(settings.Dino), Tower(settings.SigLip));
+        return new TowerImages(
+            CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, settings.Dino),
+            CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, settings.SigLip));
     }
+
+    /// <summary>The two towers' normalised pixels [1, 3, S, S] from their resized images.</summary>
+    public (Tensor Dino, Tensor SigLip) PreparePixels(TowerImages images)
+    {
+        var settings = Images ?? throw new InvalidOperationException($"The model in '{Source}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
+        return (CobraImageTransform.ToTensor(images.Dino, settings.Dino), CobraImageTransform.ToTensor(images.SigLip, settings.SigLip));
+    }
+
+    /// <summary>The two towers' normalised pixels [1, 3, S, S] for an RGB image, per the model's strategy.</summary>
+    public (Tensor Dino, Tensor SigLip) PreparePixels(RgbImage image) => PreparePixels(ResizeForTowers(image));
 
     /// <summary>Number of LLM positions an image occupies.</summary>
     public int ImageTokenCount => Model.Vision?.PatchTokens ?? 0;

@@ -1,5 +1,3 @@
-using Cobra.AI.Imaging;
-
 namespace Cobra.AI.Generation;
 
 /// <summary>Why a choice stopped, in OpenAI's vocabulary.</summary>
@@ -14,11 +12,11 @@ internal enum FinishReason
 
 /// <summary>One generation for the <see cref="InferenceEngine"/>.</summary>
 /// <param name="PromptIds">Prompt token ids (text only; the image comes first in the sequence).</param>
-/// <param name="Image">The conversation's image, already decoded, or null.</param>
+/// <param name="Image">The conversation's image, already resized for the towers (<see cref="CobraPipeline.ResizeForTowers"/>), or null.</param>
 /// <param name="ImageKey">A stable identity of the image's content (for state reuse), or null.</param>
 /// <param name="Sampling">Sampling settings (choice i samples with seed <c>Seed + i</c>).</param>
 /// <param name="StopSequences">Strings that end the answer (not included in it).</param>
-internal sealed record GenerationRequest(IReadOnlyList<int> PromptIds, RgbImage? Image, string? ImageKey, SamplingOptions Sampling, IReadOnlyList<string> StopSequences)
+internal sealed record GenerationRequest(IReadOnlyList<int> PromptIds, TowerImages? Image, string? ImageKey, SamplingOptions Sampling, IReadOnlyList<string> StopSequences)
 {
     /// <summary>Completions forked from the one prefill (n).</summary>
     public int Choices { get; init; } = 1;
@@ -58,4 +56,5 @@ internal sealed record ChoiceCompleted(int Choice, FinishReason Reason, IReadOnl
 /// <param name="OutputTokens">Generated tokens over all choices.</param>
 /// <param name="PrefillTime">From admission to the first token (towers and prefill, interleaved with other work).</param>
 /// <param name="DecodeTime">From the first token to the last.</param>
-internal sealed record GenerationCompleted(int InputTokens, int CachedInputTokens, int OutputTokens, TimeSpan PrefillTime, TimeSpan DecodeTime) : GenerationEvent;
+/// <param name="Admission">The request's 1-based place in the engine's admission order.</param>
+internal sealed record GenerationCompleted(int InputTokens, int CachedInputTokens, int OutputTokens, TimeSpan PrefillTime, TimeSpan DecodeTime, long Admission = 0) : GenerationEvent;

@@ -311,7 +311,7 @@ internal sealed partial class InferenceEngine : IDisposable
             }
         }
 
-        Interlocked.Increment(ref requests);
+        job.Admission = Interlocked.Increment(ref requests);
         Interlocked.Add(ref promptTokens, job.InputTokens);
         Interlocked.Add(ref cachedPromptTokens, job.CachedInputTokens);
         LogStarted(logger, request.PromptIds.Count, imageTokens, job.CachedInputTokens);
@@ -685,7 +685,7 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             var decodeTime = job.Clock.Elapsed - job.FirstToken;
             int output = job.Choices.Sum(c => c.Output.Count);
-            job.Events.TryWrite(new GenerationCompleted(job.InputTokens, job.CachedInputTokens, output, job.FirstToken, decodeTime));
+            job.Events.TryWrite(new GenerationCompleted(job.InputTokens, job.CachedInputTokens, output, job.FirstToken, decodeTime, job.Admission));
             job.Events.TryComplete();
             Remove(job);
             LogFinished(logger, output, reason);
@@ -765,6 +765,8 @@ internal sealed partial class InferenceEngine : IDisposable
         public Stopwatch Clock { get; } = new();
 
         public TimeSpan FirstToken { get; set; }
+
+        public long Admission { get; set; }
 
         /// <summary>The prefill's state (batch 1) until the prompt is consumed.</summary>
         public MambaState? State { get; set; }

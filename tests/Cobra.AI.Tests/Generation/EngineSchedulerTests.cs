@@ -22,17 +22,9 @@ public sealed class EngineSchedulerTests : IDisposable
     public async Task Requests_are_admitted_first_in_first_out()
     {
         using var engine = Engine(new EngineSettings { MaxActive = 1 });
-        var order = new List<int>();
-        var tasks = Enumerable.Range(0, 4).Select(async i =>
-        {
-            await RunAsync(engine, Greedy(LongPrompt(20, i), 3));
-            lock (order)
-            {
-                order.Add(i);
-            }
-        }).ToArray();
-        await Task.WhenAll(tasks);
-        Assert.Equal([0, 1, 2, 3], order);
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => RunAsync(engine, Greedy(LongPrompt(20, i), 3))).ToArray());
+        long first = outcomes[0].Done.Admission;
+        Assert.Equal([first, first + 1, first + 2, first + 3], outcomes.Select(o => o.Done.Admission));
     }
 
     [Fact]

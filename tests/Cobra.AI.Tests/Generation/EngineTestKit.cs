@@ -13,9 +13,12 @@ internal static class EngineTestKit
     public static InferenceEngine Engine(EngineSettings? settings = null) =>
         new(CobraPipeline.Load(CobraModelFiles.FromHubMirror(Golden.TinyAHub), torch.CPU, Precision.Float32), settings ?? new EngineSettings(), NullLogger.Instance);
 
-    public static RgbImage Image(string file) => ImageLoader.LoadFile(Golden.Fixtures("tiny-a", "images", file), new ImageLimits());
+    private static readonly Lazy<CobraPipeline> Resizer = new(() => CobraPipeline.Load(CobraModelFiles.FromHubMirror(Golden.TinyAHub), torch.CPU, Precision.Float32));
 
-    public static GenerationRequest Greedy(IReadOnlyList<int> prompt, int tokens, RgbImage? image = null, string? imageKey = null) =>
+    /// <summary>A kit image, resized for the towers as the chat client does before queueing.</summary>
+    public static TowerImages Image(string file) => Resizer.Value.ResizeForTowers(ImageLoader.LoadFile(Golden.Fixtures("tiny-a", "images", file), new ImageLimits()));
+
+    public static GenerationRequest Greedy(IReadOnlyList<int> prompt, int tokens, TowerImages? image = null, string? imageKey = null) =>
         new(prompt, image, imageKey ?? (image is null ? null : "test-image"), SamplingOptions.Greedy with { MaxNewTokens = tokens }, []);
 
     /// <summary>Everything a request produced, in order.</summary>
