@@ -31,7 +31,18 @@ internal sealed class BoundedMessagesConverter(int limit) : JsonConverter<List<R
                 throw OpenAIErrorException.BadRequest("messages", $"'messages' may hold at most {limit} entries (OpenAIServerOptions.MaxMessages).");
             }
 
-            messages.Add(JsonSerializer.Deserialize(ref reader, element) ?? throw OpenAIErrorException.BadRequest($"messages[{messages.Count}]", $"'messages[{messages.Count}]' must be an object."));
+            RequestMessage? message;
+            try
+            {
+                message = JsonSerializer.Deserialize(ref reader, element);
+            }
+            catch (JsonException e)
+            {
+                // The nested call reports paths from its own root ("$.role"); put them under the array entry.
+                throw new JsonException(e.Message, $"$.messages[{messages.Count}]" + (e.Path ?? "$")[1..], e.LineNumber, e.BytePositionInLine);
+            }
+
+            messages.Add(message ?? throw OpenAIErrorException.BadRequest($"messages[{messages.Count}]", $"'messages[{messages.Count}]' must be an object."));
         }
 
         return messages;

@@ -291,7 +291,6 @@ internal static class OpenAIRequestMapper
     private static ChatMessage ToMessage(RequestMessage message, int index, OpenAIServerOptions settings)
     {
         string at = $"messages[{index}]";
-        RefuseUnknown(message.Unknown, at + ".");
         var role = message.Role switch
         {
             "user" => ChatRole.User,
@@ -301,6 +300,7 @@ internal static class OpenAIRequestMapper
             null => throw OpenAIErrorException.BadRequest(at + ".role", $"'{at}.role' is required."),
             _ => throw OpenAIErrorException.BadRequest(at + ".role", $"'{at}.role' must be \"system\", \"developer\", \"user\" or \"assistant\", not \"{message.Role}\"."),
         };
+        RefuseUnknown(message.Unknown, at + ".");
         if (message.Refusal is not null)
         {
             throw OpenAIErrorException.BadRequest(at + ".refusal", $"'{at}.refusal' is not supported by this server.");
