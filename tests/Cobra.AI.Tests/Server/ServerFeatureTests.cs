@@ -447,6 +447,46 @@ public sealed class ServerFeatureTests
     }
 
     [Fact]
+    public async Task Once_the_host_is_stopping_new_requests_and_health_get_503()
+    {
+        var (app, url) = await OpenAIEndpointTests.StartAsync(ScriptedChatClient.CobraLike(), new OpenAIServerOptions());
+        await using (app)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await Post(url, Chat())).Status);
+
+            // Fires ApplicationStopping while Kestrel still listens (nothing waits for shutdown on a started host).
+            app.Lifetime.StopApplication();
+            var (status, body, response) = await Post(url, Chat());
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, status);
+            Assert.Equal("server_shutting_down", body.GetProperty("error").GetProperty("code").GetString());
+            Assert.NotNull(response.Headers.RetryAfter);
+            using var health = await Http.GetAsync(url + "/health");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+            Assert.Equal("stopping", JsonDocument.Parse(await health.Content.ReadAsStringAsync()).RootElement.GetProperty("status").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task Tools_with_auto_choice_reach_cobra_as_declarations()
+    {
+        var client = ScriptedChatClient.CobraLike();
+        var (app, url) = await OpenAIEndpointTests.StartAsync(client, new OpenAIServerOptions());
+        await using (app)
+        {
+            const string Tools = ", \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"lookup\", \"description\": \"Looks up\", \"parameters\": {\"type\": \"object\", \"properties\": {\"q\": {\"type\": \"string\"}}}}}]";
+            Assert.Equal(HttpStatusCode.OK, (await Post(url, Chat(Tools + ", \"tool_choice\": \"auto\""))).Status);
+            Assert.Equal(HttpStatusCode.OK, (await Post(url, Chat(Tools + ", \"tool_choice\": \"none\""))).Status);
+            var calls = client.Calls.ToArray();
+            var tool = Assert.IsAssignableFrom<AIFunctionDeclaration>(Assert.Single(calls[0].Tools!));
+            Assert.Equal("lookup", tool.Name);
+            Assert.Equal("Looks up", tool.Description);
+            Assert.Equal("string", tool.JsonSchema.GetProperty("properties").GetProperty("q").GetProperty("type").GetString());
+            Assert.IsType<AutoChatToolMode>(calls[0].ToolMode);
+            Assert.Null(calls[1].Tools);
+        }
+    }
+
+    [Fact]
     public async Task Shutdown_ends_streams_past_the_grace_period_with_an_error_event_and_done()
     {
         var client = new ScriptedChatClient("cobra", (_, token) => Held(Task.Delay(Timeout.Infinite, token), token));
