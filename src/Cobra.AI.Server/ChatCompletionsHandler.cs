@@ -91,6 +91,7 @@ internal sealed class ChatCompletionsHandler
     {
         int status = 200;
         bool admitted = false;
+        using var deadline = new CancellationTokenSource();
         try
         {
             if (Volatile.Read(ref stopping) != 0)
@@ -115,7 +116,8 @@ internal sealed class ChatCompletionsHandler
 
             admitted = true;
             var clock = Stopwatch.StartNew();
-            using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, shutdown.Token);
+            deadline.CancelAfter(settings.RequestTimeout);
+            using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, shutdown.Token, deadline.Token);
             var updates = ChoiceStreams.Generate(client, request, cobra, generation.Token).GetAsyncEnumerator(generation.Token);
             await using (updates.ConfigureAwait(false))
             {
@@ -124,7 +126,7 @@ internal sealed class ChatCompletionsHandler
                 var answer = new Answer(request, "chatcmpl-" + Guid.NewGuid().ToString("N"), DateTimeOffset.UtcNow.ToUnixTimeSeconds(), settings.ModelId, clock, metrics);
                 if (request.Stream)
                 {
-                    await TypedResults.ServerSentEvents(StreamAsync(context, answer, updates, any)).ExecuteAsync(context).ConfigureAwait(false);
+                    await TypedResults.ServerSentEvents(StreamAsync(context, answer, updates, any, deadline)).ExecuteAsync(context).ConfigureAwait(false);
                 }
                 else
                 {
@@ -145,6 +147,12 @@ internal sealed class ChatCompletionsHandler
             // The client went away; its generation was cancelled with it.
             status = 499;
             ServerLog.ClientGone(logger);
+        }
+        catch (OperationCanceledException) when (!context.Response.HasStarted && deadline.IsCancellationRequested && !shutdown.IsCancellationRequested)
+        {
+            var error = DeadlineExceeded();
+            status = error.Status;
+            await WriteErrorAsync(context, error).ConfigureAwait(false);
         }
         catch (Exception e) when (!context.Response.HasStarted)
         {
@@ -169,7 +177,7 @@ internal sealed class ChatCompletionsHandler
     }
 
     /// <summary>The event stream: a role chunk per choice, the deltas, the finish chunks, usage, <c>[DONE]</c>; a failure mid-stream becomes an error event.</summary>
-    private async IAsyncEnumerable<SseItem<string>> StreamAsync(HttpContext context, Answer answer, IAsyncEnumerator<ChoiceUpdate> updates, bool any)
+    private async IAsyncEnumerable<SseItem<string>> StreamAsync(HttpContext context, Answer answer, IAsyncEnumerator<ChoiceUpdate> updates, bool any, CancellationTokenSource deadline)
     {
         for (int i = 0; i < answer.Request.Choices; i++)
         {
@@ -190,7 +198,7 @@ internal sealed class ChatCompletionsHandler
             }
             catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
             {
-                failure = Translate(e);
+                failure = e is OperationCanceledException && deadline.IsCancellationRequested && !shutdown.IsCancellationRequested ? DeadlineExceeded() : Translate(e);
                 any = false;
             }
         }
@@ -215,19 +223,23 @@ internal sealed class ChatCompletionsHandler
 
     private static OpenAIErrorException Unauthorized() => new(401, "Incorrect or missing API key.", code: "invalid_api_key");
 
+    private OpenAIErrorException DeadlineExceeded() =>
+        new(504, $"The request ran past this server's limit of {settings.RequestTimeout.TotalSeconds:0.#} s (OpenAIServerOptions.RequestTimeout) and was stopped.", type: "server_error", code: "request_timeout");
+
     private static OpenAIErrorException ShuttingDown() => new(503, "The server is shutting down; retry on another instance or later.", type: "server_error", code: "server_shutting_down");
 
     private async Task<ChatCompletionRequest> ReadBodyAsync(HttpContext context)
     {
-        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
-        {
-            limit.MaxRequestBodySize = settings.MaxRequestBytes;
-        }
-
+        var limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } feature ? feature : null;
         if (context.Request.ContentLength > settings.MaxRequestBytes)
         {
+            // Unread, the body is drained by Kestrel (for a few seconds at most) once the 413 is sent, so the client
+            // reads the answer instead of a connection reset; a size limit here would make the drain abort.
+            limit?.MaxRequestBodySize = null;
             throw TooLarge();
         }
+
+        limit?.MaxRequestBodySize = settings.MaxRequestBytes;
 
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
         timeout.CancelAfter(settings.BodyReadTimeout);

@@ -24,6 +24,12 @@ public sealed class OpenAIServerOptions
     /// </summary>
     public int MaxPendingRequests { get; set; } = 128;
 
+    /// <summary>
+    /// Longest a request may run once admitted (queue and generation). Past it a stream ends with an error event and
+    /// <c>data: [DONE]</c>, and a non-streaming request gets 504; either way the generation is cancelled.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Largest <c>max_tokens</c> / <c>max_completion_tokens</c> accepted (else 400).</summary>
     public int MaxOutputTokens { get; set; } = 4096;
 
@@ -63,6 +69,7 @@ public sealed class OpenAIServerOptions
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
         Require(MaxRequestBytes > 0, nameof(MaxRequestBytes), $"must be positive, not {MaxRequestBytes}.");
         Require(BodyReadTimeout > TimeSpan.Zero, nameof(BodyReadTimeout), "must be positive.");
+        Require(RequestTimeout > TimeSpan.Zero, nameof(RequestTimeout), "must be positive.");
         Require(MaxPendingRequests >= 1, nameof(MaxPendingRequests), $"must be at least 1, not {MaxPendingRequests}.");
         Require(MaxOutputTokens >= 1, nameof(MaxOutputTokens), $"must be at least 1, not {MaxOutputTokens}.");
         Require(MaxStopSequences >= 0, nameof(MaxStopSequences), $"must not be negative, not {MaxStopSequences}.");

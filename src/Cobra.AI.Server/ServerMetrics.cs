@@ -28,7 +28,12 @@ internal sealed class ServerMetrics
         outputTokens = meter.CreateCounter<long>("cobra.server.tokens.output", "{token}", "Generated tokens, all choices.");
         cachedTokens = meter.CreateCounter<long>("cobra.server.tokens.cached", "{token}", "Prompt tokens reused from cached state instead of prefilled.");
         cacheHits = meter.CreateCounter<long>("cobra.server.cache.hits", "{request}", "Requests whose prompt reused cached state.");
-        timeToFirstToken = meter.CreateHistogram<double>("cobra.server.time_to_first_token", "s", "From admission (body read and validated) to the first generated text.");
+        timeToFirstToken = meter.CreateHistogram<double>(
+            "cobra.server.time_to_first_token",
+            "s",
+            "From admission (body read and validated) to the first generated text.",
+            tags: null,
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] });
         meter.CreateObservableUpDownCounter("cobra.server.requests.in_flight", inFlight, "{request}", "Admitted requests queued or generating.");
     }
 

@@ -162,11 +162,13 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
             var big = await Post(ImageRequest(), baseUrl: limitedUrl);
             Assert.Equal(HttpStatusCode.RequestEntityTooLarge, big.Status);
 
-            const string Slow = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 4096}";
+            const string Slow = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 4096, \"stream\": true}";
             using var cancel = new CancellationTokenSource();
             using var first = new HttpRequestMessage(HttpMethod.Post, limitedUrl + "/v1/chat/completions") { Content = new StringContent(Slow, Encoding.UTF8, "application/json") };
-            var running = http.SendAsync(first, cancel.Token);
-            await Task.Delay(500);
+
+            // Headers come with the first generated token, so the first request holds the only slot from here on.
+            using var streaming = await http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+            var running = streaming.Content.ReadAsStringAsync(cancel.Token);
             using var second = new HttpRequestMessage(HttpMethod.Post, limitedUrl + "/v1/chat/completions") { Content = new StringContent(Slow, Encoding.UTF8, "application/json") };
             using var refused = await http.SendAsync(second);
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);

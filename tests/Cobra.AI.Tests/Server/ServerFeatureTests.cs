@@ -5,7 +5,10 @@ using System.Text;
 using System.Text.Json;
 using Cobra.AI.Server;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Xunit;
 
 namespace Cobra.AI.Tests.Server;
@@ -361,7 +364,15 @@ public sealed class ServerFeatureTests
             Assert.Equal(HttpStatusCode.OK, (await Post(url, Chat())).Status);
         }
 
+        // The default limit is Kestrel's: a body just over it gets 413, not 500.
         Assert.Equal(OpenAIServerOptions.KestrelDefaultMaxRequestBytes, new OpenAIServerOptions().MaxRequestBytes);
+        var (defaults, defaultsUrl) = await OpenAIEndpointTests.StartAsync(ScriptedChatClient.CobraLike(), new OpenAIServerOptions());
+        await using (defaults)
+        {
+            var (status, _, _) = await Post(defaultsUrl, Chat(", \"user\": \"" + new string('x', 30_000_001) + "\""));
+            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, status);
+            Assert.Equal(HttpStatusCode.OK, (await Post(defaultsUrl, Chat())).Status);
+        }
     }
 
     [Fact]
@@ -425,8 +436,17 @@ public sealed class ServerFeatureTests
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, url + "/v1/chat/completions") { Content = new StringContent(Chat(", \"stream\": true"), Encoding.UTF8, "application/json") };
             using var response = await Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-            var body = response.Content.ReadAsStringAsync();
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+
+            // Each event is flushed as it is made: "he" arrives while the generation is still held.
+            string? line;
+            while ((line = await reader.ReadLineAsync()) is not null && !line.Contains("\"he\"", StringComparison.Ordinal))
+            {
+            }
+
+            Assert.NotNull(line);
             var stopping = app.StopAsync();
+
             // Kestrel stops listening at once; a request that still gets through is refused with 503.
             try
             {
@@ -438,11 +458,74 @@ public sealed class ServerFeatureTests
             }
 
             release.SetResult();
-            var events = Events(await body);
+            var events = Events(await reader.ReadToEndAsync());
             await stopping;
             Assert.Equal("[DONE]", events[^1]);
             Assert.DoesNotContain(events, e => e.Contains("\"error\"", StringComparison.Ordinal));
-            Assert.Equal("held", string.Concat(events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0].GetProperty("delta")).Select(d => d.TryGetProperty("content", out var c) ? c.GetString() : "")));
+            Assert.Contains(events, e => e.Contains("\"ld\"", StringComparison.Ordinal));
+        }
+    }
+
+    [Fact]
+    public async Task A_request_past_its_deadline_is_stopped_with_504_or_an_error_event()
+    {
+        var client = new ScriptedChatClient("cobra", (_, token) => Held(Task.Delay(Timeout.Infinite, token), token));
+        var (app, url) = await OpenAIEndpointTests.StartAsync(client, new OpenAIServerOptions { RequestTimeout = TimeSpan.FromMilliseconds(300) });
+        await using (app)
+        {
+            var (status, body, _) = await Post(url, Chat());
+            Assert.Equal(HttpStatusCode.GatewayTimeout, status);
+            Assert.Equal("request_timeout", body.GetProperty("error").GetProperty("code").GetString());
+
+            var (_, _, response) = await Post(url, Chat(", \"stream\": true"));
+            var events = Events(await response.Content.ReadAsStringAsync());
+            Assert.Equal("[DONE]", events[^1]);
+            Assert.Equal("request_timeout", JsonDocument.Parse(events[^2]).RootElement.GetProperty("error").GetProperty("code").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task Invalid_utf8_in_the_body_gets_400()
+    {
+        var (app, url) = await OpenAIEndpointTests.StartAsync(ScriptedChatClient.CobraLike(), new OpenAIServerOptions());
+        await using (app)
+        {
+            byte[] body = [.. "{\"messages\": [{\"role\": \"user\", \"content\": \""u8, 0xFF, 0xFE, .. "\"}]}"u8];
+            using var content = new ByteArrayContent(body);
+            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            using var response = await Http.PostAsync(url + "/v1/chat/completions", content);
+            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Equal("invalid_request_error", JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("type").GetString());
+        }
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("  ")]
+    public async Task An_empty_api_key_refuses_to_start(string key)
+    {
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => OpenAIEndpointTests.StartAsync(ScriptedChatClient.CobraLike(), new OpenAIServerOptions { ApiKey = key }));
+        Assert.Contains("ApiKey", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Endpoints_mapped_on_any_app_log_a_500_with_its_exception_and_refusals_at_debug()
+    {
+        var logs = new CapturingLoggerProvider();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug);
+        builder.Services.AddSingleton<IChatClient>(new ScriptedChatClient("cobra", (_, _) => Throwing(new InvalidOperationException("boom inside"))));
+        var app = builder.Build();
+        app.MapOpenAIChatCompletions();
+        await app.StartAsync();
+        await using (app)
+        {
+            string url = app.Urls.First();
+            Assert.Equal(HttpStatusCode.InternalServerError, (await Post(url, Chat())).Status);
+            Assert.Equal(HttpStatusCode.BadRequest, (await Post(url, Chat(", \"audio\": {}"))).Status);
+            Assert.Contains(logs.Entries, e => e.Category == "Cobra.AI.Server" && e.Level == LogLevel.Error && e.Exception?.Message == "boom inside");
+            Assert.Contains(logs.Entries, e => e.Category == "Cobra.AI.Server" && e.Level == LogLevel.Debug && e.Message.Contains("audio", StringComparison.Ordinal));
         }
     }
 
@@ -521,6 +604,28 @@ public sealed class ServerFeatureTests
         }
 
         yield break;
+    }
+
+    private sealed class CapturingLoggerProvider : ILoggerProvider
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<(string Category, LogLevel Level, string Message, Exception? Exception)> Entries { get; } = new();
+
+        public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(CapturingLoggerProvider owner, string category) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+                owner.Entries.Enqueue((category, logLevel, formatter(state, exception), exception));
+        }
     }
 
     /// <summary>Content without a known length, sent chunked.</summary>
