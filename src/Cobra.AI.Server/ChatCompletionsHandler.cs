@@ -38,6 +38,7 @@ internal sealed class ChatCompletionsHandler
         json = new OpenAIJsonContext(new JsonSerializerOptions
         {
             Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+            DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
             Converters = { new BoundedMessagesConverter(settings.MaxMessages) },
         });
     }
