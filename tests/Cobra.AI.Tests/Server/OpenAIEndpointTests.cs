@@ -72,6 +72,7 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
     {
         using var models = JsonDocument.Parse(await http.GetStringAsync(url + "/v1/models"));
         Assert.Equal("cobra+3b", models.RootElement.GetProperty("data")[0].GetProperty("id").GetString());
+        Assert.Equal(["text", "image"], models.RootElement.GetProperty("data")[0].GetProperty("input_modalities").EnumerateArray().Select(m => m.GetString()));
 
         var (status, body) = await Post(ImageRequest());
         Assert.Equal(HttpStatusCode.OK, status);
