@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net.ServerSentEvents;
-using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
