@@ -290,13 +290,11 @@ internal sealed class ChatCompletionsHandler
             CobraImageLimitException image => new OpenAIErrorException(413, image.Message, "messages", code: "image_too_large"),
             CobraConversationNotFoundException missing => new OpenAIErrorException(404, missing.Message, code: "conversation_not_found"),
 
-            // What the image code throws until its limits become CobraImageLimitException.
-            InvalidDataException bad when bad.Message.Contains("MaxImageBytes", StringComparison.Ordinal) || bad.Message.Contains("MaxImagePixels", StringComparison.Ordinal)
-                => new OpenAIErrorException(413, bad.Message, "messages", code: "image_too_large"),
             OperationCanceledException when shutdown.IsCancellationRequested => ShuttingDown(),
             ObjectDisposedException => ShuttingDown(),
             InvalidDataException or ArgumentException or NotSupportedException or FileNotFoundException or UnauthorizedAccessException
                 => new OpenAIErrorException(400, e.Message),
+            TimeoutException when e.Message.StartsWith("Remote image", StringComparison.Ordinal) => new OpenAIErrorException(400, e.Message, "messages"),
             _ => null,
         };
         if (error is null)

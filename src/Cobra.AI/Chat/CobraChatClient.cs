@@ -27,6 +27,7 @@ public sealed partial class CobraChatClient : IChatClient
     private readonly ILogger logger;
     private readonly ChatClientMetadata metadata;
     private readonly ConversationStore conversations;
+    private readonly System.Diagnostics.Metrics.Meter meter;
     private int disposed;
 
     private CobraChatClient(InferenceEngine engine, CobraModelOptions options, HttpClient? http, ILogger logger)
@@ -37,6 +38,7 @@ public sealed partial class CobraChatClient : IChatClient
         this.logger = logger;
         images = new ImageResolver(options, http);
         conversations = new ConversationStore(options.MaxConversations, options.MaxConversationBytes);
+        meter = CreateMeter(engine);
         metadata = new ChatClientMetadata("cobra", new Uri(Path.GetFullPath(options.ModelPath ?? options.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot())), options.ModelId);
     }
 
@@ -97,6 +99,25 @@ public sealed partial class CobraChatClient : IChatClient
         var settings = options.Snapshot();
         settings.Validate();
         return new CobraChatClient(new InferenceEngine(pipeline, ToEngineSettings(settings), logger ?? NullLogger.Instance), settings, null, logger ?? NullLogger.Instance);
+    }
+
+    /// <summary>
+    /// The engine's gauges and counters on the meter <c>Cobra.AI</c> (one per client, disposed with it), for
+    /// OpenTelemetry: queue depth, admitted requests, decode batch rows, state-cache hits and misses, tokens.
+    /// </summary>
+    private static System.Diagnostics.Metrics.Meter CreateMeter(InferenceEngine engine)
+    {
+        var meter = new System.Diagnostics.Metrics.Meter("Cobra.AI");
+        meter.CreateObservableGauge("cobra.engine.queue_depth", () => engine.Statistics.QueuedRequests, "{request}", "Requests waiting for admission");
+        meter.CreateObservableGauge("cobra.engine.active_requests", () => engine.Statistics.ActiveRequests, "{request}", "Requests prefilling or decoding");
+        meter.CreateObservableGauge("cobra.engine.batch_size", () => engine.Statistics.DecodingRows, "{row}", "Rows in the decode batch");
+        meter.CreateObservableCounter("cobra.engine.cache.hits", () => engine.Statistics.StateCacheHits, "{lookup}", "Admissions that reused a state snapshot");
+        meter.CreateObservableCounter("cobra.engine.cache.misses", () => engine.Statistics.StateCacheMisses, "{lookup}", "Admissions that found no snapshot");
+        meter.CreateObservableGauge("cobra.engine.cache.bytes", () => engine.Statistics.StateCacheBytes, "By", "Bytes of state snapshots held");
+        meter.CreateObservableCounter("cobra.engine.prompt_tokens", () => engine.Statistics.PromptTokens, "{token}", "Input positions admitted");
+        meter.CreateObservableCounter("cobra.engine.cached_prompt_tokens", () => engine.Statistics.CachedPromptTokens, "{token}", "Input positions taken from snapshots");
+        meter.CreateObservableCounter("cobra.engine.generated_tokens", () => engine.Statistics.GeneratedTokens, "{token}", "Tokens generated");
+        return meter;
     }
 
     /// <summary>How the engine schedules work, from the client's options.</summary>
@@ -233,6 +254,7 @@ public sealed partial class CobraChatClient : IChatClient
             return;
         }
 
+        meter.Dispose();
         engine.Dispose();
         http?.Dispose();
     }
