@@ -104,19 +104,27 @@ internal sealed class StreamingTextDecoder
             safe--;
         }
 
-        // A space whose following text is a proper prefix of a clean-up pattern may still lose that space.
-        for (int p = Math.Max(0, safe - LongestPattern); p < safe; p++)
+        // A space whose following text is a proper prefix of a clean-up pattern may still lose that space: cut
+        // before it, and look again, since the new cut may split another pattern (" ' '" -> " ' " at the first space).
+        bool moved = true;
+        while (moved)
         {
-            if (raw[p] == ' ' && CouldStartPattern(p, safe))
+            moved = false;
+            for (int p = Math.Max(0, safe - LongestPattern); p < safe; p++)
             {
-                safe = p;
-                break;
+                if (raw[p] == ' ' && CouldStartPattern(p, safe))
+                {
+                    safe = p;
+                    moved = true;
+                    break;
+                }
             }
-        }
 
-        while (safe > 0 && PythonString.IsSpace(raw[safe - 1]))
-        {
-            safe--;
+            while (safe > 0 && PythonString.IsSpace(raw[safe - 1]))
+            {
+                safe--;
+                moved = true;
+            }
         }
 
         if (safe == 0)
