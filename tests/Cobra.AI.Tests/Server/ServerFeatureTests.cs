@@ -291,7 +291,7 @@ public sealed class ServerFeatureTests
             Assert.Equal(HttpStatusCode.TooManyRequests, status);
             Assert.NotNull(response.Headers.RetryAfter);
             Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await With(new CobraImageLimitException("The image has 50000000 pixels, over MaxImagePixels = 40000000.", "MaxImagePixels"))).Item1);
-            Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await With(new InvalidDataException("The image has 50000000 pixels, over MaxImagePixels = 40000000."))).Item1);
+            Assert.Equal(HttpStatusCode.BadRequest, (await With(new InvalidDataException("The image has 50000000 pixels, over MaxImagePixels = 40000000."))).Item1); // typed, never matched by text
             Assert.Equal(HttpStatusCode.NotFound, (await With(new CobraConversationNotFoundException("c1"))).Item1);
             Assert.Equal(HttpStatusCode.BadRequest, (await With(new NotSupportedException("Cobra cannot call tools."), stream: true)).Item1);
             var (failed, body, _) = await With(new InvalidOperationException("secret internal path /opt/x"));
