@@ -69,6 +69,7 @@ internal static class ServeBench
 
         var result = new JsonObject { ["layers"] = config.NLayer, ["tokens_per_request"] = tokens, ["image_every"] = 4 };
         double single = 0;
+        double singleDecode = 0;
         double singleStep = 0;
         foreach (int clients in clientCounts)
         {
@@ -79,19 +80,26 @@ internal static class ServeBench
                 return await StreamAsync(client, Prompt(i, clients), tokens).ConfigureAwait(false);
             })).ConfigureAwait(false);
             double rate = runs.Sum(r => r.Tokens) / clock.Elapsed.TotalSeconds;
+
+            // Decode throughput: tokens after each stream's first, over the span in which streams were decoding.
+            double decodeSpan = runs.Max(r => r.LastAt) - runs.Min(r => r.FirstAt);
+            double decodeRate = decodeSpan > 0 ? runs.Sum(r => r.Tokens - 1) / decodeSpan : 0;
             var first = runs.Select(r => r.FirstToken).Order().ToArray();
             var gaps = runs.SelectMany(r => r.Gaps).Order().ToArray();
             if (clients == clientCounts[0])
             {
                 single = rate;
+                singleDecode = decodeRate;
                 singleStep = runs.Where(r => !r.Image).SelectMany(r => r.Gaps).DefaultIfEmpty(gaps.DefaultIfEmpty(0).First()).Order().ElementAt(runs.Where(r => !r.Image).Sum(r => r.Gaps.Count) / 2);
             }
 
-            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms");
+            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client), decoding {decodeRate:F2} tokens/s ({(singleDecode > 0 ? decodeRate / singleDecode : 0):F1}x); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms");
             result[$"clients_{clients}"] = new JsonObject
             {
                 ["tokens_per_second"] = Math.Round(rate, 2),
                 ["speedup_vs_one_client"] = Math.Round(rate / single, 2),
+                ["decode_tokens_per_second"] = Math.Round(decodeRate, 2),
+                ["decode_speedup_vs_one_client"] = Math.Round(singleDecode > 0 ? decodeRate / singleDecode : 0, 2),
                 ["first_token_p50_s"] = Math.Round(Percentile(first, 50), 3),
                 ["first_token_p95_s"] = Math.Round(Percentile(first, 95), 3),
                 ["inter_token_p50_ms"] = Math.Round(Percentile(gaps, 50) * 1e3, 1),
@@ -116,7 +124,10 @@ internal static class ServeBench
         return result;
     }
 
-    private sealed record StreamRun(int Tokens, double FirstToken, List<double> Gaps, bool Image, string? ConversationId);
+    /// <summary>One streamed answer; FirstAt and LastAt are seconds on the process-wide bench clock.</summary>
+    private sealed record StreamRun(int Tokens, double FirstToken, List<double> Gaps, bool Image, string? ConversationId, double FirstAt, double LastAt);
+
+    private static readonly Stopwatch BenchClock = Stopwatch.StartNew();
 
     /// <summary>Every fourth client sends a photo never seen before (so its towers and prefill run); the rest send text.</summary>
     private static ChatMessage[] Prompt(int client, int run) => client % 4 == 3
@@ -156,7 +167,8 @@ internal static class ServeBench
             generated += count;
         }
 
-        return new StreamRun(generated, first, gaps, messages.Any(m => m.Contents.OfType<DataContent>().Any()), id);
+        double end = BenchClock.Elapsed.TotalSeconds;
+        return new StreamRun(generated, first, gaps, messages.Any(m => m.Contents.OfType<DataContent>().Any()), id, end - clock.Elapsed.TotalSeconds + first, end - clock.Elapsed.TotalSeconds + last);
     }
 
     private static double Percentile(double[] sorted, int p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100.0 * sorted.Length) - 1, 0, sorted.Length - 1)];
