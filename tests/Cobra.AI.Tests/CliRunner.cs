@@ -19,7 +19,7 @@ internal static class CliRunner
     public static async Task<(int Exit, string Out, string Err)> RunWithInputAsync(string stdin, TextWriter stdout, CliInterrupts interrupts, params string[] args)
     {
         var stderr = new StringWriter();
-        var context = new CliContext(TextWriter.Synchronized(stdout), stderr, new StringReader(stdin), ErrorIsTerminal: false, interrupts);
+        var context = new CliContext(stdout, stderr, new StringReader(stdin), ErrorIsTerminal: false, interrupts);
         int exit = await CobraCli.RunAsync(args, context, inputIsTerminal: false);
         return (exit, stdout.ToString()!, stderr.ToString());
     }
