@@ -56,8 +56,32 @@ public sealed class CobraModelOptions
     /// <summary>Requests decoded together in one batch; more wait in the queue.</summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
-    /// <summary>Conversation state snapshots kept for reuse by the next turn (0 disables reuse).</summary>
+    /// <summary>Requests allowed to wait for one of the <see cref="MaxConcurrentRequests"/> slots; one more is refused with <see cref="CobraQueueFullException"/>.</summary>
+    public int MaxQueuedRequests { get; set; } = 64;
+
+    /// <summary>
+    /// State snapshots kept for reuse (0 disables reuse): at the end of each turn, and after an image plus the
+    /// prompt prefix every first turn shares, so the next turn, or a new conversation about a seen image, skips that part.
+    /// </summary>
     public int ConversationCacheSize { get; set; } = 16;
+
+    /// <summary>Bytes of state snapshots kept (a snapshot of the 2.8B model is 64 × 5120 × 20 values: 26 MB in fp32).</summary>
+    public long ConversationCacheBytes { get; set; } = 1L << 30;
+
+    /// <summary>
+    /// Conversations remembered for <c>ChatOptions.ConversationId</c> (every response carries an id; a later call
+    /// with it and only the new messages continues the conversation). The least recently used is forgotten first.
+    /// </summary>
+    public int MaxConversations { get; set; } = 1024;
+
+    /// <summary>Bytes of remembered conversations (messages, images by encoded size).</summary>
+    public long MaxConversationBytes { get; set; } = 256L << 20;
+
+    /// <summary>Most completions one request may ask for (<see cref="CobraAdditionalProperties.ChoiceCount"/>).</summary>
+    public int MaxChoices { get; set; } = 8;
+
+    /// <summary>Most positions one prefill chunk feeds per request; the engine decodes running streams between chunks.</summary>
+    public int PrefillChunkTokens { get; set; } = 256;
 
     /// <summary>Largest encoded image accepted, in bytes.</summary>
     public long MaxImageBytes { get; set; } = 20L * 1024 * 1024;
@@ -91,7 +115,9 @@ public sealed class CobraModelOptions
     {
         ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
         Device = Device, Precision = Precision, MaxConcurrentRequests = MaxConcurrentRequests,
-        ConversationCacheSize = ConversationCacheSize, MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
+        ConversationCacheSize = ConversationCacheSize, ConversationCacheBytes = ConversationCacheBytes, MaxQueuedRequests = MaxQueuedRequests,
+        MaxConversations = MaxConversations, MaxConversationBytes = MaxConversationBytes, MaxChoices = MaxChoices, PrefillChunkTokens = PrefillChunkTokens,
+        MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageTimeout = RemoteImageTimeout,
         SystemPrompts = SystemPrompts, MultipleImages = MultipleImages, StateStore = StateStore,
     };
@@ -116,6 +142,12 @@ public sealed class CobraModelOptions
             nameof(StateStore), $"must be null (in-process only) or redis://HOST:PORT, not '{StateStore}'.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
+        Require(MaxQueuedRequests is >= 0 and <= 100_000, nameof(MaxQueuedRequests), $"must be in [0, 100000], not {MaxQueuedRequests}.");
+        Require(ConversationCacheBytes >= 0, nameof(ConversationCacheBytes), $"must not be negative, not {ConversationCacheBytes}.");
+        Require(MaxConversations >= 0, nameof(MaxConversations), $"must not be negative, not {MaxConversations}.");
+        Require(MaxConversationBytes >= 0, nameof(MaxConversationBytes), $"must not be negative, not {MaxConversationBytes}.");
+        Require(MaxChoices is >= 1 and <= 128, nameof(MaxChoices), $"must be in [1, 128], not {MaxChoices}.");
+        Require(PrefillChunkTokens is >= 1 and <= 65536, nameof(PrefillChunkTokens), $"must be in [1, 65536], not {PrefillChunkTokens}.");
         Require(MaxImageBytes > 0, nameof(MaxImageBytes), $"must be positive, not {MaxImageBytes}.");
         Require(MaxImagePixels > 0, nameof(MaxImagePixels), $"must be positive, not {MaxImagePixels}.");
         Require(RemoteImageTimeout > TimeSpan.Zero, nameof(RemoteImageTimeout), "must be positive.");

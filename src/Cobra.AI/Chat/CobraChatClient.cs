@@ -26,6 +26,7 @@ public sealed partial class CobraChatClient : IChatClient
     private readonly HttpClient? http;
     private readonly ILogger logger;
     private readonly ChatClientMetadata metadata;
+    private readonly ConversationStore conversations;
     private int disposed;
 
     private CobraChatClient(InferenceEngine engine, CobraModelOptions options, HttpClient? http, ILogger logger)
@@ -35,6 +36,7 @@ public sealed partial class CobraChatClient : IChatClient
         this.http = http;
         this.logger = logger;
         images = new ImageResolver(options, http);
+        conversations = new ConversationStore(options.MaxConversations, options.MaxConversationBytes);
         metadata = new ChatClientMetadata("cobra", new Uri(Path.GetFullPath(options.ModelPath ?? options.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot())), options.ModelId);
     }
 
@@ -63,7 +65,7 @@ public sealed partial class CobraChatClient : IChatClient
         var report = progress is null ? null : new Progress<DownloadProgress>(p => progress.Report(new CobraLoadProgress($"Downloading {p.Repo}/{p.File}", 1, 3)));
         var files = await CobraModelComposition.ResolveFilesAsync(settings, report, CobraModelComposition.LogTo(logger), cancellationToken).ConfigureAwait(false);
         var pipeline = await Task.Run(() => LoadPipeline(settings, files, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
-        var engine = new InferenceEngine(pipeline, settings.MaxConcurrentRequests, settings.ConversationCacheSize, logger);
+        var engine = new InferenceEngine(pipeline, ToEngineSettings(settings), logger);
         var http = settings.AllowRemoteImages ? new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) : null;
         return new CobraChatClient(engine, settings, http, logger);
     }
@@ -80,6 +82,20 @@ public sealed partial class CobraChatClient : IChatClient
         return pipeline;
     }
 
+    /// <summary>How the engine schedules work, from the client's options.</summary>
+    internal static EngineSettings ToEngineSettings(CobraModelOptions settings) => new()
+    {
+        MaxActive = settings.MaxConcurrentRequests,
+        MaxQueued = settings.MaxQueuedRequests,
+        PrefillChunkTokens = settings.PrefillChunkTokens,
+        CacheEntries = settings.ConversationCacheSize,
+        CacheBytes = settings.ConversationCacheBytes,
+    };
+
+    /// <summary>The engine's counters now: queue, batch, tokens, state-cache hits and misses.</summary>
+    /// <returns>A snapshot of the counters.</returns>
+    public CobraEngineStatistics GetStatistics() => engine.Statistics;
+
     /// <summary>Tensors alive on the inference thread (diagnostics).</summary>
     internal long LiveTensorCount => engine.LiveTensorCount;
 
@@ -87,25 +103,90 @@ public sealed partial class CobraChatClient : IChatClient
     internal int ActiveRequests => engine.ActiveCount;
 
     /// <inheritdoc />
-    public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
-        GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        // The streaming path aggregated; with n choices, one message per choice in index order.
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var update in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
+        {
+            updates.Add(update);
+        }
+
+        var byChoice = updates.GroupBy(ChoiceOf).OrderBy(g => g.Key).ToList();
+        if (byChoice.Count <= 1)
+        {
+            return updates.ToChatResponse();
+        }
+
+        var parts = byChoice.Select(g => g.ToChatResponse()).ToList();
+        var response = new ChatResponse(parts.SelectMany(p => p.Messages).ToList())
+        {
+            ResponseId = parts[0].ResponseId,
+            ConversationId = parts[0].ConversationId,
+            ModelId = parts[0].ModelId,
+            CreatedAt = parts[0].CreatedAt,
+            FinishReason = parts[0].FinishReason,
+            Usage = updates.SelectMany(u => u.Contents).OfType<UsageContent>().LastOrDefault()?.Details,
+        };
+        for (int i = 0; i < parts.Count; i++)
+        {
+            foreach (var message in parts[i].Messages)
+            {
+                (message.AdditionalProperties ??= [])[CobraAdditionalProperties.ChoiceIndex] = byChoice[i].Key;
+                message.AdditionalProperties["finish_reason"] = parts[i].FinishReason?.Value;
+            }
+        }
+
+        return response;
+    }
 
     /// <inheritdoc />
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
-        var request = await ToRequestAsync(messages, options, cancellationToken).ConfigureAwait(false);
+        ArgumentNullException.ThrowIfNull(messages);
+        var newMessages = messages.ToList();
+        string conversationId = options?.ConversationId ?? "cobra-conv-" + Guid.NewGuid().ToString("N");
+        var history = options?.ConversationId is { } known ? [.. conversations.Get(known), .. newMessages] : newMessages;
+        var request = await ToRequestAsync(history, options, cancellationToken).ConfigureAwait(false);
 
         // A consumer that stops enumerating early also stops the generation and frees its state.
         using var abandon = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var events = engine.Submit(request, abandon.Token);
         string responseId = "cobra-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow;
+        var answer = new System.Text.StringBuilder();
+        ChoiceCompleted? finish = null;
         try
         {
             await foreach (var generationEvent in events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                yield return ToUpdate(generationEvent, responseId, created);
+                if (generationEvent is TextGenerated { Choice: 0 } text)
+                {
+                    answer.Append(text.Text);
+                }
+                else if (generationEvent is GenerationCompleted)
+                {
+                    // The conversation continues from choice 0's answer, as a caller re-sending the history would.
+                    conversations.Put(conversationId, [.. history, new ChatMessage(ChatRole.Assistant, answer.ToString())]);
+                }
+
+                // One choice: its finish reason rides on the last update, with the usage.
+                if (request.Choices == 1 && generationEvent is ChoiceCompleted single)
+                {
+                    finish = single;
+                    continue;
+                }
+
+                if (ToUpdate(generationEvent, responseId, conversationId, created, request.Choices > 1) is { } update)
+                {
+                    if (finish is not null && generationEvent is GenerationCompleted)
+                    {
+                        update.FinishReason = ToFinishReason(finish.Reason);
+                    }
+
+                    yield return update;
+                }
             }
         }
         finally
@@ -142,6 +223,7 @@ public sealed partial class CobraChatClient : IChatClient
     {
         var prompt = ChatRequestMapper.ToCobraPrompt(messages, chatOptions, options, logger);
         prompt.Sampling.Validate();
+        var constraint = StructuredOutput.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize);
         RgbImage? image = null;
         string? imageKey = null;
         if (prompt.Image is not null)
@@ -150,19 +232,42 @@ public sealed partial class CobraChatClient : IChatClient
         }
 
         var ids = engine.Pipeline.EncodePrompt(prompt.Turns);
-        return new GenerationRequest(ids, image, imageKey, prompt.Sampling, prompt.StopSequences);
+        return new GenerationRequest(ids, image, imageKey, prompt.Sampling, prompt.StopSequences)
+        {
+            Choices = prompt.Choices,
+            Logprobs = prompt.Logprobs,
+            TopLogprobs = prompt.TopLogprobs,
+            Constraint = constraint,
+        };
     }
 
-    private ChatResponseUpdate ToUpdate(GenerationEvent generationEvent, string responseId, DateTimeOffset created)
+    private static int ChoiceOf(ChatResponseUpdate update) =>
+        update.AdditionalProperties?.TryGetValue(CobraAdditionalProperties.ChoiceIndex, out var index) == true && index is int i ? i : 0;
+
+    private ChatResponseUpdate? ToUpdate(GenerationEvent generationEvent, string responseId, string conversationId, DateTimeOffset created, bool severalChoices)
     {
-        var update = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, MessageId = responseId, CreatedAt = created, ModelId = options.ModelId };
+        var update = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, MessageId = responseId, ConversationId = conversationId, CreatedAt = created, ModelId = options.ModelId };
         switch (generationEvent)
         {
             case TextGenerated text:
-                update.Contents.Add(new TextContent(text.Text));
-                break;
+                if (text.Text.Length > 0)
+                {
+                    update.Contents.Add(new TextContent(text.Text));
+                }
+
+                if (text.Logprobs is not null)
+                {
+                    (update.AdditionalProperties ??= [])[CobraAdditionalProperties.TokenLogprobs] = text.Logprobs;
+                }
+
+                SetChoice(update, text.Choice, severalChoices);
+                return update;
+            case ChoiceCompleted choice:
+                update.FinishReason = ToFinishReason(choice.Reason);
+                update.RawRepresentation = choice;
+                SetChoice(update, choice.Choice, severalChoices);
+                return update;
             case GenerationCompleted done:
-                update.FinishReason = done.Reason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
                 update.Contents.Add(new UsageContent(new UsageDetails
                 {
                     InputTokenCount = done.InputTokens,
@@ -171,10 +276,21 @@ public sealed partial class CobraChatClient : IChatClient
                     CachedInputTokenCount = done.CachedInputTokens,
                 }));
                 update.RawRepresentation = done;
-                break;
+                return update;
+            default:
+                return null;
         }
+    }
 
-        return update;
+    private static ChatFinishReason ToFinishReason(FinishReason reason) => reason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+
+    private static void SetChoice(ChatResponseUpdate update, int choice, bool severalChoices)
+    {
+        if (severalChoices)
+        {
+            update.MessageId = $"{update.ResponseId}-{choice}";
+            (update.AdditionalProperties ??= [])[CobraAdditionalProperties.ChoiceIndex] = choice;
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loaded Cobra {ModelId} on {Device} in {Precision}: {Parameters} parameters in {Seconds:F1} s")]

@@ -76,23 +76,6 @@ internal sealed class CobraPipeline : IDisposable
     /// <summary>Number of LLM positions an image occupies.</summary>
     public int ImageTokenCount => Model.Vision?.PatchTokens ?? 0;
 
-    /// <summary>Generates a continuation of <paramref name="promptIds"/>, after the image when one is given.</summary>
-    public GenerationResult Generate(IReadOnlyList<int> promptIds, RgbImage? image, SamplingOptions options, bool keepLogits = false, Action<int>? onToken = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentOutOfRangeException.ThrowIfZero(promptIds.Count, nameof(promptIds));
-        using var scope = torch.NewDisposeScope();
-        Tensor? imageTokens = null;
-        if (image is not null)
-        {
-            var (dino, siglip) = PreparePixels(image);
-            imageTokens = Model.EncodeImage(dino, siglip);                       // [1,P,D]
-        }
-
-        var ids = torch.tensor(promptIds.Select(i => (long)i).ToArray(), device: Model.LanguageModel.Device).unsqueeze(0); // [1,T]
-        var embeds = Model.InputEmbeddings(imageTokens, ids);                     // [1,P+T,D]
-        return TokenGenerator.Generate(Model.LanguageModel, embeds, options with { EosTokenId = Tokenizer.EosTokenId }, keepLogits, onToken, cancellationToken);
-    }
-
     /// <inheritdoc />
     public void Dispose() => Model.Dispose();
 }
