@@ -89,7 +89,8 @@ internal static class ChatCommand
             string? line;
             try
             {
-                line = await cli.In.ReadLineAsync(cancellationToken).ConfigureAwait(false);
+                // A console read does not observe cancellation: stop waiting for it instead (Ctrl+C at the prompt).
+                line = await cli.In.ReadLineAsync(CancellationToken.None).AsTask().WaitAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {

@@ -211,19 +211,36 @@ internal sealed class HubDownloader
         }
     }
 
-    /// <summary>HEAD without following redirects: the hub puts the LFS sha256 and size on the redirect itself.</summary>
+    /// <summary>
+    /// HEAD without following the LFS redirect: the hub puts the LFS sha256 and size on the redirect itself. A
+    /// redirect without them (a renamed repo) is followed, by hand, like every other.
+    /// </summary>
     private async Task<FileMeta?> HeadAsync(Uri url, string what, CancellationToken cancellationToken)
     {
-        using var request = Request(HttpMethod.Head, url);
-        using var response = await SendAsync(request, cancellationToken).ConfigureAwait(false);
-        if (response.StatusCode == HttpStatusCode.NotFound)
+        for (int hop = 0; ; hop++)
         {
-            return null;
-        }
+            using var request = Request(HttpMethod.Head, url);
+            using var response = await SendAsync(request, cancellationToken).ConfigureAwait(false);
+            if (response.StatusCode == HttpStatusCode.NotFound)
+            {
+                return null;
+            }
 
-        ThrowOnError(response, what, allowRedirect: true);
-        string? etag = Header(response, "X-Linked-Etag") ?? response.Headers.ETag?.Tag ?? Header(response, "ETag");
-        string? commit = Header(response, "X-Repo-Commit");
+            ThrowOnError(response, what, allowRedirect: true);
+            string? etag = Header(response, "X-Linked-Etag") ?? response.Headers.ETag?.Tag ?? Header(response, "ETag");
+            string? commit = Header(response, "X-Repo-Commit");
+            if ((etag is null || commit is null) && (int)response.StatusCode is >= 300 and < 400 && response.Headers.Location is { } moved)
+            {
+                url = hop < MaxRedirects ? Resolve(url, moved) : throw new InvalidDataException($"{what}: more than {MaxRedirects} redirects.");
+                continue;
+            }
+
+            return ReadMeta(response, url, etag, commit, what);
+        }
+    }
+
+    private static FileMeta ReadMeta(HttpResponseMessage response, Uri url, string? etag, string? commit, string what)
+    {
         if (etag is null || commit is null)
         {
             throw new InvalidDataException($"{what}: the hub's answer lacks an ETag or X-Repo-Commit header ({url}).");
@@ -301,7 +318,9 @@ internal sealed class HubDownloader
             ThrowOnError(response, what, allowRedirect: false);
             bool resumed = response.StatusCode == HttpStatusCode.PartialContent && response.Content.Headers.ContentRange?.From == have;
             long written = resumed ? have : 0;
-            long start = written;
+            // Progress means more bytes on disk than before this attempt: a server that ignores Range and is cut
+            // again at the same place makes none, so such failures count towards the limit.
+            long start = have;
             try
             {
                 await using var output = openPartial(partial, resumed);

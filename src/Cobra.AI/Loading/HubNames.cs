@@ -55,7 +55,7 @@ internal static class HubNames
 
     /// <summary>A commit id from the hub: 40 (sha1) or 64 (sha256) lower-case hex digits.</summary>
     public static string ValidateCommit(string commit, string what) =>
-        commit.Length is 40 or 64 && commit.All(char.IsAsciiHexDigitLower) || commit.Length is 40 or 64 && commit.All(char.IsAsciiHexDigit)
+        commit.Length is 40 or 64 && commit.All(char.IsAsciiHexDigit)
             ? commit.ToLowerInvariant()
             : throw new InvalidDataException($"{what}: the hub's X-Repo-Commit '{Printable(commit)}' is not a commit hash.");
 

@@ -129,6 +129,29 @@ public sealed class DownloadTests : IDisposable
         Assert.All(onCdn, r => Assert.Null(r.Authorization));
     }
 
+    [Fact]
+    public async Task Transfers_that_never_get_further_give_up_after_the_attempt_limit()
+    {
+        hub.Failures["han1997/cobra/cobra+3b/checkpoints/latest-checkpoint.pt"] = "no-range-cut";
+        using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false });
+        var fast = DownloadRetryPolicy.Default with { BaseDelay = TimeSpan.FromMilliseconds(1), MaxDelay = TimeSpan.FromMilliseconds(5) };
+        var downloader = new HubDownloader(http, hub.Endpoint, cache, null, fast);
+        var e = await Assert.ThrowsAsync<IOException>(() => ModelDownload.RunAsync(downloader, "cobra+3b", "main", null, default));
+        Assert.Contains("latest-checkpoint.pt", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"{fast.MaxAttempts} attempts in a row failed", e.Message, StringComparison.Ordinal);
+        // The first attempt made progress (nothing was there, it counts as the first failure), then no restart got further.
+        Assert.Equal(fast.MaxAttempts, hub.Requests.Count(r => r.Method == "GET" && r.Path.EndsWith("latest-checkpoint.pt", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task A_redirect_without_file_headers_is_followed()
+    {
+        hub.Failures["xiuyul/mamba-2.8b-zephyr/config.json"] = "moved-once";
+        var (exit, _, error) = await Download();
+        Assert.True(exit == 0, error);
+        Assert.Equal(2, hub.Requests.Count(r => r.Method == "HEAD" && r.Path.EndsWith("mamba-2.8b-zephyr/resolve/main/config.json", StringComparison.Ordinal)));
+    }
+
     [Theory]
     [InlineData("http://hub.example.com")]
     [InlineData("ftp://127.0.0.1:1")]

@@ -38,7 +38,7 @@ internal sealed class FakeHub : IDisposable
     /// <summary>
     /// file path (repo/file) -> what goes wrong: "cut" (the first transfer stops halfway), "corrupt", "401", "404",
     /// "500" (always, Retry-After: 0), "500-once", "429-once" (Retry-After: 1), "cut-always" (every transfer stops after 64 KiB), "slow", "no-hash" (an ETag that is
-    /// no hash), "bad-commit" (X-Repo-Commit with a path in it), "redirect-away" (the LFS redirect goes to <see cref="CdnEndpoint"/>).
+    /// no hash), "bad-commit" (X-Repo-Commit with a path in it), "redirect-away" (the LFS redirect goes to <see cref="CdnEndpoint"/>), "moved-once" (a bare 307 to the same path), "no-range-cut" (Range ignored, every transfer stops halfway).
     /// </summary>
     public ConcurrentDictionary<string, string> Failures { get; } = new();
 
@@ -121,6 +121,15 @@ internal sealed class FakeHub : IDisposable
             string local = Path.Combine(root, repo, file);
             Requests.Enqueue(($"{context.Request.Url.Scheme}://{context.Request.Url.Authority}", context.Request.HttpMethod, path, context.Request.Headers["Authorization"]));
             Failures.TryGetValue(key, out var failure);
+            if (failure == "moved-once" && !lfsDownload)
+            {
+                Failures.TryRemove(key, out _);
+                response.StatusCode = 307;                                      // a renamed repo: no file headers, just a relative redirect
+                response.Headers["Location"] = "/" + string.Join('/', context.Request.Url.AbsolutePath.TrimStart('/').Split('/'));
+                response.Close();
+                return;
+            }
+
             if (failure is "500-once" or "429-once")
             {
                 Failures.TryRemove(key, out _);
@@ -179,7 +188,7 @@ internal sealed class FakeHub : IDisposable
             }
 
             long start = 0;
-            if (context.Request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
+            if (failure != "no-range-cut" && context.Request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
             {
                 RangeRequests.Enqueue(key);
                 start = long.Parse(range["bytes=".Length..].TrimEnd('-').Split('-')[0], System.Globalization.CultureInfo.InvariantCulture);
@@ -193,6 +202,15 @@ internal sealed class FakeHub : IDisposable
             {
                 // Every transfer of a large file stops after 64 KiB: only resuming again and again completes it.
                 await response.OutputStream.WriteAsync(body[..65536]);
+                await response.OutputStream.FlushAsync();
+                response.Abort();
+                return;
+            }
+
+            if (failure == "no-range-cut")
+            {
+                // Ignores Range and stops halfway every time: resuming never gets further.
+                await response.OutputStream.WriteAsync(body[..(body.Length / 2)]);
                 await response.OutputStream.FlushAsync();
                 response.Abort();
                 return;
