@@ -64,7 +64,9 @@ internal static class CobraCli
                                       or InvalidOperationException or NotSupportedException or KeyNotFoundException
                                       or System.Text.Json.JsonException or System.Runtime.InteropServices.ExternalException)
         {
-            await cli.Err.WriteLineAsync($"cobra: {e.Message}").ConfigureAwait(false);
+            // ArgumentException appends " (Parameter 'x')": the message already names what is wrong.
+            string message = e is ArgumentException { ParamName: { } name } ? e.Message.Replace($" (Parameter '{name}')", "", StringComparison.Ordinal) : e.Message;
+            await cli.Err.WriteLineAsync($"cobra: {message}").ConfigureAwait(false);
             return 1;
         }
     }
