@@ -138,8 +138,8 @@ public sealed class CobraModelOptions
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
         Require(ModelId.Length is > 0 and <= 96 && ModelId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '+' or '-') && !ModelId.Contains("..", StringComparison.Ordinal) && char.IsAsciiLetterOrDigit(ModelId[0]),
             nameof(ModelId), $"'{ModelId}' is not a model id: one name of letters, digits and . _ + - (like cobra+3b).");
-        Require(StateStore is null || (Uri.TryCreate(StateStore, UriKind.Absolute, out var store) && store.Scheme == "redis" && store.Host.Length > 0),
-            nameof(StateStore), $"must be null (in-process only) or redis://HOST:PORT, not '{StateStore}'.");
+        Require(StateStore is null || (Uri.TryCreate(StateStore, UriKind.Absolute, out var store) && store.Scheme is "redis" or "rediss" && store.Host.Length > 0),
+            nameof(StateStore), $"must be null (in-process only) or redis://HOST:PORT (rediss:// for TLS), not '{StateStore}'.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
         Require(MaxQueuedRequests is >= 0 and <= 100_000, nameof(MaxQueuedRequests), $"must be in [0, 100000], not {MaxQueuedRequests}.");
