@@ -152,6 +152,17 @@ public sealed class DownloadTests : IDisposable
         Assert.Equal(2, hub.Requests.Count(r => r.Method == "HEAD" && r.Path.EndsWith("mamba-2.8b-zephyr/resolve/main/config.json", StringComparison.Ordinal)));
     }
 
+    [Fact]
+    public async Task A_redirect_to_plain_http_elsewhere_is_refused()
+    {
+        hub.Failures["han1997/cobra/cobra+3b/checkpoints/latest-checkpoint.pt"] = "redirect-insecure";
+        var (exit, _, error) = await Download();
+        Assert.Equal(1, exit);
+        Assert.Contains("http://cdn.example.invalid", error, StringComparison.Ordinal);
+        Assert.Contains("must use https", error, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFiles(cache, "*.incomplete", SearchOption.AllDirectories));
+    }
+
     [Theory]
     [InlineData("http://hub.example.com")]
     [InlineData("ftp://127.0.0.1:1")]

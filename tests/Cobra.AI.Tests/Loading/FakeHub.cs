@@ -38,7 +38,7 @@ internal sealed class FakeHub : IDisposable
     /// <summary>
     /// file path (repo/file) -> what goes wrong: "cut" (the first transfer stops halfway), "corrupt", "401", "404",
     /// "500" (always, Retry-After: 0), "500-once", "429-once" (Retry-After: 1), "cut-always" (every transfer stops after 64 KiB), "slow", "no-hash" (an ETag that is
-    /// no hash), "bad-commit" (X-Repo-Commit with a path in it), "redirect-away" (the LFS redirect goes to <see cref="CdnEndpoint"/>), "moved-once" (a bare 307 to the same path), "no-range-cut" (Range ignored, every transfer stops halfway).
+    /// no hash), "bad-commit" (X-Repo-Commit with a path in it), "redirect-away" (the LFS redirect goes to <see cref="CdnEndpoint"/>), "moved-once" (a bare 307 to the same path), "no-range-cut" (Range ignored, every transfer stops halfway), "redirect-insecure" (the LFS redirect is plain http to another host).
     /// </summary>
     public ConcurrentDictionary<string, string> Failures { get; } = new();
 
@@ -161,7 +161,12 @@ internal sealed class FakeHub : IDisposable
             if (!lfsDownload && IsLfs(file))
             {
                 response.StatusCode = 302;
-                response.Headers["Location"] = failure == "redirect-away" ? $"{CdnEndpoint}/lfs/{repo}/{file}" : $"/lfs/{repo}/{file}";
+                response.Headers["Location"] = failure switch
+                {
+                    "redirect-away" => $"{CdnEndpoint}/lfs/{repo}/{file}",
+                    "redirect-insecure" => $"http://cdn.example.invalid/lfs/{repo}/{file}",
+                    _ => $"/lfs/{repo}/{file}",
+                };
                 response.Headers["X-Linked-Etag"] = failure == "no-hash" ? "\"not-a-hash-1\"" : $"\"{Convert.ToHexStringLower(SHA256.HashData(content))}\"";
                 response.Headers["X-Linked-Size"] = content.Length.ToString(System.Globalization.CultureInfo.InvariantCulture);
                 response.Close();
