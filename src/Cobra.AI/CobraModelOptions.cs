@@ -83,17 +83,40 @@ public sealed class CobraModelOptions
     /// <summary>Most positions one prefill chunk feeds per request; the engine decodes running streams between chunks.</summary>
     public int PrefillChunkTokens { get; set; } = 256;
 
-    /// <summary>Largest encoded image accepted, in bytes.</summary>
+    /// <summary>Largest encoded image accepted, in bytes (data, file or download); over it, <see cref="CobraImageLimitException"/>.</summary>
     public long MaxImageBytes { get; set; } = 20L * 1024 * 1024;
 
-    /// <summary>Largest image accepted, in pixels (width × height), checked before decoding.</summary>
-    public long MaxImagePixels { get; set; } = 40_000_000;
+    /// <summary>
+    /// Largest image accepted, in pixels (width × height), checked from the header before decoding; over it,
+    /// <see cref="CobraImageLimitException"/>. The default, 25 MP, admits 24 MP camera photos (6000×4000) and
+    /// every phone's default mode; the model sees 384×384 whatever it is given.
+    /// </summary>
+    public long MaxImagePixels { get; set; } = Imaging.ImageLimits.DefaultMaxPixels;
+
+    /// <summary>Images decoded at the same time by one client; more wait (decoding is CPU- and memory-heavy).</summary>
+    public int MaxConcurrentImageDecodes { get; set; } = 2;
+
+    /// <summary>
+    /// Estimated memory (encoded bytes, decoder buffer and RGB result) of the images being decoded at the same
+    /// time by one client, in bytes; more wait, and one image that alone needs more is refused with
+    /// <see cref="CobraImageLimitException"/>. The default, 640 MiB, lets two images of <see cref="MaxImagePixels"/> decode together.
+    /// </summary>
+    public long MaxImageBytesInFlight { get; set; } = 640L * 1024 * 1024;
 
     /// <summary>Folders from which <c>file:</c> image URIs may be read; empty means none.</summary>
     public IList<string> AllowedImageRoots { get; set; } = [];
 
-    /// <summary>Allow <c>http(s):</c> image URIs to be fetched.</summary>
+    /// <summary>
+    /// Allow <c>http(s):</c> image URIs to be fetched. Only public internet addresses are connected to (checked on
+    /// the address dialled, redirects included); loopback, private, link-local, multicast and similar are refused.
+    /// </summary>
     public bool AllowRemoteImages { get; set; }
+
+    /// <summary>
+    /// With <see cref="AllowRemoteImages"/>, the host names that may be fetched (<c>images.example.com</c>, or
+    /// <c>*.example.com</c> for its subdomains), checked on every redirect too; empty allows any public host.
+    /// </summary>
+    public IList<string> RemoteImageHosts { get; set; } = [];
 
     /// <summary>Time limit for fetching a remote image.</summary>
     public TimeSpan RemoteImageTimeout { get; set; } = TimeSpan.FromSeconds(30);
@@ -118,7 +141,8 @@ public sealed class CobraModelOptions
         ConversationCacheSize = ConversationCacheSize, ConversationCacheBytes = ConversationCacheBytes, MaxQueuedRequests = MaxQueuedRequests,
         MaxConversations = MaxConversations, MaxConversationBytes = MaxConversationBytes, MaxChoices = MaxChoices, PrefillChunkTokens = PrefillChunkTokens,
         MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
-        AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageTimeout = RemoteImageTimeout,
+        MaxConcurrentImageDecodes = MaxConcurrentImageDecodes, MaxImageBytesInFlight = MaxImageBytesInFlight,
+        AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageHosts = [.. RemoteImageHosts], RemoteImageTimeout = RemoteImageTimeout,
         SystemPrompts = SystemPrompts, MultipleImages = MultipleImages, StateStore = StateStore,
     };
 
@@ -150,6 +174,9 @@ public sealed class CobraModelOptions
         Require(PrefillChunkTokens is >= 1 and <= 65536, nameof(PrefillChunkTokens), $"must be in [1, 65536], not {PrefillChunkTokens}.");
         Require(MaxImageBytes > 0, nameof(MaxImageBytes), $"must be positive, not {MaxImageBytes}.");
         Require(MaxImagePixels > 0, nameof(MaxImagePixels), $"must be positive, not {MaxImagePixels}.");
+        Require(MaxConcurrentImageDecodes is >= 1 and <= 64, nameof(MaxConcurrentImageDecodes), $"must be in [1, 64], not {MaxConcurrentImageDecodes}.");
+        Require(MaxImageBytesInFlight > 0, nameof(MaxImageBytesInFlight), $"must be positive, not {MaxImageBytesInFlight}.");
+        Require(RemoteImageHosts.All(h => !string.IsNullOrWhiteSpace(h)), nameof(RemoteImageHosts), "must not contain empty host names.");
         Require(RemoteImageTimeout > TimeSpan.Zero, nameof(RemoteImageTimeout), "must be positive.");
         Require(AllowedImageRoots.All(r => !string.IsNullOrWhiteSpace(r)), nameof(AllowedImageRoots), "must not contain empty paths.");
     }

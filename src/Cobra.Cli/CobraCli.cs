@@ -19,7 +19,8 @@ internal static class CobraCli
         ["layers"] = "Mamba layers, 1-64 (default 64).",
         ["threads"] = "CPU threads (default: all cores).",
         ["question-tokens"] = "Question tokens after the image (vision part, default 30).",
-        ["tokens-per-request"] = "Tokens per request (serve part, default 32).",
+        ["tokens-per-request"] = "Tokens per request (serve part).",
+        ["clients"] = "Concurrent client counts, comma-separated (serve part).",
         ["skip-sequential"] = "Skip the slow sequential scan.",
         ["json"] = "Print the report as JSON.",
     };

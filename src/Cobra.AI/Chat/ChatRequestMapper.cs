@@ -30,7 +30,8 @@ internal sealed record CobraPrompt(IReadOnlyList<(string Role, string Content)> 
 /// Maps Microsoft.Extensions.AI messages and options to a <see cref="CobraPrompt"/>. Never modifies its inputs.
 /// Policies (documented on <see cref="CobraModelOptions"/>): system text and instructions per
 /// <see cref="SystemPromptPolicy"/>; several images per <see cref="MultipleImagePolicy"/>; consecutive messages of
-/// one role are joined with a newline; tool messages and unknown content are ignored (logged at Debug).
+/// one role are joined with a newline; data or URIs that are not images are refused; tool messages and other
+/// content are ignored (logged at Debug).
 /// </summary>
 internal static partial class ChatRequestMapper
 {
@@ -67,6 +68,8 @@ internal static partial class ChatRequestMapper
                     case var image when ImageResolver.IsImage(image):
                         images.Add(image);
                         break;
+                    case DataContent or UriContent:
+                        throw ImageResolver.NotAnImage(content);
                     default:
                         LogIgnoredContent(logger, content.GetType().Name, message.Role.Value);
                         break;

@@ -66,7 +66,7 @@ public sealed partial class CobraChatClient : IChatClient
         var files = await CobraModelComposition.ResolveFilesAsync(settings, report, CobraModelComposition.LogTo(logger), cancellationToken).ConfigureAwait(false);
         var pipeline = await Task.Run(() => LoadPipeline(settings, files, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
         var engine = new InferenceEngine(pipeline, ToEngineSettings(settings), logger);
-        var http = settings.AllowRemoteImages ? new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) : null;
+        var http = ImageResolver.CreateHttpClient(settings);
         return new CobraChatClient(engine, settings, http, logger);
     }
 
@@ -80,6 +80,14 @@ public sealed partial class CobraChatClient : IChatClient
         progress?.Report(new CobraLoadProgress("Ready", 3, 3));
         LogLoaded(logger, settings.ModelId, device.ToString(), precision.ToString(), pipeline.Model.ParameterCount, clock.Elapsed.TotalSeconds);
         return pipeline;
+    }
+
+    /// <summary>A client over a pipeline built in memory (benchmarks with random weights); owns it.</summary>
+    internal static CobraChatClient FromPipeline(CobraPipeline pipeline, CobraModelOptions options, ILogger? logger = null)
+    {
+        var settings = options.Snapshot();
+        settings.Validate();
+        return new CobraChatClient(new InferenceEngine(pipeline, ToEngineSettings(settings), logger ?? NullLogger.Instance), settings, null, logger ?? NullLogger.Instance);
     }
 
     /// <summary>How the engine schedules work, from the client's options.</summary>
@@ -112,11 +120,12 @@ public sealed partial class CobraChatClient : IChatClient
             updates.Add(update);
         }
 
-        var byChoice = updates.GroupBy(ChoiceOf).OrderBy(g => g.Key).ToList();
-        if (byChoice.Count <= 1)
+        if (!updates.Any(u => u.AdditionalProperties?.ContainsKey(CobraAdditionalProperties.ChoiceIndex) == true))
         {
             return updates.ToChatResponse();
         }
+
+        var byChoice = updates.Where(u => u.AdditionalProperties?.ContainsKey(CobraAdditionalProperties.ChoiceIndex) == true).GroupBy(ChoiceOf).OrderBy(g => g.Key).ToList();
 
         var parts = byChoice.Select(g => g.ToChatResponse()).ToList();
         var response = new ChatResponse(parts.SelectMany(p => p.Messages).ToList())

@@ -68,8 +68,8 @@ internal sealed class SamplingRow
     }
 }
 
-/// <summary>The token a row chose, with its log-probabilities when the row asked for them.</summary>
-internal readonly record struct SampledToken(int Token, CobraTokenLogprob? Logprob);
+/// <summary>The token a row chose, its log-probabilities when asked for, or the error of that row alone (its constraint failed).</summary>
+internal readonly record struct SampledToken(int Token, CobraTokenLogprob? Logprob, Exception? Error = null);
 
 /// <summary>
 /// Picks the next token for every row of a batch in one pass over float32 logits [B, V] with mamba_ssm 1.2's
@@ -87,7 +87,8 @@ internal static class BatchSampler
         long vocab = logits.shape[1];
         var device = logits.device;
         var adjusted = ApplyPenalties(logits, rows, vocab);                      // [B,V]
-        adjusted = ApplyConstraints(adjusted, rows, vocab);                      // [B,V]
+        var errors = new Exception?[rows.Count];
+        adjusted = ApplyConstraints(adjusted, rows, vocab, errors);              // [B,V]
         var chosen = adjusted.argmax(-1);                                        // [B]
 
         var sampling = Enumerable.Range(0, rows.Count).Where(i => !rows[i].Options.IsGreedy).ToArray();
@@ -99,7 +100,7 @@ internal static class BatchSampler
         }
 
         long[] tokens = chosen.cpu().data<long>().ToArray();                     // the one host sync
-        var result = tokens.Select(t => new SampledToken((int)t, null)).ToArray();
+        var result = tokens.Select((t, i) => new SampledToken((int)t, null, errors[i])).ToArray();
         AddLogprobs(adjusted, chosen, rows, result, tokenizer, device);
         return result;
     }
@@ -157,7 +158,7 @@ internal static class BatchSampler
         return result;
     }
 
-    private static Tensor ApplyConstraints(Tensor logits, IReadOnlyList<SamplingRow> rows, long vocab)
+    private static Tensor ApplyConstraints(Tensor logits, IReadOnlyList<SamplingRow> rows, long vocab, Exception?[] errors)
     {
         var constrained = Enumerable.Range(0, rows.Count).Where(i => rows[i].Constraint is not null).ToArray();
         if (constrained.Length == 0)
@@ -168,7 +169,17 @@ internal static class BatchSampler
         var allowed = new bool[constrained.Length * vocab];
         for (int c = 0; c < constrained.Length; c++)
         {
-            rows[constrained[c]].Constraint!.FillAllowed(allowed.AsSpan((int)(c * vocab), (int)vocab));
+            var span = allowed.AsSpan((int)(c * vocab), (int)vocab);
+            try
+            {
+                rows[constrained[c]].Constraint!.FillAllowed(span);
+            }
+            catch (Exception e)
+            {
+                // That row fails alone; its batch-mates are sampled as if it were not there.
+                errors[constrained[c]] = e;
+                span.Fill(true);
+            }
         }
 
         var index = torch.tensor(constrained.Select(i => (long)i).ToArray(), device: logits.device); // [C]

@@ -14,16 +14,20 @@ namespace Cobra.AI.Generation;
 /// </summary>
 internal sealed class CobraPipeline : IDisposable
 {
-    private CobraPipeline(CobraModelFiles files, CobraTokenizer tokenizer, CobraModel model, ImageSettings? images)
+    private CobraPipeline(string source, int llmMaxLength, CobraTokenizer tokenizer, CobraModel model, ImageSettings? images)
     {
-        Files = files;
+        Source = source;
+        LlmMaxLength = llmMaxLength;
         Tokenizer = tokenizer;
         Model = model;
         Images = images;
     }
 
-    /// <summary>Where the model came from.</summary>
-    public CobraModelFiles Files { get; }
+    /// <summary>Where the model came from (its Cobra config file), for messages.</summary>
+    public string Source { get; }
+
+    /// <summary>Prompt tokens kept (upstream's <c>llm_max_length</c>).</summary>
+    public int LlmMaxLength { get; }
 
     /// <summary>The GPT-NeoX tokenizer of the LLM.</summary>
     public CobraTokenizer Tokenizer { get; }
@@ -51,8 +55,12 @@ internal sealed class CobraPipeline : IDisposable
             throw new InvalidDataException($"{files.TokenizerPath}: {tokenizer.VocabularySize} tokens do not fit the model's {model.LanguageModel.Config.PaddedVocabSize}-row embedding ({files.LlmConfigPath}).");
         }
 
-        return new CobraPipeline(files, tokenizer, model, images);
+        return new CobraPipeline(files.CobraConfigPath, files.LlmMaxLength, tokenizer, model, images);
     }
+
+    /// <summary>A pipeline over a model built in memory (benchmarks with random weights); owns <paramref name="model"/>.</summary>
+    public static CobraPipeline FromModel(CobraModel model, CobraTokenizer tokenizer, ImageSettings? images, int llmMaxLength = 2048) =>
+        new("(in-memory model)", llmMaxLength, tokenizer, model, images);
 
     /// <summary>
     /// Prompt token ids of a conversation (Zephyr format, no BOS), truncated on the right to the model's
@@ -61,13 +69,13 @@ internal sealed class CobraPipeline : IDisposable
     public IReadOnlyList<int> EncodePrompt(IEnumerable<(string Role, string Content)> turns)
     {
         var ids = Tokenizer.Encode(ZephyrPromptBuilder.Build(turns));
-        return ids.Count <= Files.LlmMaxLength ? ids : ids.Take(Files.LlmMaxLength).ToArray();
+        return ids.Count <= LlmMaxLength ? ids : ids.Take(LlmMaxLength).ToArray();
     }
 
     /// <summary>The two towers' normalised pixels [1, 3, S, S] for an RGB image, per the model's strategy.</summary>
     public (Tensor Dino, Tensor SigLip) PreparePixels(RgbImage image)
     {
-        var settings = Images ?? throw new InvalidOperationException($"The model in '{Files.CobraConfigPath}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
+        var settings = Images ?? throw new InvalidOperationException($"The model in '{Source}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
         Tensor Tower(TowerNormalization tower) =>
             CobraImageTransform.ToTensor(CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, tower), tower);
         return (Tower(settings.Dino), Tower(settings.SigLip));

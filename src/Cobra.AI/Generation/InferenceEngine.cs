@@ -272,6 +272,7 @@ internal sealed partial class InferenceEngine : IDisposable
             }
 
             admitted.Add(job);
+            Volatile.Write(ref activeCount, admitted.Count);
             try
             {
                 Start(job);
@@ -353,8 +354,18 @@ internal sealed partial class InferenceEngine : IDisposable
         for (int i = 0; i < rows.Length; i++)
         {
             var choice = rows[i];
+            if (choice.Job.Ended)
+            {
+                continue;                                                        // another choice of its request failed just now
+            }
+
             try
             {
+                if (sampled[i].Error is { } error)
+                {
+                    throw error;
+                }
+
                 if (captured is not null)
                 {
                     choice.Logits?.Add(captured[i]);
@@ -696,7 +707,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
     private void Remove(Job job)
     {
+        job.Ended = true;
         admitted.Remove(job);
+        Volatile.Write(ref activeCount, admitted.Count);
         job.Dispose();
     }
 
@@ -785,6 +798,9 @@ internal sealed partial class InferenceEngine : IDisposable
         public Choice[] Choices { get; set; } = [];
 
         public int ChoicesLeft { get; set; }
+
+        /// <summary>Completed or failed: nothing more may be written or run for it.</summary>
+        public bool Ended { get; set; }
 
         public void Dispose()
         {
