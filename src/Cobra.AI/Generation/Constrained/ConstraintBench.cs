@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Cobra.AI.Text;
+using Microsoft.Extensions.AI;
+
+namespace Cobra.AI.Generation.Constrained;
+
+/// <summary>What <see cref="ConstraintBench.Run"/> measured.</summary>
+/// <param name="Masks">Masks computed.</param>
+/// <param name="MeanMilliseconds">Mean time of one mask.</param>
+/// <param name="MaxMilliseconds">Slowest mask.</param>
+/// <param name="StringMeanMilliseconds">Mean over masks computed inside strings (the costliest state: almost every token fits).</param>
+/// <param name="AllowedPerMask">Mean number of allowed tokens.</param>
+/// <param name="VocabularyTrieNodes">Nodes of the vocabulary trie.</param>
+internal sealed record ConstraintBenchResult(int Masks, double MeanMilliseconds, double MaxMilliseconds, double StringMeanMilliseconds, double AllowedPerMask, int VocabularyTrieNodes)
+{
+    /// <inheritdoc/>
+    public override string ToString() => string.Create(
+        CultureInfo.InvariantCulture,
+        $"constrained decoding: {Masks} masks, {MeanMilliseconds:F2} ms mean, {MaxMilliseconds:F2} ms max, {StringMeanMilliseconds:F2} ms mean inside strings, {AllowedPerMask:F0} tokens allowed on average, {VocabularyTrieNodes} trie nodes");
+}
+
+/// <summary>
+/// Measures the cost of one token mask on a real vocabulary, for <c>cobra bench</c>: a schema answer (object,
+/// strings, numbers, enum, array) is fed token by token and every step's mask is timed.
+/// </summary>
+internal static class ConstraintBench
+{
+    private const string Schema = """
+        {"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"},"height":{"type":"number"},
+        "nick":{"type":["string","null"]},"fav":{"type":"string","enum":["Red","Green","Blue"]},
+        "tags":{"type":"array","items":{"type":"string"}},"notes":{"type":"string"}},
+        "required":["name","age","height","nick","fav","tags","notes"]}
+        """;
+
+    private const string Answer = """
+        {"name":"Ada Lovelace","age":36,"height":1.65,"nick":null,"fav":"Green","tags":["math","poetry","engines"],"notes":"She wrote the first published algorithm for Babbage's Analytical Engine, and saw that it could do more than arithmetic."}
+        """;
+
+    /// <summary>Times masks along a schema answer, repeating it until <paramref name="masks"/> masks were computed.</summary>
+    /// <param name="tokenizer">The tokenizer (GPT-NeoX for the real number).</param>
+    /// <param name="paddedVocabSize">Logit rows.</param>
+    /// <param name="masks">Masks to time (at least one answer's worth).</param>
+    /// <returns>The measurement.</returns>
+    public static ConstraintBenchResult Run(CobraTokenizer tokenizer, int paddedVocabSize, int masks)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentOutOfRangeException.ThrowIfLessThan(masks, 1);
+        using JsonDocument schema = JsonDocument.Parse(Schema);
+        Func<ITokenConstraint> factory = JsonConstraints.Compile(ChatResponseFormat.ForJsonSchema(schema.RootElement.Clone()), tokenizer, paddedVocabSize)!;
+        IReadOnlyList<int> ids = tokenizer.Encode(Answer);
+        var allowed = new bool[paddedVocabSize];
+
+        // One untimed pass warms the JIT.
+        RunOnce(factory(), ids, allowed, null);
+        var times = new List<(double Ms, bool InString, int Allowed)>();
+        while (times.Count < masks)
+        {
+            RunOnce(factory(), ids, allowed, times);
+        }
+
+        double mean = times.Average(t => t.Ms);
+        double inString = times.Where(t => t.InString).Select(t => t.Ms).DefaultIfEmpty(0).Average();
+        return new ConstraintBenchResult(times.Count, mean, times.Max(t => t.Ms), inString, times.Average(t => t.Allowed), VocabularyTrie.For(tokenizer).NodeCount);
+    }
+
+    private static void RunOnce(ITokenConstraint constraint, IReadOnlyList<int> ids, bool[] allowed, List<(double, bool, int)>? times)
+    {
+        var clock = new Stopwatch();
+        var state = (JsonTokenConstraint)constraint;
+        foreach (int id in ids)
+        {
+            clock.Restart();
+            constraint.FillAllowed(allowed);
+            clock.Stop();
+            if (!allowed[id])
+            {
+                throw new InvalidOperationException($"The bench answer's token {id} was refused; the constraint and the bench disagree.");
+            }
+
+            times?.Add((clock.Elapsed.TotalMilliseconds, state.InString, allowed.Count(a => a)));
+            constraint.Accept(id);
+        }
+    }
+}
