@@ -19,22 +19,32 @@ internal static class ConstraintHarness
 
     public static CobraTokenizer Tokenizer => TextFixtures.NeoX;
 
-    public static ITokenConstraint Create(string schemaJson)
+    public static ITokenConstraint Create(string schemaJson, int? maxTokens = null)
     {
         using JsonDocument document = JsonDocument.Parse(schemaJson);
-        return Create(ChatResponseFormat.ForJsonSchema(document.RootElement.Clone()));
+        return Create(ChatResponseFormat.ForJsonSchema(document.RootElement.Clone()), maxTokens);
     }
 
-    public static ITokenConstraint Create(ChatResponseFormat format) =>
-        JsonConstraints.Compile(format, Tokenizer, PaddedVocab)!.Invoke();
+    public static ITokenConstraint Create(ChatResponseFormat format, int? maxTokens = null) =>
+        JsonConstraints.Compile(format, Tokenizer, PaddedVocab, maxTokens)!.Invoke();
+
+    public static JsonGrammar Grammar(string schemaJson)
+    {
+        using JsonDocument document = JsonDocument.Parse(schemaJson);
+        return JsonConstraints.GetOrCompile(document.RootElement);
+    }
 
     /// <summary>
     /// Samples allowed tokens at random until the value is complete, checking every mask on the way. The picker
     /// mixes uniform picks (long tokens, unicode) with short closing tokens so that walks end; seeded, so a walk
     /// is the same on every run.
     /// </summary>
-    public static string RandomWalk(ITokenConstraint constraint, int seed, int maxTokens, double closeBias = 0.5, double unicodeBias = 0.1)
+    public static string RandomWalk(ITokenConstraint constraint, int seed, int maxTokens, double closeBias = 0.5, double unicodeBias = 0.1) =>
+        RandomWalk(constraint, seed, maxTokens, closeBias, unicodeBias, out _);
+
+    public static string RandomWalk(ITokenConstraint constraint, int seed, int maxTokens, double closeBias, double unicodeBias, out int tokens)
     {
+        tokens = 0;
         var random = new Random(seed);
         CobraTokenizer tokenizer = Tokenizer;
         var allowed = new bool[PaddedVocab];
@@ -95,6 +105,7 @@ internal static class ConstraintHarness
                 : candidates;
             int pick = pool[random.Next(pool.Count)];
             constraint.Accept(pick);
+            tokens++;
             bytes.AddRange(tokenizer.GetTokenBytes(pick));
         }
 

@@ -9,13 +9,29 @@ internal sealed class ByteTrie
     private readonly byte[] _childByte;
     private readonly int[] _childNode;
     private readonly int[] _terminal;
+    private readonly int[] _depth;
+    private readonly int[] _toTerminal;
 
-    private ByteTrie(int[] childStart, byte[] childByte, int[] childNode, int[] terminal)
+    private ByteTrie(int[] childStart, byte[] childByte, int[] childNode, int[] terminal, int[] depth)
     {
         _childStart = childStart;
         _childByte = childByte;
         _childNode = childNode;
         _terminal = terminal;
+        _depth = depth;
+
+        // Nodes are numbered parents first, so one backward pass gives each node its shortest way to a key's end.
+        _toTerminal = new int[terminal.Length];
+        for (int n = terminal.Length - 1; n >= 0; n--)
+        {
+            int best = terminal[n] >= 0 ? 0 : int.MaxValue / 4;
+            for (int i = childStart[n]; i < childStart[n + 1]; i++)
+            {
+                best = Math.Min(best, 1 + _toTerminal[childNode[i]]);
+            }
+
+            _toTerminal[n] = best;
+        }
     }
 
     /// <summary>Number of nodes.</summary>
@@ -29,6 +45,7 @@ internal sealed class ByteTrie
     {
         var children = new List<SortedDictionary<byte, int>> { new() };
         var terminal = new List<int> { -1 };
+        var depth = new List<int> { 0 };
         var ownerLists = new List<List<int>> { new() };
         for (int k = 0; k < keys.Count; k++)
         {
@@ -41,6 +58,7 @@ internal sealed class ByteTrie
                     next = children.Count;
                     children.Add(new SortedDictionary<byte, int>());
                     terminal.Add(-1);
+                    depth.Add(depth[node] + 1);
                     ownerLists.Add([]);
                     children[node][b] = next;
                 }
@@ -67,7 +85,7 @@ internal sealed class ByteTrie
 
         childStart[children.Count] = childByte.Count;
         owners = ownerLists.Select(l => l.ToArray()).ToArray();
-        return new ByteTrie(childStart, childByte.ToArray(), childNode.ToArray(), terminal.ToArray());
+        return new ByteTrie(childStart, childByte.ToArray(), childNode.ToArray(), terminal.ToArray(), depth.ToArray());
     }
 
     /// <summary>The child of a node on a byte, or -1.</summary>
@@ -89,6 +107,12 @@ internal sealed class ByteTrie
 
     /// <summary>The index of the key that ends at the node, or -1.</summary>
     public int TerminalKey(int node) => _terminal[node];
+
+    /// <summary>Bytes from the root to the node.</summary>
+    public int Depth(int node) => _depth[node];
+
+    /// <summary>Fewest bytes from the node to the end of a key.</summary>
+    public int ToTerminal(int node) => _toTerminal[node];
 
     /// <summary>Whether the node has children.</summary>
     public bool HasChildren(int node) => _childStart[node + 1] > _childStart[node];

@@ -54,6 +54,9 @@ internal abstract class GrammarNode
     /// starts values that fit under <see cref="JsonGrammar.MaxNestingDepth"/>, so a started value can always end.
     /// </summary>
     public int MinDepth { get; set; } = Unreachable;
+
+    /// <summary>Length in bytes of the shortest value of this node in the compact form (for the token budget).</summary>
+    public int MinBytes { get; set; } = Unreachable;
 }
 
 /// <summary>Any JSON value; containers only while the nesting bound allows.</summary>
@@ -65,6 +68,7 @@ internal sealed class AnyNode : GrammarNode
         : base(GrammarKind.Any, "#")
     {
         MinDepth = 0;
+        MinBytes = 1;
     }
 }
 
@@ -115,6 +119,12 @@ internal sealed class ObjectNode : GrammarNode
     /// <summary>For each i, the index of the first required property at or after i (Properties.Length when none).</summary>
     public int[] NextRequired { get; private set; } = [0];
 
+    /// <summary>
+    /// For each i: bytes the required properties from i on take after a member, each with its comma
+    /// (<c>,"key":value</c>), not counting the closing brace.
+    /// </summary>
+    public int[] RequiredSuffix { get; private set; } = [0];
+
     /// <summary>Trie of the declared keys.</summary>
     public ByteTrie Keys { get; private set; } = ByteTrie.Empty;
 
@@ -136,9 +146,25 @@ internal sealed class ObjectNode : GrammarNode
         KeyOwners = owners;
     }
 
+    /// <summary>Bytes of one member, without its comma: <c>"key":value</c>.</summary>
+    public int MemberBytes(int j) => 2 + Properties[j].KeyBytes.Length + Properties[j].Node.MinBytes;
+
+    /// <summary>Computes <see cref="RequiredSuffix"/> once every node's <see cref="GrammarNode.MinBytes"/> is known.</summary>
+    public void ComputeCosts()
+    {
+        int n = Properties.Length;
+        var suffix = new int[n + 1];
+        for (int i = n - 1; i >= 0; i--)
+        {
+            suffix[i] = Math.Min(suffix[i + 1] + (Properties[i].Required ? 1 + MemberBytes(i) : 0), Unreachable);
+        }
+
+        RequiredSuffix = suffix;
+    }
+
     private static ObjectNode CreateAnyObject()
     {
-        var node = new ObjectNode("#") { MapValue = AnyNode.Instance, MinDepth = 1 };
+        var node = new ObjectNode("#") { MapValue = AnyNode.Instance, MinDepth = 1, MinBytes = 2 };
         node.Seal();
         return node;
     }
@@ -147,7 +173,7 @@ internal sealed class ObjectNode : GrammarNode
 /// <summary>An array of <see cref="Items"/> with <see cref="Min"/>..<see cref="Max"/> elements.</summary>
 internal sealed class ArrayNode : GrammarNode
 {
-    public static readonly ArrayNode AnyArray = new("#") { Items = AnyNode.Instance, MinDepth = 1 };
+    public static readonly ArrayNode AnyArray = new("#") { Items = AnyNode.Instance, MinDepth = 1, MinBytes = 2 };
 
     public ArrayNode(string path)
         : base(GrammarKind.Array, path)
@@ -175,6 +201,7 @@ internal sealed class StringNode : GrammarNode
         Min = min;
         Max = max;
         MinDepth = 0;
+        MinBytes = (int)Math.Min(2L + min, Unreachable);
     }
 
     /// <summary>minLength.</summary>
@@ -194,6 +221,7 @@ internal sealed class NumberNode : GrammarNode
     {
         Integer = integer;
         MinDepth = 0;
+        MinBytes = 1;
     }
 
     /// <summary>Integer only: no fraction.</summary>
@@ -210,6 +238,7 @@ internal sealed class LiteralNode : GrammarNode
     {
         Texts = texts;
         MinDepth = 0;
+        MinBytes = texts.Count == 0 ? Unreachable : texts.Min(t => t.Length);
     }
 
     /// <summary>The texts (distinct).</summary>

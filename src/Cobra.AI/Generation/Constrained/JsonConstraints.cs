@@ -22,12 +22,21 @@ internal static class JsonConstraints
     /// <param name="format">The request's format; null or text means unconstrained.</param>
     /// <param name="tokenizer">The model's tokenizer (its vocabulary trie is built on first use and kept).</param>
     /// <param name="paddedVocabSize">Logit rows (the vocabulary padded for the embedding); at least the tokenizer's vocabulary.</param>
-    /// <returns>A factory of constraints, or null when the format does not constrain.</returns>
+    /// <param name="maxOutputTokens">
+    /// The answer's token budget (MaxOutputTokens), or null for none: the constraints then steer the value to end
+    /// within it whenever its shortest form fits, so the budget does not cut a value off.
+    /// </param>
+    /// <returns>A factory of constraints (one per answer), or null when the format does not constrain.</returns>
     /// <exception cref="NotSupportedException">A schema keyword cannot be enforced (the message names it and where), or the format type is unknown.</exception>
     /// <exception cref="ArgumentException">The schema is malformed or admits no value.</exception>
-    public static Func<ITokenConstraint>? Compile(ChatResponseFormat? format, CobraTokenizer tokenizer, int paddedVocabSize)
+    public static Func<ITokenConstraint>? Compile(ChatResponseFormat? format, CobraTokenizer tokenizer, int paddedVocabSize, int? maxOutputTokens = null)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
+        if (maxOutputTokens is < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxOutputTokens), maxOutputTokens, "The token budget must be at least 1.");
+        }
+
         if (paddedVocabSize < tokenizer.VocabularySize)
         {
             throw new ArgumentOutOfRangeException(nameof(paddedVocabSize), paddedVocabSize, $"The padded vocabulary must hold the tokenizer's {tokenizer.VocabularySize} tokens.");
@@ -51,7 +60,8 @@ internal static class JsonConstraints
 
         VocabularyTrie vocabulary = VocabularyTrie.For(tokenizer);
         int eos = tokenizer.EosTokenId;
-        return () => new JsonTokenConstraint(grammar, vocabulary, eos, paddedVocabSize);
+        int budget = maxOutputTokens ?? int.MaxValue;
+        return () => new JsonTokenConstraint(grammar, vocabulary, eos, paddedVocabSize, budget);
     }
 
     /// <summary>Compiles a schema, or returns the cached grammar for the same schema text.</summary>

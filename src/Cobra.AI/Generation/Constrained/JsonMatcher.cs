@@ -154,6 +154,149 @@ internal static class JsonMatcher
         return false;
     }
 
+    /// <summary>
+    /// How many UTF-16 units of plain string content (see <see cref="VocabularyTrie.PlainMask"/>) can come next:
+    /// inside a string, between characters, at or past minLength; -1 when not in such a place.
+    /// </summary>
+    public static int PlainStringRoom(in JsonMatchState s) =>
+        s.Scalar is ScalarKind.String or ScalarKind.FreeKey
+        && s.S1 == StrNormal
+        && Unsafe.As<StringNode>(s.ScalarNode!) is StringNode node
+        && s.S0 >= node.Min
+            ? node.Max - s.S0
+            : -1;
+
+    /// <summary>
+    /// Bytes of the shortest way to complete the value from this state, in the compact form (the token budget:
+    /// every byte is also a token of its own). Not below the truth; values past <see cref="GrammarNode.Unreachable"/> mean none.
+    /// </summary>
+    public static long MinCompletion(in JsonMatchState s)
+    {
+        long total;
+        switch (s.Scalar)
+        {
+            case ScalarKind.FreeKey:
+                // Key, colon, the shortest value, and the object's close (dictionaries have no required members).
+                total = StringRest(in s) + 1 + Unsafe.As<ObjectNode>(s.Node!).MapValue!.MinBytes + 1;
+                return total + BelowCost(s.Below);
+            case ScalarKind.DeclaredKey:
+                return DeclaredKeyRest(in s) + BelowCost(s.Below);
+            case ScalarKind.String:
+                total = StringRest(in s);
+                break;
+            case ScalarKind.Number:
+                total = s.S0 is NumMinus or NumDot ? 1 : 0;
+                break;
+            case ScalarKind.Literal:
+                total = Unsafe.As<LiteralNode>(s.ScalarNode!).Trie.ToTerminal(s.S0);
+                break;
+            default:
+                total = 0;
+                break;
+        }
+
+        return total + ContainerCost(s.Kind, s.Node!, s.Phase, s.Index, s.Member, s.Depth) + BelowCost(s.Below);
+    }
+
+    private static long BelowCost(ContainerFrame? frame)
+    {
+        long total = 0;
+        for (; frame is not null; frame = frame.Below)
+        {
+            total += ContainerCost(frame.Kind, frame.Node!, frame.Phase, frame.Index, frame.Member, frame.Depth);
+        }
+
+        return total;
+    }
+
+    private static long StringRest(in JsonMatchState s)
+    {
+        int deficit = Math.Max(0, Unsafe.As<StringNode>(s.ScalarNode!).Min - s.S0);
+        int pending = s.S1 switch
+        {
+            StrNormal => 0,
+            StrEscape => 1,
+            StrUtf8 => s.S2 >> 16,
+            _ => 4 - (s.S1 - StrHex0),
+        };
+        return pending + deficit + 1;
+    }
+
+    private static long DeclaredKeyRest(in JsonMatchState s)
+    {
+        ObjectNode o = Unsafe.As<ObjectNode>(s.Node!);
+        int keyed = o.Keys.Depth(s.S0);
+        int last = o.NextRequired[s.Index];
+        long best = GrammarNode.Unreachable;
+        foreach (int j in o.KeyOwners[s.S0])
+        {
+            if (j >= s.Index && j <= last && s.Depth + o.Properties[j].Node.MinDepth <= Max)
+            {
+                best = Math.Min(best, o.Properties[j].KeyBytes.Length - keyed + 1L + o.Properties[j].Node.MinBytes + o.RequiredSuffix[j + 1]);
+            }
+        }
+
+        return best + 1;
+    }
+
+    private static long ContainerCost(ContainerKind kind, GrammarNode node, ContainerPhase phase, int index, int member, int depth)
+    {
+        switch (kind)
+        {
+            case ContainerKind.Root:
+                return phase == ContainerPhase.RootValue ? node.MinBytes : 0;
+            case ContainerKind.Object:
+                {
+                    ObjectNode o = Unsafe.As<ObjectNode>(node);
+                    bool map = o.Properties.Length == 0;
+                    switch (phase)
+                    {
+                        case ContainerPhase.Open:
+                            return o.RequiredSuffix[index] - (o.NextRequired[index] < o.Properties.Length ? 1 : 0) + 1L;
+                        case ContainerPhase.AfterValue:
+                            return o.RequiredSuffix[index] + 1L;
+                        case ContainerPhase.KeyStart:
+                            {
+                                if (map)
+                                {
+                                    return 3L + o.MapValue!.MinBytes + 1;
+                                }
+
+                                long best = GrammarNode.Unreachable;
+                                for (int j = index, last = Math.Min(o.NextRequired[index], o.Properties.Length - 1); j <= last; j++)
+                                {
+                                    if (depth + o.Properties[j].Node.MinDepth <= Max)
+                                    {
+                                        best = Math.Min(best, (long)o.MemberBytes(j) + o.RequiredSuffix[j + 1]);
+                                    }
+                                }
+
+                                return best + 1;
+                            }
+
+                        default:
+                            {
+                                // Colon or Value: the member's value is still to come.
+                                long value = map ? o.MapValue!.MinBytes : o.Properties[member].Node.MinBytes;
+                                return (phase == ContainerPhase.Colon ? 1 : 0) + value + o.RequiredSuffix[index] + 1;
+                            }
+                    }
+                }
+
+            default:
+                {
+                    ArrayNode a = Unsafe.As<ArrayNode>(node);
+                    long item = a.Items.MinBytes;
+                    return phase switch
+                    {
+                        ContainerPhase.Open => a.Min == 0 ? 1 : (a.Min * item) + a.Min,
+                        ContainerPhase.AfterValue => (Math.Max(0, a.Min - index) * (1 + item)) + 1,
+                        _ => item + (Math.Max(0, a.Min - index - 1) * (1 + item)) + 1,
+                    };
+                }
+        }
+    }
+
     /// <summary>Advances by one byte; false (state then undefined) when the byte cannot come next.</summary>
     public static bool Step(ref JsonMatchState s, byte b)
     {

@@ -604,6 +604,7 @@ internal sealed class SchemaCompiler
         }
 
         ComputeMinDepth(all);
+        ComputeMinBytes(all);
         return root;
     }
 
@@ -730,6 +731,38 @@ internal sealed class SchemaCompiler
         AnyNode => "{[\"-0123456789tfn"u8.ToArray(),
         _ => [],
     };
+
+    private static void ComputeMinBytes(List<GrammarNode> all)
+    {
+        // Least fixed point of the shortest compact serialisation; objects/arrays/unions start unknown.
+        bool changed = true;
+        while (changed)
+        {
+            changed = false;
+            foreach (GrammarNode node in all)
+            {
+                long bytes = node switch
+                {
+                    ObjectNode o => 2L + Math.Max(0, o.Properties.Count(p => p.Required) - 1)
+                        + o.Properties.Where(p => p.Required).Sum(p => 2L + p.KeyBytes.Length + p.Node.MinBytes),
+                    ArrayNode a => 2L + ((long)a.Min * a.Items.MinBytes) + Math.Max(0, a.Min - 1),
+                    UnionNode u => u.Alternatives.Select(x => (long)x.MinBytes).DefaultIfEmpty(GrammarNode.Unreachable).Min(),
+                    _ => node.MinBytes,
+                };
+                int capped = (int)Math.Min(bytes, GrammarNode.Unreachable);
+                if (capped < node.MinBytes)
+                {
+                    node.MinBytes = capped;
+                    changed = true;
+                }
+            }
+        }
+
+        foreach (ObjectNode o in all.OfType<ObjectNode>())
+        {
+            o.ComputeCosts();
+        }
+    }
 
     private static void ComputeMinDepth(List<GrammarNode> all)
     {

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Text;
 using Cobra.AI.Text;
 
 namespace Cobra.AI.Generation.Constrained;
@@ -14,6 +15,10 @@ internal sealed class VocabularyTrie
 
     private VocabularyTrie(byte[] nodeByte, int[] nodeDepth, int[] subtreeEnd, int[] tokenStart, int[] tokenIds, int maxDepth, byte[][] tokenBytes)
     {
+        PlainMask = [];
+        PlainByUnits = [];
+        PlainUnitsPrefix = [0];
+        NonPlain = this;
         NodeByte = nodeByte;
         NodeDepth = nodeDepth;
         SubtreeEnd = subtreeEnd;
@@ -44,6 +49,31 @@ internal sealed class VocabularyTrie
     /// <summary>By id: the token's bytes, or null for special tokens (never allowed as text).</summary>
     public byte[][] TokenBytes { get; }
 
+    /// <summary>
+    /// By id: whether the token is plain string content (printable ASCII other than quote and backslash, and whole
+    /// UTF-8 characters): inside an unbounded string such a token is always allowed, whatever the container.
+    /// Empty on the trie of the other tokens.
+    /// </summary>
+    public bool[] PlainMask { get; private set; }
+
+    /// <summary>
+    /// Whether every byte that valid UTF-8 can hold (all but C0, C1, F5-FF) is an ordinary token of its own, so any
+    /// completion can be spelled one byte per token (true for GPT-NeoX's byte-level BPE).
+    /// </summary>
+    public bool HasEveryByte { get; private set; }
+
+    /// <summary>Plain string content tokens, by UTF-16 length (ascending).</summary>
+    public int[] PlainByUnits { get; private set; }
+
+    /// <summary>
+    /// PlainUnitsPrefix[k]: how many of <see cref="PlainByUnits"/> are at most k UTF-16 units long; its last index
+    /// is the longest plain token.
+    /// </summary>
+    public int[] PlainUnitsPrefix { get; private set; }
+
+    /// <summary>The trie of the tokens that are not plain string content, for the fast path inside strings.</summary>
+    public VocabularyTrie NonPlain { get; private set; }
+
     /// <summary>Number of nodes, root included.</summary>
     public int NodeCount => NodeByte.Length;
 
@@ -54,7 +84,10 @@ internal sealed class VocabularyTrie
     {
         int vocabulary = tokenizer.VocabularySize;
         var bytes = new byte[vocabulary][];
-        var ordered = new List<int>(vocabulary);
+        var all = new List<int>(vocabulary);
+        var nonPlain = new List<int>();
+        var plainMask = new bool[vocabulary];
+        var plainUnits = new List<(int Units, int Id)>();
         for (int id = 0; id < vocabulary; id++)
         {
             if (tokenizer.IsSpecial(id))
@@ -69,9 +102,95 @@ internal sealed class VocabularyTrie
             }
 
             bytes[id] = token;
-            ordered.Add(id);
+            all.Add(id);
+            if (IsPlainStringContent(token))
+            {
+                plainMask[id] = true;
+                plainUnits.Add((Encoding.UTF8.GetCharCount(token), id));
+            }
+            else
+            {
+                nonPlain.Add(id);
+            }
         }
 
+        VocabularyTrie full = Build(bytes, all);
+        full.PlainMask = plainMask;
+        var singles = new bool[256];
+        foreach (int id in all)
+        {
+            if (bytes[id].Length == 1)
+            {
+                singles[bytes[id][0]] = true;
+            }
+        }
+
+        full.HasEveryByte = Enumerable.Range(0, 256).All(b => singles[b] || b is 0xC0 or 0xC1 or >= 0xF5);
+        plainUnits.Sort();
+        full.PlainByUnits = plainUnits.Select(p => p.Id).ToArray();
+        int longest = plainUnits.Count == 0 ? 0 : plainUnits[^1].Units;
+        full.PlainUnitsPrefix = new int[longest + 1];
+        foreach ((int units, _) in plainUnits)
+        {
+            full.PlainUnitsPrefix[units]++;
+        }
+
+        for (int k = 1; k <= longest; k++)
+        {
+            full.PlainUnitsPrefix[k] += full.PlainUnitsPrefix[k - 1];
+        }
+
+        full.NonPlain = Build(bytes, nonPlain);
+        return full;
+    }
+
+    /// <summary>Printable ASCII other than quote and backslash, and whole, well-formed UTF-8 characters only.</summary>
+    internal static bool IsPlainStringContent(ReadOnlySpan<byte> token)
+    {
+        int i = 0;
+        while (i < token.Length)
+        {
+            byte b = token[i];
+            if (b < 0x80)
+            {
+                if (b < 0x20 || b == (byte)'"' || b == (byte)'\\')
+                {
+                    return false;
+                }
+
+                i++;
+                continue;
+            }
+
+            int length = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+            if (length == 0 || i + length > token.Length)
+            {
+                return false;
+            }
+
+            byte lo = b switch { 0xE0 => 0xA0, 0xF0 => 0x90, _ => 0x80 };
+            byte hi = b switch { 0xED => 0x9F, 0xF4 => 0x8F, _ => 0xBF };
+            if (token[i + 1] < lo || token[i + 1] > hi)
+            {
+                return false;
+            }
+
+            for (int k = 2; k < length; k++)
+            {
+                if (token[i + k] < 0x80 || token[i + k] > 0xBF)
+                {
+                    return false;
+                }
+            }
+
+            i += length;
+        }
+
+        return true;
+    }
+
+    private static VocabularyTrie Build(byte[][] bytes, List<int> ordered)
+    {
         // Sorted by bytes, tokens sharing a prefix are adjacent: the preorder trie falls out of one scan.
         ordered.Sort((a, b) =>
         {
@@ -143,6 +262,6 @@ internal sealed class VocabularyTrie
             tokenIds[fill[node]++] = id;
         }
 
-        return new VocabularyTrie(nodeByte.ToArray(), nodeDepth.ToArray(), subtreeEnd, tokenStart, tokenIds, maxDepth, bytes);
+        return new VocabularyTrie(nodeByte.ToArray(), nodeDepth.ToArray(), subtreeEnd, tokenStart, tokenIds, Math.Max(maxDepth, 1), bytes);
     }
 }
