@@ -11,14 +11,19 @@ namespace Cobra.AI.Generation.Constrained;
 /// <param name="MeanMilliseconds">Mean time of one mask.</param>
 /// <param name="MaxMilliseconds">Slowest mask.</param>
 /// <param name="StringMeanMilliseconds">Mean over masks computed inside strings (the costliest state: almost every token fits).</param>
+/// <param name="BudgetedMeanMilliseconds">Mean with a token budget (MaxOutputTokens) being enforced.</param>
+/// <param name="WorstMilliseconds">
+/// Mean of the costliest state: inside a string below its minLength, where the whole trie is walked (no fast path).
+/// </param>
 /// <param name="AllowedPerMask">Mean number of allowed tokens.</param>
 /// <param name="VocabularyTrieNodes">Nodes of the vocabulary trie.</param>
-internal sealed record ConstraintBenchResult(int Masks, double MeanMilliseconds, double MaxMilliseconds, double StringMeanMilliseconds, double AllowedPerMask, int VocabularyTrieNodes)
+internal sealed record ConstraintBenchResult(
+    int Masks, double MeanMilliseconds, double MaxMilliseconds, double StringMeanMilliseconds, double BudgetedMeanMilliseconds, double WorstMilliseconds, double AllowedPerMask, int VocabularyTrieNodes)
 {
     /// <inheritdoc/>
     public override string ToString() => string.Create(
         CultureInfo.InvariantCulture,
-        $"constrained decoding: {Masks} masks, {MeanMilliseconds:F2} ms mean, {MaxMilliseconds:F2} ms max, {StringMeanMilliseconds:F2} ms mean inside strings, {AllowedPerMask:F0} tokens allowed on average, {VocabularyTrieNodes} trie nodes");
+        $"constrained decoding: {Masks} masks, {MeanMilliseconds:F3} ms mean, {MaxMilliseconds:F3} ms max, {StringMeanMilliseconds:F3} ms mean inside strings, {BudgetedMeanMilliseconds:F3} ms mean with a token budget, {WorstMilliseconds:F3} ms in the costliest state (whole trie), {AllowedPerMask:F0} tokens allowed on average, {VocabularyTrieNodes} trie nodes");
 }
 
 /// <summary>
@@ -60,9 +65,30 @@ internal static class ConstraintBench
             RunOnce(factory(), ids, allowed, times);
         }
 
+        // The same answer under a budget just big enough for it: every allowed token's completion is checked.
+        Func<ITokenConstraint> budgeted = JsonConstraints.Compile(ChatResponseFormat.ForJsonSchema(schema.RootElement.Clone()), tokenizer, paddedVocabSize, ids.Count + 8)!;
+        var budgetedTimes = new List<(double Ms, bool InString, int Allowed)>();
+        while (budgetedTimes.Count < masks)
+        {
+            RunOnce(budgeted(), ids, allowed, budgetedTimes);
+        }
+
+        using JsonDocument worstSchema = JsonDocument.Parse("""{"type":"string","minLength":100000}""");
+        Func<ITokenConstraint> worst = JsonConstraints.Compile(ChatResponseFormat.ForJsonSchema(worstSchema.RootElement.Clone()), tokenizer, paddedVocabSize)!;
+        ITokenConstraint inside = worst();
+        inside.Accept(tokenizer.Encode("\"")[0]);
+        var clock = Stopwatch.StartNew();
+        int worstRuns = Math.Max(5, masks / 10);
+        for (int i = 0; i < worstRuns; i++)
+        {
+            inside.FillAllowed(allowed);
+        }
+
+        double worstMs = clock.Elapsed.TotalMilliseconds / worstRuns;
         double mean = times.Average(t => t.Ms);
         double inString = times.Where(t => t.InString).Select(t => t.Ms).DefaultIfEmpty(0).Average();
-        return new ConstraintBenchResult(times.Count, mean, times.Max(t => t.Ms), inString, times.Average(t => t.Allowed), VocabularyTrie.For(tokenizer).NodeCount);
+        return new ConstraintBenchResult(
+            times.Count, mean, times.Max(t => t.Ms), inString, budgetedTimes.Average(t => t.Ms), worstMs, times.Average(t => t.Allowed), VocabularyTrie.For(tokenizer).NodeCount);
     }
 
     private static void RunOnce(ITokenConstraint constraint, IReadOnlyList<int> ids, bool[] allowed, List<(double, bool, int)>? times)
