@@ -6,7 +6,6 @@ namespace Cobra.AI.Generation.Constrained;
 /// </summary>
 internal sealed class JsonTokenConstraint : ITokenConstraint
 {
-    private readonly JsonGrammar _grammar;
     private readonly VocabularyTrie _vocabulary;
     private readonly int _eosTokenId;
     private readonly int _paddedVocabSize;
@@ -28,7 +27,6 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
     /// </param>
     public JsonTokenConstraint(JsonGrammar grammar, VocabularyTrie vocabulary, int eosTokenId, int paddedVocabSize, int maxTokens = int.MaxValue)
     {
-        _grammar = grammar;
         _vocabulary = vocabulary;
         _eosTokenId = eosTokenId;
         _paddedVocabSize = paddedVocabSize;
@@ -171,9 +169,6 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
         _used++;
         _complete = null;
     }
-
-    /// <summary>The grammar.</summary>
-    public JsonGrammar Grammar => _grammar;
 
     /// <summary>Whether the next byte is inside a string (for the bench's breakdown).</summary>
     public bool InString => _state.Scalar is ScalarKind.String or ScalarKind.FreeKey;
