@@ -17,7 +17,28 @@ internal static class ConstraintHarness
 
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
+    // Token bytes and classes once, not per step: walks would otherwise clone ~30k arrays per token.
+    private static readonly Lazy<byte[][]> TokenBytesLazy = new(() =>
+        Enumerable.Range(0, Tokenizer.VocabularySize).Select(Tokenizer.GetTokenBytes).ToArray());
+
+    private static readonly Lazy<(bool[] Closer, bool[] Unicode)> ClassesLazy = new(() =>
+    {
+        byte[][] all = TokenBytesLazy.Value;
+        var closer = new bool[all.Length];
+        var unicode = new bool[all.Length];
+        for (int id = 0; id < all.Length; id++)
+        {
+            closer[id] = all[id].Length <= 2 && all[id].AsSpan().IndexOfAny("\"]}"u8) >= 0;
+            unicode[id] = all[id].AsSpan().IndexOfAnyInRange((byte)0x80, (byte)0xFF) >= 0;
+        }
+
+        return (closer, unicode);
+    });
+
     public static CobraTokenizer Tokenizer => TextFixtures.NeoX;
+
+    /// <summary>A token's bytes (shared: do not modify).</summary>
+    public static byte[] TokenBytes(int id) => TokenBytesLazy.Value[id];
 
     public static ITokenConstraint Create(string schemaJson, int? maxTokens = null)
     {
@@ -47,6 +68,7 @@ internal static class ConstraintHarness
         tokens = 0;
         var random = new Random(seed);
         CobraTokenizer tokenizer = Tokenizer;
+        (bool[] isCloser, bool[] isUnicode) = ClassesLazy.Value;
         var allowed = new bool[PaddedVocab];
         var candidates = new List<int>();
         var closers = new List<int>();
@@ -80,13 +102,12 @@ internal static class ConstraintHarness
                 Assert.True(id < tokenizer.VocabularySize, $"padding id {id} allowed");
                 Assert.False(tokenizer.IsSpecial(id), $"special token {id} allowed");
                 candidates.Add(id);
-                byte[] token = tokenizer.GetTokenBytes(id);
-                if (token.Length <= 2 && token.AsSpan().IndexOfAny("\"]}"u8) >= 0)
+                if (isCloser[id])
                 {
                     closers.Add(id);
                 }
 
-                if (token.AsSpan().IndexOfAnyInRange((byte)0x80, (byte)0xFF) >= 0)
+                if (isUnicode[id])
                 {
                     unicode.Add(id);
                 }
@@ -106,7 +127,7 @@ internal static class ConstraintHarness
             int pick = pool[random.Next(pool.Count)];
             constraint.Accept(pick);
             tokens++;
-            bytes.AddRange(tokenizer.GetTokenBytes(pick));
+            bytes.AddRange(TokenBytes(pick));
         }
 
         Assert.True(constraint.IsComplete, $"no complete value within {maxTokens} tokens: {Encoding.UTF8.GetString(bytes.ToArray())}");

@@ -82,7 +82,7 @@ public sealed class GreedyModelTests
             }
 
             tokens++;
-            bytes.AddRange(ConstraintHarness.Tokenizer.GetTokenBytes(best));
+            bytes.AddRange(ConstraintHarness.TokenBytes(best));
             using var scope = torch.NewDisposeScope();
             logits = model.Step(torch.tensor(new long[] { best }), state).data<float>().ToArray();
         }
