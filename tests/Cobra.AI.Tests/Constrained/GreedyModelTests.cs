@@ -56,10 +56,11 @@ public sealed class GreedyModelTests
         var allowed = new bool[ConstraintHarness.PaddedVocab];
         var bytes = new List<byte>();
         int eos = ConstraintHarness.Tokenizer.EosTokenId;
-        float[] logits;
+        // One buffer for all steps: a fresh 200 KB array per step would churn the large-object heap.
+        var logits = new float[ConstraintHarness.PaddedVocab];
         using (var scope = torch.NewDisposeScope())
         {
-            logits = model.Forward(model.Embed(torch.tensor(new long[] { 510, 1182 }).unsqueeze(0)), state).data<float>().ToArray();
+            model.Forward(model.Embed(torch.tensor(new long[] { 510, 1182 }).unsqueeze(0)), state).data<float>().CopyTo(logits);
         }
 
         tokens = 0;
@@ -84,7 +85,7 @@ public sealed class GreedyModelTests
             tokens++;
             bytes.AddRange(ConstraintHarness.TokenBytes(best));
             using var scope = torch.NewDisposeScope();
-            logits = model.Step(torch.tensor(new long[] { best }), state).data<float>().ToArray();
+            model.Step(torch.tensor(new long[] { best }), state).data<float>().CopyTo(logits);
         }
 
         Assert.True(constraint.IsComplete, Encoding.UTF8.GetString(bytes.ToArray()));
