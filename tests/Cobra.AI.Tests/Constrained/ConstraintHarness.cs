@@ -139,7 +139,7 @@ internal static class ConstraintHarness
     {
         JsonSchema schema = JsonSchema.FromText(schemaJson);
         using JsonDocument document = JsonDocument.Parse(text);
-        EvaluationResults results = schema.Evaluate(document.RootElement, new EvaluationOptions { OutputFormat = OutputFormat.List });
+        EvaluationResults results = schema.Evaluate(document.RootElement, new EvaluationOptions { OutputFormat = OutputFormat.List, RequireFormatValidation = true });
         Assert.True(results.IsValid, $"{text}\ndoes not validate against\n{schemaJson}\n{string.Join("; ", (results.Details ?? []).Where(d => d.Errors is not null).SelectMany(d => d.Errors!.Select(e => $"{d.InstanceLocation}: {e.Value}")))}");
     }
 

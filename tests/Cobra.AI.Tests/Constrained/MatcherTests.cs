@@ -81,6 +81,38 @@ public sealed class MatcherTests
         Assert.True(ConstraintHarness.Matches(Schema, Encoding.UTF8.GetBytes("\"ab\\n\""), out accepting) && accepting, "an escape is one character");
     }
 
+    [Theory]
+    [InlineData("uuid", "\"0f8fad5b-d9cb-469f-a165-70867728950E\"", true)]
+    [InlineData("uuid", "\"0f8fad5b-d9cb-469f-a165-7086772895\"", false)]
+    [InlineData("uuid", "\"0f8fad5bd9cb469fa16570867728950e\"", false)]
+    [InlineData("uuid", "\"0g8fad5b", false)]
+    [InlineData("date", "\"2024-02-28\"", true)]
+    [InlineData("date", "\"2024-02-29", false)]
+    [InlineData("date", "\"2024-13", false)]
+    [InlineData("date", "\"2024-00", false)]
+    [InlineData("date", "\"0999", false)]
+    [InlineData("date", "\"2024-1-", false)]
+    [InlineData("date-time", "\"2024-12-01T23:59:59Z\"", true)]
+    [InlineData("date-time", "\"2024-12-01T00:00:00.1234567+13:59\"", true)]
+    [InlineData("date-time", "\"2024-12-01T00:00:00-05:30\"", true)]
+    [InlineData("date-time", "\"2024-12-01T24", false)]
+    [InlineData("date-time", "\"2024-12-01T23:60", false)]
+    [InlineData("date-time", "\"2024-12-01T23:59:60", false)]
+    [InlineData("date-time", "\"2024-12-01T23:59:59\"", false)]
+    [InlineData("date-time", "\"2024-12-01T23:59:59.12345678", false)]
+    [InlineData("date-time", "\"2024-12-01T23:59:59+14", false)]
+    [InlineData("date-time", "\"2024-12-01 23", false)]
+    public void Formats_take_only_their_shape(string format, string text, bool complete)
+    {
+        string schema = $$"""{"type":"string","format":"{{format}}"}""";
+        bool matched = ConstraintHarness.Matches(schema, Encoding.UTF8.GetBytes(text), out bool accepting);
+        Assert.Equal(complete, matched && accepting);
+        if (complete)
+        {
+            ConstraintHarness.AssertValid(schema, text);
+        }
+    }
+
     [Fact]
     public void Enum_and_const_match_exactly()
     {

@@ -40,6 +40,20 @@ public sealed class RandomWalkTests(ITestOutputHelper output)
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
+    public void Dates_and_ids_deserialise_with_system_text_json(int seed)
+    {
+        string schema = SchemaShapes.All["dates and ids (M.E.AI format date-time, date, uuid)"];
+        string text = ConstraintHarness.RandomWalk(ConstraintHarness.Create(schema), seed, MaxTokens, closeBias: 0.3, unicodeBias: 0);
+        output.WriteLine(text);
+        Stamped? value = JsonSerializer.Deserialize<Stamped>(text, AIJsonUtilities.DefaultOptions);
+        Assert.NotNull(value);
+        Assert.NotEqual(default, value.When);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
     public void Json_mode_gives_an_object_that_parses(int seed)
     {
         string text = ConstraintHarness.RandomWalk(ConstraintHarness.Create(ChatResponseFormat.Json), seed, MaxTokens, closeBias: 0.4, unicodeBias: 0.15);

@@ -6,14 +6,16 @@ using Xunit;
 namespace Cobra.AI.Tests.Constrained;
 
 #pragma warning disable CA1812 // Only used for schema generation.
-internal sealed record WithDate(string Name, DateTime When);
+internal sealed record WithLink(string Name, Uri Link);
 #pragma warning restore CA1812
 
 public sealed class SchemaCompilerTests
 {
     [Theory]
     [InlineData("""{"type":"string","pattern":"^a+$"}""", "pattern", "#")]
-    [InlineData("""{"type":"object","properties":{"when":{"type":"string","format":"date-time"}}}""", "format", "#/properties/when")]
+    [InlineData("""{"type":"object","properties":{"site":{"type":"string","format":"uri"}}}""", "format", "#/properties/site")]
+    [InlineData("""{"type":"string","format":"time"}""", "format", "#")]
+    [InlineData("""{"type":"string","format":"uuid","maxLength":40}""", "format", "#")]
     [InlineData("""{"type":"integer","minimum":0}""", "minimum", "#")]
     [InlineData("""{"type":"number","maximum":10}""", "maximum", "#")]
     [InlineData("""{"type":"number","exclusiveMinimum":0}""", "exclusiveMinimum", "#")]
@@ -31,7 +33,7 @@ public sealed class SchemaCompilerTests
     [InlineData("""{"not":{"type":"string"}}""", "not", "#")]
     [InlineData("""{"if":{"type":"string"},"then":{"maxLength":2}}""", "if", "#")]
     [InlineData("""{"type":"object","properties":{"a":{"type":"array","items":{"type":"string","minLength":1,"pattern":"x"}}}}""", "pattern", "#/properties/a/items")]
-    [InlineData("""{"$defs":{"d":{"type":"string","format":"uuid"}},"type":"object","properties":{"id":{"$ref":"#/$defs/d"}}}""", "format", "#/$defs/d")]
+    [InlineData("""{"$defs":{"d":{"type":"string","format":"email"}},"type":"object","properties":{"id":{"$ref":"#/$defs/d"}}}""", "format", "#/$defs/d")]
     [InlineData("""{"type":"object","properties":{"a":{"$ref":"#/$defs/x","maxLength":2}},"$defs":{"x":{"type":"string"}}}""", "maxLength", "#/properties/a")]
     [InlineData("""{"$ref":"other.json#/x"}""", "$ref", "#")]
     [InlineData("""{"type":"object","properties":{"a":{"$id":"x","type":"string"}}}""", "$id", "#/properties/a")]
@@ -83,12 +85,12 @@ public sealed class SchemaCompilerTests
     }
 
     [Fact]
-    public void A_record_with_a_date_is_refused_for_its_format_keyword()
+    public void A_record_with_a_uri_is_refused_for_its_format_keyword()
     {
         var error = Assert.Throws<NotSupportedException>(() =>
-            JsonConstraints.Compile(ChatResponseFormat.ForJsonSchema<WithDate>(), ConstraintHarness.Tokenizer, ConstraintHarness.PaddedVocab));
+            JsonConstraints.Compile(ChatResponseFormat.ForJsonSchema<WithLink>(), ConstraintHarness.Tokenizer, ConstraintHarness.PaddedVocab));
         Assert.Contains("'format'", error.Message, StringComparison.Ordinal);
-        Assert.Contains("'#/properties/when'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("'#/properties/link'", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -28,6 +28,8 @@ internal sealed class TreeNode
     public TreeNode? Parent { get; set; }
 }
 
+internal sealed record Stamped(DateTime When, DateTimeOffset At, DateOnly Day, Guid Id, DateTime? Maybe, List<Guid> Related);
+
 internal sealed record Options(string Name, int Count = 3, string? Comment = null, [property: Description("a weight")] long Weight = 0, Colour? Shade = null, decimal Price = 0, float Ratio = 0);
 #pragma warning restore CA1812
 
@@ -41,6 +43,7 @@ internal static class SchemaShapes
         ["tree (M.E.AI recursive class, #-pointer refs)"] = Generated<TreeNode>(),
         ["options (M.E.AI defaults, nullable enum, all optional but one)"] = Generated<Options>(),
         ["int array (M.E.AI)"] = Generated<int[]>(),
+        ["dates and ids (M.E.AI format date-time, date, uuid)"] = Generated<Stamped>(),
         ["enum top level (M.E.AI)"] = Generated<Colour>(),
         ["string top level"] = """{"type":"string"}""",
         ["number top level"] = """{"type":"number"}""",

@@ -27,6 +27,9 @@ internal enum GrammarKind : byte
     /// <summary>One of several alternatives that start with different bytes.</summary>
     Union,
 
+    /// <summary>A string of a fixed-shape format (uuid, date, date-time).</summary>
+    Format,
+
     /// <summary>A <c>$ref</c>; only while compiling.</summary>
     Ref,
 }

@@ -44,6 +44,7 @@ internal enum ScalarKind : byte
     DeclaredKey,
     Number,
     Literal,
+    Format,
 }
 
 /// <summary>A container below the top one; immutable and shared between states.</summary>
@@ -190,6 +191,9 @@ internal static class JsonMatcher
             case ScalarKind.Literal:
                 total = Unsafe.As<LiteralNode>(s.ScalarNode!).Trie.ToTerminal(s.S0);
                 break;
+            case ScalarKind.Format:
+                total = Unsafe.As<FormatNode>(s.ScalarNode!).ToFinal(s.S0);
+                break;
             default:
                 total = 0;
                 break;
@@ -320,6 +324,28 @@ internal static class JsonMatcher
                     // The number ended before this byte: the container takes it.
                     s.Scalar = ScalarKind.None;
                     break;
+                }
+
+            case ScalarKind.Format:
+                {
+                    FormatNode format = Unsafe.As<FormatNode>(s.ScalarNode!);
+                    int next = format.Next(s.S0, b);
+                    if (next < 0)
+                    {
+                        return false;
+                    }
+
+                    if (next == format.Final)
+                    {
+                        s.Scalar = ScalarKind.None;
+                        s.ScalarNode = null;
+                    }
+                    else
+                    {
+                        s.S0 = next;
+                    }
+
+                    return true;
                 }
 
             case ScalarKind.Literal:
@@ -593,6 +619,16 @@ internal static class JsonMatcher
                 s.S0 = NumStart;
                 s.S1 = 0;
                 return StepNumber(ref s, b) == 1;
+            case GrammarKind.Format:
+                if (b != (byte)'"')
+                {
+                    return false;
+                }
+
+                s.Scalar = ScalarKind.Format;
+                s.ScalarNode = node;
+                s.S0 = 0;
+                return true;
             case GrammarKind.Literal:
                 {
                     int child = Unsafe.As<LiteralNode>(node).Trie.Child(0, b);

@@ -37,7 +37,7 @@ internal sealed class SchemaCompiler
     private static readonly HashSet<string> Supported = new(StringComparer.Ordinal)
     {
         "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "enum", "const",
-        "minLength", "maxLength", "anyOf", "oneOf", "$ref", "$id",
+        "minLength", "maxLength", "anyOf", "oneOf", "$ref", "$id", "format",
     };
 
     private static readonly string[] TypeNames = ["object", "array", "string", "integer", "number", "boolean", "null"];
@@ -213,8 +213,7 @@ internal sealed class SchemaCompiler
                     alternatives.Add(arrayNode = new ArrayNode(path));
                     break;
                 case "string":
-                    (int min, int max) = ReadRange(schema, path, "minLength", "maxLength");
-                    alternatives.Add(new StringNode(path, min, max));
+                    alternatives.Add(CompileString(schema, path));
                     break;
                 case "integer" when integerOnly:
                 case "number":
@@ -261,6 +260,29 @@ internal sealed class SchemaCompiler
         return result;
     }
 
+    private static GrammarNode CompileString(JsonElement schema, string path)
+    {
+        (int min, int max) = ReadRange(schema, path, "minLength", "maxLength");
+        if (!schema.TryGetProperty("format", out JsonElement format))
+        {
+            return new StringNode(path, min, max);
+        }
+
+        string? name = format.ValueKind == JsonValueKind.String ? format.GetString() : null;
+        if (name is null || !FormatNode.IsSupported(name))
+        {
+            throw new NotSupportedException(
+                $"JSON schema keyword 'format' ('{format.GetRawText()}') at '{path}' is not supported: constrained decoding enforces only uuid, date and date-time.");
+        }
+
+        if (schema.TryGetProperty("minLength", out _) || schema.TryGetProperty("maxLength", out _))
+        {
+            throw new NotSupportedException($"JSON schema keyword 'format' with minLength/maxLength at '{path}' is not supported.");
+        }
+
+        return FormatNode.Create(path, name);
+    }
+
     private static List<string> ReadTypes(JsonElement schema, string path)
     {
         var types = new List<string>();
@@ -302,7 +324,7 @@ internal sealed class SchemaCompiler
             types.Add("array");
         }
 
-        if (Has("minLength") || Has("maxLength"))
+        if (Has("minLength") || Has("maxLength") || Has("format"))
         {
             types.Add("string");
         }
@@ -725,7 +747,7 @@ internal sealed class SchemaCompiler
     {
         ObjectNode => "{"u8.ToArray(),
         ArrayNode => "["u8.ToArray(),
-        StringNode => "\""u8.ToArray(),
+        StringNode or FormatNode => "\""u8.ToArray(),
         NumberNode => "-0123456789"u8.ToArray(),
         LiteralNode l => l.Trie.RootBytes(),
         AnyNode => "{[\"-0123456789tfn"u8.ToArray(),
