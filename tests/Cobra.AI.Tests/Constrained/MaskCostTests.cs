@@ -1,6 +1,4 @@
-using System.Diagnostics;
 using Cobra.AI.Generation.Constrained;
-using Microsoft.Extensions.AI;
 using Xunit;
 using Xunit.Abstractions;
 
