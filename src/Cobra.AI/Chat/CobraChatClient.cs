@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Cobra.AI.Chat;
 using Cobra.AI.Generation;
+using Cobra.AI.Generation.Constrained;
 using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
@@ -254,7 +255,7 @@ public sealed partial class CobraChatClient : IChatClient
     {
         var prompt = ChatRequestMapper.ToCobraPrompt(messages, chatOptions, options, logger);
         prompt.Sampling.Validate();
-        var constraint = StructuredOutput.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize);
+        var constraint = JsonConstraints.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize, prompt.Sampling.MaxNewTokens);
         TowerImages? image = null;
         string? imageKey = null;
         if (prompt.Image is not null)

@@ -1,3 +1,4 @@
+using Cobra.AI.Generation.Constrained;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Cobra.AI.Modeling;
@@ -610,7 +611,7 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             var constraint = request.Constraint?.Invoke();
             var row = new SamplingRow(request.Sampling, request.PromptIds, i, constraint, request.Logprobs, request.TopLogprobs);
-            choices[i] = new Choice(job, i, i == 0 ? state : state.Clone(), row, new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences), request.CaptureLogits);
+            choices[i] = new Choice(job, i, i == 0 ? state : state.Clone(), row, new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences, verbatim: constraint is not null), request.CaptureLogits);
         }
 
         job.Choices = choices;
