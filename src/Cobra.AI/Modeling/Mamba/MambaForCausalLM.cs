@@ -41,8 +41,8 @@ internal sealed class MambaForCausalLM : nn.Module
     /// <summary>The backbone.</summary>
     public MambaModel Backbone => backbone;
 
-    /// <summary>A zero state for <paramref name="batchSize"/> sequences, in the cache dtype.</summary>
-    public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, DType, Device);
+    /// <summary>A zero state for <paramref name="batchSize"/> sequences (float32, see <see cref="MambaState.Zeros"/>).</summary>
+    public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, Device);
 
     /// <summary>Token embeddings [B, L, d_model] of ids [B, L].</summary>
     public Tensor Embed(Tensor ids) =>
