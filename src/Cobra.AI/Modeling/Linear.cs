@@ -38,7 +38,24 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
     /// <summary>x Wᵀ without the bias (mamba_ssm applies dt_proj's bias later, in float32).</summary>
     public Tensor ForwardWithoutBias(Tensor input) => Apply(input, weight, null);
 
-    /// <summary>x Wᵀ (+ b): the streaming GEMV for decode-sized inputs on the CPU, libtorch otherwise.</summary>
-    public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias) =>
-        CpuGemv.Supports(input, weight) ? CpuGemv.Linear(input, weight, bias) : F.linear(input, weight, bias);
+    /// <summary>
+    /// x Wᵀ (+ b): the streaming GEMV for decode-sized inputs on the CPU, libtorch otherwise. A biased input
+    /// of more than two dimensions goes in as 2-D rows: libtorch then runs one addmm, which adds the bias to
+    /// the float32 accumulator before the single rounding (as the GPU's GEMM epilogue does), where an N-D
+    /// input takes matmul + add and rounds a bf16 output twice.
+    /// </summary>
+    public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias)
+    {
+        if (CpuGemv.Supports(input, weight))
+        {
+            return CpuGemv.Linear(input, weight, bias);
+        }
+
+        if (bias is null || input.dim() == 2)
+        {
+            return F.linear(input, weight, bias);
+        }
+
+        return F.linear(input.reshape(-1, input.shape[^1]), weight, bias).view([.. input.shape[..^1], weight.shape[0]]);
+    }
 }
