@@ -53,6 +53,13 @@ public sealed class CobraModelOptions
     /// <summary><c>fp32</c>, <c>bf16</c>, <c>fp16</c>, or null for the device default (fp32 on CPU, bf16 on CUDA).</summary>
     public string? Precision { get; set; }
 
+    /// <summary>
+    /// Run CPU tensors through the managed SIMD kernels (decode GEMV, fused selective scan); default true.
+    /// False runs the device-generic torch-op path that CUDA takes (libtorch linear, chunked scan) on the
+    /// CPU as well. The environment variable <c>COBRA_MANAGED_KERNELS=0</c> also turns them off.
+    /// </summary>
+    public bool UseManagedCpuKernels { get; set; } = true;
+
     /// <summary>Requests decoded together in one batch; more wait in the queue.</summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
@@ -84,7 +91,7 @@ public sealed class CobraModelOptions
     internal CobraModelOptions Snapshot() => new()
     {
         ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
-        Device = Device, Precision = Precision, MaxConcurrentRequests = MaxConcurrentRequests,
+        Device = Device, Precision = Precision, UseManagedCpuKernels = UseManagedCpuKernels, MaxConcurrentRequests = MaxConcurrentRequests,
         ConversationCacheSize = ConversationCacheSize, MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageTimeout = RemoteImageTimeout,
         SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,

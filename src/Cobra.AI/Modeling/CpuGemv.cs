@@ -42,7 +42,7 @@ internal static class CpuGemv
         using var x = bf16
             ? input.reshape(rows, k / 2, 2).to(ScalarType.Float32).transpose(1, 2).contiguous() // [B,2,K/2]
             : input.reshape(rows, k).contiguous();                               // [B,K]
-        var y = torch.empty([rows, n], ScalarType.Float32);                      // [B,N]
+        var y = torch.empty([rows, n], ScalarType.Float32, torch.CPU);           // [B,N]
         var job = new Job(TensorMemory.Address(x), TensorMemory.Address(weight), TensorMemory.Address(y), rows, (int)n, (int)k, bf16);
 
         long weightBytes = weight.NumberOfElements * weight.ElementSize;

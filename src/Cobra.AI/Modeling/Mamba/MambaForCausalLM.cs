@@ -8,7 +8,7 @@ namespace Cobra.AI.Modeling.Mamba;
 /// Keys: backbone.*; a checkpoint's <c>lm_head.weight</c> feeds the same tensor (<see cref="TiedKeys"/>).
 /// Every call runs under no-grad on the caller's thread; callers own the dispose scope.
 /// </summary>
-internal sealed class MambaForCausalLM : nn.Module
+internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
 {
 #pragma warning disable IDE1006 // field name is the state-dict key
     private readonly MambaModel backbone;
@@ -38,6 +38,9 @@ internal sealed class MambaForCausalLM : nn.Module
     /// <summary>Where the parameters live.</summary>
     public Device Device { get; }
 
+    /// <inheritdoc />
+    public bool UseManagedKernels { get; set; } = true;
+
     /// <summary>The backbone.</summary>
     public MambaModel Backbone => backbone;
 
@@ -56,12 +59,12 @@ internal sealed class MambaForCausalLM : nn.Module
     /// <param name="inputsEmbeds">Input embeddings (image tokens can be spliced in before the text).</param>
     /// <param name="state">Recurrent state, updated in place.</param>
     /// <param name="allPositions">Return logits for every position, not just the last.</param>
-    /// <param name="scan">Scan implementation; defaults to <see cref="SelectiveScan.Run"/>.</param>
+    /// <param name="scan">Scan implementation; defaults to <see cref="SelectiveScan.Run"/> (<see cref="SelectiveScan.DeviceGeneric"/> without the managed kernels).</param>
     /// <param name="trace">Receives intermediate tensors by golden-kit tap name (valid only during the call).</param>
     public Tensor Forward(Tensor inputsEmbeds, MambaState state, bool allPositions = false, ScanImplementation? scan = null, Action<string, Tensor>? trace = null)
     {
         using var _ = torch.no_grad();
-        scan ??= SelectiveScan.Run;
+        scan ??= UseManagedKernels ? SelectiveScan.Run : SelectiveScan.DeviceGeneric;
         var embeds = inputsEmbeds.to(DType).to(Device);                          // [B,L,D]
         trace?.Invoke("llm.inputs_embeds", embeds);
         var hidden = Backbone.Forward(embeds, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Forward(x, layerState, scan), trace);
@@ -85,5 +88,5 @@ internal sealed class MambaForCausalLM : nn.Module
 
     /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>
     private Tensor Logits(Tensor hidden) =>
-        Linear.Apply(hidden, Backbone.Embedding, null).to(ScalarType.Float32);
+        Linear.Apply(hidden, Backbone.Embedding, null, UseManagedKernels).to(ScalarType.Float32);
 }

@@ -25,7 +25,7 @@ internal static class SelectiveScanCpu
         cm = cm.contiguous();                                                     // [B,L,N]
         var aByState = a.t().contiguous();                                        // [N,D]: lanes over channels
         var stateByState = initialState is null                                   // [B,N,D]
-            ? torch.zeros([u.shape[0], a.shape[1], u.shape[2]], ScalarType.Float32)
+            ? torch.zeros([u.shape[0], a.shape[1], u.shape[2]], ScalarType.Float32, torch.CPU)
             : initialState.to(ScalarType.Float32).transpose(1, 2).contiguous();
         var output = torch.empty_like(u);                                         // [B,L,D]
 
