@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 

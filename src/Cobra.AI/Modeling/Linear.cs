@@ -1,3 +1,4 @@
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

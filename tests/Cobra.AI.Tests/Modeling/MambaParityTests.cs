@@ -1,6 +1,7 @@
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;

@@ -67,7 +67,7 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
         scan ??= UseManagedKernels ? SelectiveScan.Run : SelectiveScan.DeviceGeneric;
         var embeds = inputsEmbeds.to(DType).to(Device);                          // [B,L,D]
         trace?.Invoke("llm.inputs_embeds", embeds);
-        var hidden = Backbone.Forward(embeds, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Forward(x, layerState, scan), trace);
+        var hidden = Backbone.Forward(embeds, state, scan, trace);
         state.TokenCount += inputsEmbeds.shape[1];
         var last = allPositions ? hidden : hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1);
         return Logits(last);
@@ -80,10 +80,10 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     public Tensor Step(Tensor tokenIds, MambaState state)
     {
         using var _ = torch.no_grad();
-        var hidden = Embed(tokenIds.reshape(-1, 1));                              // [B,1,D]
-        var final = Backbone.Forward(hidden, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Step(x.squeeze(1), layerState).unsqueeze(1), trace: null);
+        var hidden = Embed(tokenIds.reshape(-1, 1)).squeeze(1);                  // [B,D]
+        var final = Backbone.Step(hidden, state);                                // [B,D]
         state.TokenCount += 1;
-        return Logits(final.squeeze(1));                                         // [B,V]
+        return Logits(final);                                                    // [B,V]
     }
 
     /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>

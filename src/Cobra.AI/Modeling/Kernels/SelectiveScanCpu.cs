@@ -1,9 +1,10 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using Cobra.AI.Modeling.Mamba;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Cobra.AI.Modeling.Mamba;
+namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>
 /// The selective scan as one fused CPU kernel, the way mamba_ssm's CUDA kernel runs it: each thread owns a

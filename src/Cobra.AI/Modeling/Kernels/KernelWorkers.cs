@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Cobra.AI.Modeling;
+namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>
 /// Dedicated threads for the managed CPU kernels. A decode step runs a few hundred short kernels between torch

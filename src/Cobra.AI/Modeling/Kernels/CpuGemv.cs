@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Cobra.AI.Modeling;
+namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>
 /// y = x Wᵀ (+ b) for the few-row inputs of recurrent decoding, with float32 weights on the CPU. Decoding
