@@ -60,6 +60,21 @@ public sealed class CobraModelOptions
     /// </summary>
     public bool UseManagedCpuKernels { get; set; } = true;
 
+    /// <summary>
+    /// Threads for CPU compute: libtorch's intra-op pool and the managed kernels' workers. Null (the default)
+    /// leaves both at one per core. Process-wide, like libtorch's own setting: the last model loaded with a
+    /// value decides.
+    /// </summary>
+    public int? CpuThreads { get; set; }
+
+    /// <summary>
+    /// Before libtorch loads, set <c>THP_MEM_ALLOC_ENABLE=1</c> (huge pages for CPU tensors) and
+    /// <c>OMP_WAIT_POLICY=PASSIVE</c> (OpenMP workers sleep between ops instead of spinning on the cores the
+    /// managed kernels use), each unless already set; default true. Process-wide: native libraries read their
+    /// environment once, so only the first model loaded in a process (or the first TorchSharp use) decides.
+    /// </summary>
+    public bool TuneNativeRuntime { get; set; } = true;
+
     /// <summary>Requests decoded together in one batch; more wait in the queue.</summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
@@ -91,7 +106,7 @@ public sealed class CobraModelOptions
     internal CobraModelOptions Snapshot() => new()
     {
         ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
-        Device = Device, Precision = Precision, UseManagedCpuKernels = UseManagedCpuKernels, MaxConcurrentRequests = MaxConcurrentRequests,
+        Device = Device, Precision = Precision, UseManagedCpuKernels = UseManagedCpuKernels, CpuThreads = CpuThreads, TuneNativeRuntime = TuneNativeRuntime, MaxConcurrentRequests = MaxConcurrentRequests,
         ConversationCacheSize = ConversationCacheSize, MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageTimeout = RemoteImageTimeout,
         SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,
@@ -111,6 +126,7 @@ public sealed class CobraModelOptions
         Require(ModelPath is null || !string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "must be null (use the Hugging Face cache) or a folder path.");
         Require(!(AllowDownload && ModelPath is not null), nameof(AllowDownload), "applies to the Hugging Face cache only: leave ModelPath null to download into CacheDirectory.");
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
+        Require(CpuThreads is null or >= 1 and <= 4096, nameof(CpuThreads), $"must be null (one per core) or in [1, 4096], not {CpuThreads}.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
         Require(MaxImageBytes > 0, nameof(MaxImageBytes), $"must be positive, not {MaxImageBytes}.");

@@ -36,7 +36,7 @@ internal static class BenchCommand
         var config = new MambaConfig { DModel = 2560, NLayer = cli.GetInt("layers", 64, 1, 64), VocabSize = 50277 };
 
         TorchRuntime.EnsureInitialized();
-        torch.set_num_threads(threads);
+        TorchRuntime.SetCpuThreads(threads);                                     // libtorch and the managed kernels alike
         var report = new JsonObject
         {
             ["model"] = $"Mamba-2.8B dims (d_model {config.DModel}, {config.NLayer} layers, d_inner {config.DInner}, d_state {config.DState}, vocab {config.PaddedVocabSize}), random weights",

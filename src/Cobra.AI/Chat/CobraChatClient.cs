@@ -79,6 +79,12 @@ public sealed partial class CobraChatClient : IChatClient
             ? new HubMirrorSource(settings.ModelPath)
             : new HuggingFaceCacheSource(settings.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot());
         var files = CobraModelFiles.Resolve(source, settings.ModelId);
+        TorchRuntime.EnsureInitialized(settings.TuneNativeRuntime);
+        if (settings.CpuThreads is int threads)
+        {
+            TorchRuntime.SetCpuThreads(threads);
+        }
+
         var device = TorchPlacement.ParseDevice(settings.Device);
         var precision = TorchPlacement.ParsePrecision(settings.Precision, device);
         cancellationToken.ThrowIfCancellationRequested();

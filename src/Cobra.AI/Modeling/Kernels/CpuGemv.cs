@@ -52,8 +52,9 @@ internal static class CpuGemv
         }
         else
         {
-            int parts = KernelWorkers.Parallelism;
-            KernelWorkers.Run(t => RowRange(job, (int)((long)job.N * t / parts), (int)((long)job.N * (t + 1) / parts)));
+            // Boundaries on whole groups of four rows: each row is summed the same way whatever the thread count.
+            int groups = (job.N + 3) / 4;
+            KernelWorkers.Run((t, parts) => RowRange(job, Math.Min(job.N, (int)((long)groups * t / parts) * 4), Math.Min(job.N, (int)((long)groups * (t + 1) / parts) * 4)));
         }
 
         if (bias is not null)

@@ -7,7 +7,9 @@ namespace Cobra.AI.Modeling.Kernels;
 /// ops; waking pool threads for each costs more than the work it splits (the thread pool and libgomp each sleep
 /// between calls). These workers spin briefly after each job, so back-to-back kernels start at once, then
 /// block, so they do not steal the cores from torch for long. One job at a time (callers are the inference
-/// thread).
+/// thread). The thread count is process-wide, like libtorch's: one per core unless
+/// <see cref="SetParallelism"/> (<see cref="CobraModelOptions.CpuThreads"/>) says otherwise; the threads start
+/// on the first kernel that splits its work.
 /// </summary>
 internal static class KernelWorkers
 {
@@ -15,29 +17,66 @@ internal static class KernelWorkers
     private static readonly long SpinTicks = Stopwatch.Frequency / 5000;         // 200 µs
 
     private static readonly Lock Gate = new();
-    private static readonly Worker[] Workers = Enumerable.Range(1, Math.Max(0, Environment.ProcessorCount - 1)).Select(i => new Worker(i)).ToArray();
-    private static Action<int>? job;
-    private static int version;
-    private static int remaining;
+    private static int parallelism = Environment.ProcessorCount;
+    private static Pool? pool;
 
-    /// <summary>Parts a job is split into: one per core.</summary>
-    public static int Parallelism => Workers.Length + 1;
+    /// <summary>Parts a job is split into (the caller's thread plus the workers).</summary>
+    public static int Parallelism => Volatile.Read(ref parallelism);
 
-    /// <summary>Runs <paramref name="body"/>(0) on the caller and <paramref name="body"/>(1..Parallelism-1) on the workers; returns when all are done.</summary>
-    public static void Run(Action<int> body)
+    /// <summary>Sets the number of parts (threads, the caller's included) of every later job.</summary>
+    public static void SetParallelism(int threads)
     {
-        if (Workers.Length == 0)
-        {
-            body(0);
-            return;
-        }
-
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         lock (Gate)
         {
+            if (threads == parallelism)
+            {
+                return;
+            }
+
+            pool?.Stop();
+            pool = null;
+            Volatile.Write(ref parallelism, threads);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/>(part, parts) for part 0 on the caller and 1..parts-1 on the workers, where
+    /// parts is <see cref="Parallelism"/> at the start of this job; returns when all are done.
+    /// </summary>
+    public static void Run(Action<int, int> body)
+    {
+        lock (Gate)
+        {
+            int parts = parallelism;
+            if (parts == 1)
+            {
+                body(0, 1);
+                return;
+            }
+
+            pool ??= new Pool(parts - 1);
+            pool.Run(part => body(part, parts));
+        }
+    }
+
+    /// <summary>One set of workers; replaced, never resized, when the thread count changes.</summary>
+    private sealed class Pool
+    {
+        private readonly Worker[] workers;
+        private Action<int>? job;
+        private int version;
+        private int remaining;
+        private volatile bool stopped;
+
+        public Pool(int count) => workers = Enumerable.Range(1, count).Select(i => new Worker(this, i)).ToArray();
+
+        public void Run(Action<int> body)
+        {
             job = body;
-            Volatile.Write(ref remaining, Workers.Length);
+            Volatile.Write(ref remaining, workers.Length);
             Interlocked.Increment(ref version);
-            foreach (var worker in Workers)
+            foreach (var worker in workers)
             {
                 worker.Wake();
             }
@@ -59,75 +98,92 @@ internal static class KernelWorkers
             }
 
             job = null;
-            var errors = Workers.Select(w => w.TakeError()).OfType<Exception>().Prepend(failure).OfType<Exception>().ToArray();
+            var errors = workers.Select(w => w.TakeError()).OfType<Exception>().Prepend(failure).OfType<Exception>().ToArray();
             if (errors.Length > 0)
             {
                 throw new AggregateException(errors);
             }
         }
-    }
 
-    private sealed class Worker
-    {
-        private readonly int part;
-        private readonly SemaphoreSlim signal = new(0);
-        private int sleeping;
-        private Exception? error;
-
-        public Worker(int part)
+        /// <summary>Lets the threads end (between jobs: callers hold the gate).</summary>
+        public void Stop()
         {
-            this.part = part;
-            new Thread(Loop) { IsBackground = true, Name = $"cobra-kernel-{part}" }.Start();
-        }
-
-        public void Wake()
-        {
-            if (Volatile.Read(ref sleeping) == 1)
+            stopped = true;
+            foreach (var worker in workers)
             {
-                signal.Release();
+                worker.Wake(force: true);
             }
         }
 
-        public Exception? TakeError() => Interlocked.Exchange(ref error, null);
-
-        private void Loop()
+        private sealed class Worker
         {
-            int seen = 0;
-            while (true)
+            private readonly Pool owner;
+            private readonly int part;
+            private readonly SemaphoreSlim signal = new(0);
+            private int sleeping;
+            private Exception? error;
+
+            public Worker(Pool owner, int part)
             {
-                long until = Stopwatch.GetTimestamp() + SpinTicks;
-                while (Volatile.Read(ref version) == seen)
+                this.owner = owner;
+                this.part = part;
+                new Thread(Loop) { IsBackground = true, Name = $"cobra-kernel-{part}" }.Start();
+            }
+
+            public void Wake(bool force = false)
+            {
+                if (force || Volatile.Read(ref sleeping) == 1)
                 {
-                    if (Stopwatch.GetTimestamp() < until)
+                    signal.Release();
+                }
+            }
+
+            public Exception? TakeError() => Interlocked.Exchange(ref error, null);
+
+            private void Loop()
+            {
+                int seen = 0;
+                while (!owner.stopped)
+                {
+                    long until = Stopwatch.GetTimestamp() + SpinTicks;
+                    while (Volatile.Read(ref owner.version) == seen && !owner.stopped)
                     {
-                        Thread.SpinWait(20);
-                        continue;
+                        if (Stopwatch.GetTimestamp() < until)
+                        {
+                            Thread.SpinWait(20);
+                            continue;
+                        }
+
+                        // A full fence between announcing sleep and re-checking for work (x86 may reorder a
+                        // store before a later load; the caller's Interlocked.Increment fences its side).
+                        Interlocked.Exchange(ref sleeping, 1);
+                        if (Volatile.Read(ref owner.version) == seen && !owner.stopped)
+                        {
+                            signal.Wait();
+                        }
+
+                        Volatile.Write(ref sleeping, 0);
+                        until = Stopwatch.GetTimestamp() + SpinTicks;
                     }
 
-                    // A full fence between announcing sleep and re-checking for work (x86 may reorder a
-                    // store before a later load; the caller's Interlocked.Increment fences its side).
-                    Interlocked.Exchange(ref sleeping, 1);
-                    if (Volatile.Read(ref version) == seen)
+                    if (owner.stopped)
                     {
-                        signal.Wait();
+                        break;
                     }
 
-                    Volatile.Write(ref sleeping, 0);
-                    until = Stopwatch.GetTimestamp() + SpinTicks;
-                }
-
-                seen = Volatile.Read(ref version);
-                try
-                {
-                    job?.Invoke(part);
-                }
-                catch (Exception e)
-                {
-                    error = e;
-                }
-                finally
-                {
-                    Interlocked.Decrement(ref remaining);
+                    seen = Volatile.Read(ref owner.version);
+                    try
+                    {
+                        owner.job?.Invoke(part);
+                    }
+                    catch (Exception e)
+                    {
+                        error = e;
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref owner.remaining);
+                    }
                 }
             }
         }

@@ -39,8 +39,7 @@ internal static class SelectiveScanCpu
         int workItems = shape.Batch * blocksPerBatch;
 
         // Each part takes a contiguous run of channel blocks, so neighbouring blocks share cache lines.
-        int parts = KernelWorkers.Parallelism;
-        KernelWorkers.Run(part =>
+        KernelWorkers.Run((part, parts) =>
         {
             int end = (int)((long)workItems * (part + 1) / parts);
             for (int item = (int)((long)workItems * part / parts); item < end; item++)
