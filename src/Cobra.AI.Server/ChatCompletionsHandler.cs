@@ -1,374 +1,415 @@
-using System.Globalization;
+using System.Diagnostics;
+using System.Net.ServerSentEvents;
 using System.Text;
+using System.Text.Encodings.Web;
 using System.Text.Json;
-using System.Text.Json.Nodes;
+using System.Threading.Channels;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Cobra.AI.Server;
 
-/// <summary>A request the handler rejects, with its HTTP status and OpenAI error type.</summary>
-internal sealed class OpenAIErrorException(int status, string message, string type = "invalid_request_error", string? param = null, string? code = null) : Exception(message)
+/// <summary>
+/// Serves <c>/v1/chat/completions</c>, <c>/v1/models</c> and <c>/health</c> over the <see cref="IChatClient"/> in DI:
+/// reads and validates the typed request, admits it (the pending slot is taken only then), runs its choices and
+/// answers as JSON or server-sent events, and ends running requests on shutdown after the grace period.
+/// </summary>
+internal sealed class ChatCompletionsHandler
 {
-    public int Status { get; } = status;
-
-    public string Type { get; } = type;
-
-    public string? Param { get; } = param;
-
-    public string? Code { get; } = code;
-}
-
-/// <summary>Translates OpenAI chat completion requests to <see cref="IChatClient"/> calls and back.</summary>
-internal sealed class ChatCompletionsHandler(OpenAIServerOptions options)
-{
-    /// <summary>Plain UTF-8 in the JSON (no \u escapes for '+' or non-ASCII text), as OpenAI writes it.</summary>
-    private static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
-
+    private readonly OpenAIServerOptions settings;
+    private readonly ILogger logger;
+    private readonly ServerMetrics metrics;
+    private readonly OpenAIJsonContext json;
+    private readonly CancellationTokenSource shutdown = new();
     private int pending;
+    private int stopping;
 
-    public async Task ModelsAsync(HttpContext context)
+    public ChatCompletionsHandler(OpenAIServerOptions settings, ILogger logger, IServiceProvider services)
     {
-        if (!Authorized(context))
+        this.settings = settings;
+        this.logger = logger;
+        metrics = new ServerMetrics(services.GetService<System.Diagnostics.Metrics.IMeterFactory>(), () => Volatile.Read(ref pending));
+
+        // Plain UTF-8 (no \u escapes for '+' or non-ASCII text), as OpenAI writes it; messages counted while parsing.
+        json = new OpenAIJsonContext(new JsonSerializerOptions
         {
-            await WriteErrorAsync(context, new OpenAIErrorException(401, "Incorrect or missing API key.", "invalid_request_error", code: "invalid_api_key")).ConfigureAwait(false);
+            Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+            DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+            Converters = { new BoundedMessagesConverter(settings.MaxMessages) },
+        });
+    }
+
+    /// <summary>Admitted requests queued or generating.</summary>
+    public int Pending => Volatile.Read(ref pending);
+
+    /// <summary>Host stopping: refuse new requests, give running ones the grace period, then end them.</summary>
+    public void BeginShutdown()
+    {
+        if (Interlocked.Exchange(ref stopping, 1) != 0)
+        {
             return;
         }
 
-        var body = new JsonObject
+        ServerLog.ShuttingDown(logger, Pending, settings.ShutdownGracePeriod.TotalSeconds);
+        shutdown.Token.Register(() => ServerLog.GraceOver(logger, Pending));
+        shutdown.CancelAfter(settings.ShutdownGracePeriod);
+    }
+
+    public Task HealthAsync(HttpContext context)
+    {
+        var client = context.RequestServices.GetService<IChatClient>();
+        var (status, state) = Volatile.Read(ref stopping) != 0 ? (503, "stopping")
+            : client is null || client.GetService(typeof(LoadingChatClient)) is LoadingChatClient { Inner: null } ? (503, "loading")
+            : (200, "ok");
+        if (status != 200)
         {
-            ["object"] = "list",
-            ["data"] = new JsonArray(new JsonObject { ["id"] = options.ModelId, ["object"] = "model", ["created"] = 0, ["owned_by"] = "cobra" }),
-        };
-        await WriteJsonAsync(context, 200, body).ConfigureAwait(false);
+            context.Response.Headers.RetryAfter = "1";
+        }
+
+        context.Response.Headers.CacheControl = "no-store";
+        return TypedResults.Json(new HealthStatus(state), json.HealthStatus, statusCode: status).ExecuteAsync(context);
+    }
+
+    public Task ModelsAsync(HttpContext context)
+    {
+        if (!Authorized(context))
+        {
+            return WriteErrorAsync(context, Unauthorized());
+        }
+
+        // While the model loads, a LoadingChatClient stands for the Cobra client it will become.
+        var client = context.RequestServices.GetService<IChatClient>();
+        bool images = client is null || client.GetService(typeof(LoadingChatClient)) is LoadingChatClient { Inner: null } || ChoiceStreams.IsCobra(client);
+        var model = new ModelInfo(settings.ModelId, "model", 0, "cobra", images ? ["text", "image"] : ["text"]);
+        return TypedResults.Json(new ModelList("list", [model]), json.ModelList).ExecuteAsync(context);
     }
 
     public async Task HandleAsync(HttpContext context)
     {
-        bool counted = false;
+        int status = 200;
+        bool admitted = false;
+        using var deadline = new CancellationTokenSource();
         try
         {
+            if (Volatile.Read(ref stopping) != 0)
+            {
+                throw ShuttingDown();
+            }
+
             if (!Authorized(context))
             {
-                throw new OpenAIErrorException(401, "Incorrect or missing API key.", code: "invalid_api_key");
+                throw Unauthorized();
             }
 
-            var client = context.RequestServices.GetService<IChatClient>()
-                ?? throw new OpenAIErrorException(503, "The model is still loading; try again shortly.", "server_error");
-            if (Interlocked.Increment(ref pending) > options.MaxPendingRequests)
+            var client = context.RequestServices.GetService<IChatClient>() ?? throw new ModelNotReadyException();
+            var wire = await ReadBodyAsync(context).ConfigureAwait(false);
+            bool cobra = ChoiceStreams.IsCobra(client);
+            var request = OpenAIRequestMapper.ToChatRequest(wire, settings, cobra);
+            if (Interlocked.Increment(ref pending) > settings.MaxPendingRequests)
             {
                 Interlocked.Decrement(ref pending);
-                context.Response.Headers.RetryAfter = "1";
-                throw new OpenAIErrorException(429, $"Too many requests in flight (more than {options.MaxPendingRequests}); retry shortly.", "rate_limit_exceeded");
+                throw new OpenAIErrorException(429, $"Too many requests in flight (more than {settings.MaxPendingRequests}); retry shortly.", type: "rate_limit_exceeded", code: "rate_limit_exceeded");
             }
 
-            counted = true;
-            var request = await ReadBodyAsync(context).ConfigureAwait(false);
-            var (messages, chatOptions, stream, includeUsage) = ToChatRequest(request);
-            string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
-            long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-            if (stream)
+            admitted = true;
+            var clock = Stopwatch.StartNew();
+            deadline.CancelAfter(settings.RequestTimeout);
+            using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, shutdown.Token, deadline.Token);
+            var updates = ChoiceStreams.Generate(client, request, cobra, generation.Token).GetAsyncEnumerator(generation.Token);
+            await using (updates.ConfigureAwait(false))
             {
-                await StreamAsync(context, client, messages, chatOptions, includeUsage, id, created).ConfigureAwait(false);
-            }
-            else
-            {
-                var response = await client.GetResponseAsync(messages, chatOptions, context.RequestAborted).ConfigureAwait(false);
-                await WriteJsonAsync(context, 200, ToCompletion(response, id, created)).ConfigureAwait(false);
+                // Pull the first update before answering, so the client's validation errors still get their status.
+                bool any = await updates.MoveNextAsync().ConfigureAwait(false);
+                var answer = new Answer(request, "chatcmpl-" + Guid.NewGuid().ToString("N"), DateTimeOffset.UtcNow.ToUnixTimeSeconds(), settings.ModelId, clock, metrics);
+                if (request.Stream)
+                {
+                    await TypedResults.ServerSentEvents(StreamAsync(context, answer, updates, any, deadline)).ExecuteAsync(context).ConfigureAwait(false);
+                }
+                else
+                {
+                    while (any)
+                    {
+                        answer.Add(updates.Current);
+                        any = await updates.MoveNextAsync().ConfigureAwait(false);
+                    }
+
+                    await TypedResults.Json(answer.ToCompletion(), json.ChatCompletion).ExecuteAsync(context).ConfigureAwait(false);
+                }
+
+                answer.RecordUsage();
             }
         }
-        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        catch (Exception) when (context.RequestAborted.IsCancellationRequested)
         {
             // The client went away; its generation was cancelled with it.
+            status = 499;
+            ServerLog.ClientGone(logger);
+        }
+        catch (OperationCanceledException) when (!context.Response.HasStarted && deadline.IsCancellationRequested && !shutdown.IsCancellationRequested)
+        {
+            var error = DeadlineExceeded();
+            status = error.Status;
+            await WriteErrorAsync(context, error).ConfigureAwait(false);
         }
         catch (Exception e) when (!context.Response.HasStarted)
         {
             var error = Translate(e);
-            if (error.Status is 503 or 429)
-            {
-                context.Response.Headers.RetryAfter = "1";
-            }
-
+            status = error.Status;
             await WriteErrorAsync(context, error).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            status = 500;
+            ServerLog.StreamFailed(logger, e);
         }
         finally
         {
-            if (counted)
+            if (admitted)
             {
                 Interlocked.Decrement(ref pending);
             }
+
+            metrics.Request(status);
         }
     }
 
-    private bool Authorized(HttpContext context) =>
-        string.IsNullOrEmpty(options.ApiKey)
-        || string.Equals(context.Request.Headers.Authorization.ToString(), "Bearer " + options.ApiKey, StringComparison.Ordinal);
-
-    private async Task<JsonObject> ReadBodyAsync(HttpContext context)
+    /// <summary>The event stream: a role chunk per choice, the deltas, the finish chunks, usage, <c>[DONE]</c>; a failure mid-stream becomes an error event.</summary>
+    private async IAsyncEnumerable<SseItem<string>> StreamAsync(HttpContext context, Answer answer, IAsyncEnumerator<ChoiceUpdate> updates, bool any, CancellationTokenSource deadline)
     {
-        if (context.Request.ContentLength > options.MaxRequestBytes)
+        for (int i = 0; i < answer.Request.Choices; i++)
         {
-            throw new OpenAIErrorException(413, $"The request body exceeds {options.MaxRequestBytes} bytes.");
+            yield return Event(answer.Chunk(new ChunkChoice(i, new ChunkDelta("assistant", ""), null, null)));
         }
 
-        using var buffer = new MemoryStream();
-        var chunk = new byte[81920];
-        int read;
-        while ((read = await context.Request.Body.ReadAsync(chunk, context.RequestAborted).ConfigureAwait(false)) > 0)
+        OpenAIErrorException? failure = null;
+        while (any)
         {
-            buffer.Write(chunk, 0, read);
-            if (buffer.Length > options.MaxRequestBytes)
+            foreach (var chunk in answer.Add(updates.Current))
             {
-                throw new OpenAIErrorException(413, $"The request body exceeds {options.MaxRequestBytes} bytes.");
+                yield return Event(chunk);
+            }
+
+            try
+            {
+                any = await updates.MoveNextAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
+            {
+                failure = e is OperationCanceledException && deadline.IsCancellationRequested && !shutdown.IsCancellationRequested ? DeadlineExceeded() : Translate(e);
+                any = false;
             }
         }
 
+        if (failure is not null)
+        {
+            yield return new SseItem<string>(JsonSerializer.Serialize(ToError(failure), json.ErrorResponse));
+        }
+        else if (answer.Request.IncludeUsage)
+        {
+            yield return Event(answer.UsageChunk());
+        }
+
+        yield return new SseItem<string>("[DONE]");
+    }
+
+    private SseItem<string> Event(ChatCompletionChunk chunk) => new(JsonSerializer.Serialize(chunk, json.ChatCompletionChunk));
+
+    private bool Authorized(HttpContext context) =>
+        settings.ApiKey is null
+        || string.Equals(context.Request.Headers.Authorization.ToString(), "Bearer " + settings.ApiKey, StringComparison.Ordinal);
+
+    private static OpenAIErrorException Unauthorized() => new(401, "Incorrect or missing API key.", code: "invalid_api_key");
+
+    private OpenAIErrorException DeadlineExceeded() =>
+        new(504, $"The request ran past this server's limit of {settings.RequestTimeout.TotalSeconds:0.#} s (OpenAIServerOptions.RequestTimeout) and was stopped.", type: "server_error", code: "request_timeout");
+
+    private static OpenAIErrorException ShuttingDown() => new(503, "The server is shutting down; retry on another instance or later.", type: "server_error", code: "server_shutting_down");
+
+    private async Task<ChatCompletionRequest> ReadBodyAsync(HttpContext context)
+    {
+        var limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } feature ? feature : null;
+        if (context.Request.ContentLength > settings.MaxRequestBytes)
+        {
+            // Unread, the body is drained by Kestrel (for a few seconds at most) once the 413 is sent, so the client
+            // reads the answer instead of a connection reset; a size limit here would make the drain abort.
+            limit?.MaxRequestBodySize = null;
+            throw TooLarge();
+        }
+
+        limit?.MaxRequestBodySize = settings.MaxRequestBytes;
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        timeout.CancelAfter(settings.BodyReadTimeout);
         try
         {
-            return JsonNode.Parse(buffer.ToArray()) as JsonObject ?? throw new OpenAIErrorException(400, "The request body must be a JSON object.");
+            return await JsonSerializer.DeserializeAsync(context.Request.Body, json.ChatCompletionRequest, timeout.Token).ConfigureAwait(false)
+                ?? throw new OpenAIErrorException(400, "The request body must be a JSON object.");
+        }
+        catch (OperationCanceledException) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            throw new OpenAIErrorException(408, $"The request body was not received within {settings.BodyReadTimeout.TotalSeconds:0.#} s.", code: "request_timeout");
+        }
+        catch (BadHttpRequestException e)
+        {
+            throw e.StatusCode == StatusCodes.Status413PayloadTooLarge ? TooLarge() : new OpenAIErrorException(e.StatusCode, "The request body could not be read.");
         }
         catch (JsonException e)
         {
-            throw new OpenAIErrorException(400, $"The request body is not valid JSON: {e.Message}");
+            throw FromJson(e);
         }
     }
 
-    private (List<ChatMessage> Messages, ChatOptions Options, bool Stream, bool IncludeUsage) ToChatRequest(JsonObject request)
+    private OpenAIErrorException TooLarge() => new(413, $"The request body exceeds {settings.MaxRequestBytes} bytes (OpenAIServerOptions.MaxRequestBytes).", code: "request_too_large");
+
+    private static OpenAIErrorException FromJson(JsonException e)
     {
-        if (request["model"] is JsonValue model && model.TryGetValue(out string? modelId) && !string.IsNullOrEmpty(modelId) && modelId != options.ModelId)
+        string where = $"line {e.LineNumber + 1}, byte {e.BytePositionInLine + 1}";
+        string? field = e.Path switch
         {
-            throw new OpenAIErrorException(404, $"The model '{modelId}' does not exist; this server serves '{options.ModelId}'.", param: "model", code: "model_not_found");
-        }
-
-        if (request["messages"] is not JsonArray array || array.Count == 0)
-        {
-            throw new OpenAIErrorException(400, "'messages' must be a non-empty array.", param: "messages");
-        }
-
-        var messages = array.Select((m, i) => ToMessage(m, i)).OfType<ChatMessage>().ToList();
-        var chatOptions = new ChatOptions
-        {
-            Temperature = Float(request, "temperature", 0, 2),
-            TopP = Float(request, "top_p", 0, 1),
-            MaxOutputTokens = Int(request, "max_completion_tokens") ?? Int(request, "max_tokens"),
-            Seed = request["seed"] is JsonValue seed && seed.TryGetValue(out long s) ? s : null,
-            FrequencyPenalty = Float(request, "frequency_penalty", -2, 2),
-            PresencePenalty = Float(request, "presence_penalty", -2, 2),
-            StopSequences = request["stop"] switch
-            {
-                null => null,
-                JsonValue one when one.TryGetValue(out string? text) => [text],
-                JsonArray many => many.Select(x => x is JsonValue v && v.TryGetValue(out string? t) ? t : throw new OpenAIErrorException(400, "'stop' must be a string or an array of strings.", param: "stop")).ToList(),
-                _ => throw new OpenAIErrorException(400, "'stop' must be a string or an array of strings.", param: "stop"),
-            },
+            null or "$" => null,
+            string p when p.StartsWith("$.", StringComparison.Ordinal) => p[2..],
+            string p => p[1..],
         };
-        if (Int(request, "n") is int n && n != 1)
-        {
-            throw new OpenAIErrorException(400, "Only n = 1 is supported.", param: "n");
-        }
-
-        bool stream = request["stream"] is JsonValue st && st.TryGetValue(out bool b) && b;
-        bool includeUsage = request["stream_options"]?["include_usage"] is JsonValue u && u.TryGetValue(out bool iu) && iu;
-        return (messages, chatOptions, stream, includeUsage);
+        return field is null
+            ? new OpenAIErrorException(400, $"The request body is not a valid JSON object ({where}).")
+            : new OpenAIErrorException(400, $"'{field}' has a value of the wrong type or is not valid JSON ({where}).", field);
     }
 
-    private ChatMessage? ToMessage(JsonNode? node, int index)
+    /// <summary>Maps what the chat client threw to an OpenAI error; anything unexpected is logged and answered without details.</summary>
+    private OpenAIErrorException Translate(Exception e)
     {
-        string role = node?["role"] is JsonValue r && r.TryGetValue(out string? rs) ? rs : throw new OpenAIErrorException(400, $"messages[{index}].role is missing.", param: "messages");
-        var chatRole = role switch
+        var error = e switch
         {
-            "user" => ChatRole.User,
-            "assistant" => ChatRole.Assistant,
-            "system" or "developer" => ChatRole.System,
-            "tool" or "function" => (ChatRole?)null,
-            _ => throw new OpenAIErrorException(400, $"messages[{index}].role '{role}' is not valid.", param: "messages"),
+            OpenAIErrorException known => known,
+            ChannelClosedException { InnerException: { } inner } => Translate(inner),
+            ModelNotReadyException notReady => new OpenAIErrorException(503, notReady.Message, type: "server_error", code: "model_loading"),
+            CobraQueueFullException full => new OpenAIErrorException(429, full.Message, type: "rate_limit_exceeded", code: "queue_full"),
+            CobraImageLimitException image => new OpenAIErrorException(413, image.Message, "messages", code: "image_too_large"),
+            CobraConversationNotFoundException missing => new OpenAIErrorException(404, missing.Message, code: "conversation_not_found"),
+
+            OperationCanceledException when shutdown.IsCancellationRequested => ShuttingDown(),
+            ObjectDisposedException => ShuttingDown(),
+            InvalidDataException or ArgumentException or NotSupportedException or FileNotFoundException or UnauthorizedAccessException
+                => new OpenAIErrorException(400, e.Message),
+            TimeoutException when e.Message.StartsWith("Remote image", StringComparison.Ordinal) => new OpenAIErrorException(400, e.Message, "messages"),
+            _ => null,
         };
-        if (chatRole is null)
+        if (error is null)
         {
-            return null;
+            ServerLog.Failed(logger, e);
+            return new OpenAIErrorException(500, "The server failed to answer; the error was logged.", type: "server_error");
         }
 
-        var contents = new List<AIContent>();
-        switch (node!["content"])
-        {
-            case null:
-                break;
-            case JsonValue text when text.TryGetValue(out string? s):
-                contents.Add(new TextContent(s));
-                break;
-            case JsonArray parts:
-                foreach (var part in parts)
-                {
-                    contents.Add(ToContent(part, index));
-                }
-
-                break;
-            default:
-                throw new OpenAIErrorException(400, $"messages[{index}].content must be a string or an array of parts.", param: "messages");
-        }
-
-        return new ChatMessage(chatRole.Value, contents);
+        ServerLog.Refused(logger, error.Status, error.Param, error.Message);
+        return error;
     }
 
-    private AIContent ToContent(JsonNode? part, int index)
+    private static ErrorResponse ToError(OpenAIErrorException error) => new(new ErrorBody(error.Message, error.Type, error.Param, error.Code));
+
+    private Task WriteErrorAsync(HttpContext context, OpenAIErrorException error)
     {
-        string? type = part?["type"] is JsonValue t && t.TryGetValue(out string? ts) ? ts : null;
-        switch (type)
+        if (error.Status is 429 or 503)
         {
-            case "text":
-                return new TextContent(part!["text"] is JsonValue v && v.TryGetValue(out string? text) ? text : throw new OpenAIErrorException(400, $"messages[{index}]: a text part needs 'text'.", param: "messages"));
-            case "image_url":
-                string url = part!["image_url"]?["url"] is JsonValue u && u.TryGetValue(out string? us) ? us
-                    : part["image_url"] is JsonValue direct && direct.TryGetValue(out string? ds) ? ds
-                    : throw new OpenAIErrorException(400, $"messages[{index}]: an image_url part needs 'image_url.url'.", param: "messages");
-                if (url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
-                {
-                    try
-                    {
-                        return new DataContent(url);
-                    }
-                    catch (Exception e) when (e is ArgumentException or FormatException or UriFormatException)
-                    {
-                        throw new OpenAIErrorException(400, $"messages[{index}]: the image data URL is malformed ({e.Message}).", param: "messages");
-                    }
-                }
-
-                if (options.AllowRemoteImages && Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https")
-                {
-                    return new UriContent(uri, "image/*");
-                }
-
-                throw new OpenAIErrorException(400, $"messages[{index}]: image URLs must be data: URLs" + (options.AllowRemoteImages ? " or http(s) URLs." : " (remote images are disabled on this server)."), param: "messages");
-            default:
-                throw new OpenAIErrorException(400, $"messages[{index}]: content part type '{type}' is not supported (text, image_url).", param: "messages");
+            context.Response.Headers.RetryAfter = "1";
         }
+
+        return TypedResults.Json(ToError(error), json.ErrorResponse, statusCode: error.Status).ExecuteAsync(context);
     }
 
-    private async Task StreamAsync(HttpContext context, IChatClient client, List<ChatMessage> messages, ChatOptions chatOptions, bool includeUsage, string id, long created)
+    /// <summary>The choices of one answer as they build up, and their wire shapes.</summary>
+    private sealed class Answer(ChatRequest request, string id, long created, string model, Stopwatch clock, ServerMetrics metrics)
     {
-        var response = context.Response;
-        bool started = false;
-        UsageDetails? usage = null;
-        await foreach (var update in client.GetStreamingResponseAsync(messages, chatOptions, context.RequestAborted).ConfigureAwait(false))
+        private readonly StringBuilder[] texts = [.. Enumerable.Range(0, request.Choices).Select(_ => new StringBuilder())];
+        private readonly List<TokenLogprob>?[] logprobs = new List<TokenLogprob>?[request.Choices];
+        private readonly string?[] finishes = new string?[request.Choices];
+        private readonly UsageDetails?[] usages = new UsageDetails?[request.Choices];
+        private bool firstToken;
+
+        public ChatRequest Request => request;
+
+        /// <summary>Takes one update in; returns the chunks it makes.</summary>
+        public List<ChatCompletionChunk> Add(ChoiceUpdate item)
         {
-            if (!started)
+            var (index, update) = item;
+            var chunks = new List<ChatCompletionChunk>(2);
+            foreach (var usage in update.Contents.OfType<UsageContent>())
             {
-                response.StatusCode = 200;
-                response.ContentType = "text/event-stream";
-                response.Headers.CacheControl = "no-cache";
-                await WriteEventAsync(context, Chunk(id, created, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null)).ConfigureAwait(false);
-                started = true;
+                usages[index] = usage.Details;
             }
 
-            usage = update.Contents.OfType<UsageContent>().FirstOrDefault()?.Details ?? usage;
-            if (update.Text.Length > 0)
+            string text = update.Text;
+            var tokens = request.Logprobs ? ToLogprobs(update) : null;
+            if (text.Length > 0 || tokens is { Count: > 0 })
             {
-                await WriteEventAsync(context, Chunk(id, created, new JsonObject { ["content"] = update.Text }, null)).ConfigureAwait(false);
+                if (!firstToken)
+                {
+                    firstToken = true;
+                    metrics.FirstToken(clock.Elapsed);
+                }
+
+                texts[index].Append(text);
+                if (tokens is not null)
+                {
+                    (logprobs[index] ??= []).AddRange(tokens);
+                }
+
+                chunks.Add(Chunk(new ChunkChoice(index, new ChunkDelta(null, text), tokens is null ? null : new ChoiceLogprobs(tokens, null), null)));
             }
 
-            if (update.FinishReason is { } finish)
+            if (update.FinishReason is { } reason)
             {
-                await WriteEventAsync(context, Chunk(id, created, new JsonObject(), FinishReason(finish))).ConfigureAwait(false);
+                finishes[index] = ToFinishReason(reason);
+                chunks.Add(Chunk(new ChunkChoice(index, new ChunkDelta(null, null), null, finishes[index])));
             }
+
+            return chunks;
         }
 
-        if (includeUsage)
+        public ChatCompletionChunk Chunk(ChunkChoice choice) => new(id, "chat.completion.chunk", created, model, [choice], null);
+
+        public ChatCompletionChunk UsageChunk() => new(id, "chat.completion.chunk", created, model, [], Usage());
+
+        public ChatCompletion ToCompletion() => new(
+            id,
+            "chat.completion",
+            created,
+            model,
+            [.. Enumerable.Range(0, request.Choices).Select(i => new CompletionChoice(
+                i,
+                new AssistantMessage("assistant", texts[i].ToString(), null),
+                request.Logprobs ? new ChoiceLogprobs(logprobs[i] ?? [], null) : null,
+                finishes[i] ?? "stop"))],
+            Usage());
+
+        public void RecordUsage()
         {
-            var last = Chunk(id, created, null, null);
-            last["choices"] = new JsonArray();
-            last["usage"] = Usage(usage);
-            await WriteEventAsync(context, last).ConfigureAwait(false);
+            var usage = Usage();
+            metrics.Tokens(usage.PromptTokens, usage.CompletionTokens, usage.PromptTokensDetails.CachedTokens);
         }
 
-        await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted).ConfigureAwait(false);
-    }
-
-    private JsonObject Chunk(string id, long created, JsonObject? delta, string? finishReason) => new()
-    {
-        ["id"] = id,
-        ["object"] = "chat.completion.chunk",
-        ["created"] = created,
-        ["model"] = options.ModelId,
-        ["choices"] = delta is null ? null : new JsonArray(new JsonObject { ["index"] = 0, ["delta"] = delta, ["finish_reason"] = finishReason }),
-    };
-
-    private JsonObject ToCompletion(ChatResponse response, string id, long created) => new()
-    {
-        ["id"] = id,
-        ["object"] = "chat.completion",
-        ["created"] = created,
-        ["model"] = options.ModelId,
-        ["choices"] = new JsonArray(new JsonObject
+        /// <summary>One prompt for all choices (Cobra reports one usage for all; fanned-out calls each count it): the largest input, the summed output.</summary>
+        private CompletionUsage Usage()
         {
-            ["index"] = 0,
-            ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = response.Text },
-            ["finish_reason"] = FinishReason(response.FinishReason ?? ChatFinishReason.Stop),
-        }),
-        ["usage"] = Usage(response.Usage),
-    };
-
-    private static string FinishReason(ChatFinishReason reason) => reason == ChatFinishReason.Length ? "length" : "stop";
-
-    private static JsonObject Usage(UsageDetails? usage) => new()
-    {
-        ["prompt_tokens"] = usage?.InputTokenCount ?? 0,
-        ["completion_tokens"] = usage?.OutputTokenCount ?? 0,
-        ["total_tokens"] = usage?.TotalTokenCount ?? 0,
-        ["prompt_tokens_details"] = new JsonObject { ["cached_tokens"] = usage?.CachedInputTokenCount ?? 0 },
-    };
-
-    private static OpenAIErrorException Translate(Exception e) => e switch
-    {
-        OpenAIErrorException known => known,
-        ModelNotReadyException notReady => new OpenAIErrorException(503, notReady.Message, "server_error"),
-        InvalidDataException bad when bad.Message.Contains("MaxImageBytes", StringComparison.Ordinal) || bad.Message.Contains("MaxImagePixels", StringComparison.Ordinal)
-            => new OpenAIErrorException(413, bad.Message),
-        InvalidDataException or ArgumentException or UnauthorizedAccessException or NotSupportedException or FileNotFoundException => new OpenAIErrorException(400, e.Message),
-        ObjectDisposedException => new OpenAIErrorException(503, "The model is shutting down.", "server_error"),
-        _ => new OpenAIErrorException(500, "The server failed to answer: " + e.Message, "server_error"),
-    };
-
-    private static float? Float(JsonObject request, string name, double min, double max)
-    {
-        if (request[name] is null)
-        {
-            return null;
+            long input = usages.Max(u => u?.InputTokenCount ?? 0);
+            long output = usages.Sum(u => u?.OutputTokenCount ?? 0);
+            long cached = usages.Max(u => u?.CachedInputTokenCount ?? 0);
+            return new CompletionUsage(input, output, input + output, new PromptTokensDetails(cached));
         }
 
-        return request[name] is JsonValue v && v.TryGetValue(out double d) && d >= min && d <= max
-            ? (float)d
-            : throw new OpenAIErrorException(400, $"'{name}' must be a number in [{min}, {max}].", param: name);
+        private static List<TokenLogprob>? ToLogprobs(ChatResponseUpdate update) =>
+            update.AdditionalProperties?.TryGetValue(CobraAdditionalProperties.TokenLogprobs, out object? value) == true && value is IReadOnlyList<CobraTokenLogprob> tokens
+                ? [.. tokens.Select(t => new TokenLogprob(t.Token, t.Logprob, Bytes(t.Bytes), [.. t.TopLogprobs.Select(a => new TopLogprob(a.Token, a.Logprob, Bytes(a.Bytes)))]))]
+                : null;
+
+        private static int[] Bytes(byte[] bytes) => [.. bytes.Select(b => (int)b)];
+
+        private static string ToFinishReason(ChatFinishReason reason) =>
+            reason == ChatFinishReason.Length ? "length"
+            : reason == ChatFinishReason.ContentFilter ? "content_filter"
+            : reason == ChatFinishReason.ToolCalls ? "tool_calls"
+            : "stop";
     }
-
-    private static int? Int(JsonObject request, string name)
-    {
-        if (request[name] is null)
-        {
-            return null;
-        }
-
-        return request[name] is JsonValue v && v.TryGetValue(out int i) && i > 0
-            ? i
-            : throw new OpenAIErrorException(400, $"'{name}' must be a positive integer.", param: name);
-    }
-
-    private static async Task WriteEventAsync(HttpContext context, JsonObject body)
-    {
-        await context.Response.WriteAsync("data: " + body.ToJsonString(Json) + "\n\n", context.RequestAborted).ConfigureAwait(false);
-        await context.Response.Body.FlushAsync(context.RequestAborted).ConfigureAwait(false);
-    }
-
-    private static async Task WriteJsonAsync(HttpContext context, int status, JsonObject body)
-    {
-        context.Response.StatusCode = status;
-        context.Response.ContentType = "application/json";
-        await context.Response.WriteAsync(body.ToJsonString(Json), Encoding.UTF8, context.RequestAborted).ConfigureAwait(false);
-    }
-
-    private static Task WriteErrorAsync(HttpContext context, OpenAIErrorException error) =>
-        WriteJsonAsync(context, error.Status, new JsonObject
-        {
-            ["error"] = new JsonObject { ["message"] = error.Message, ["type"] = error.Type, ["param"] = error.Param, ["code"] = error.Code },
-        });
 }

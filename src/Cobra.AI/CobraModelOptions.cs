@@ -78,20 +78,67 @@ public sealed class CobraModelOptions
     /// <summary>Requests decoded together in one batch; more wait in the queue.</summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
-    /// <summary>Conversation state snapshots kept for reuse by the next turn (0 disables reuse).</summary>
+    /// <summary>Requests allowed to wait for one of the <see cref="MaxConcurrentRequests"/> slots; one more is refused with <see cref="CobraQueueFullException"/>.</summary>
+    public int MaxQueuedRequests { get; set; } = 64;
+
+    /// <summary>
+    /// State snapshots kept for reuse (0 disables reuse): at the end of each turn, and after an image plus the
+    /// prompt prefix every first turn shares, so the next turn, or a new conversation about a seen image, skips that part.
+    /// </summary>
     public int ConversationCacheSize { get; set; } = 16;
 
-    /// <summary>Largest encoded image accepted, in bytes.</summary>
+    /// <summary>Bytes of state snapshots kept (a snapshot of the 2.8B model is 64 × 5120 × 20 values: 26 MB in fp32).</summary>
+    public long ConversationCacheBytes { get; set; } = 1L << 30;
+
+    /// <summary>
+    /// Conversations remembered for <c>ChatOptions.ConversationId</c> (every response carries an id; a later call
+    /// with it and only the new messages continues the conversation). The least recently used is forgotten first.
+    /// </summary>
+    public int MaxConversations { get; set; } = 1024;
+
+    /// <summary>Bytes of remembered conversations (messages, images by encoded size).</summary>
+    public long MaxConversationBytes { get; set; } = 256L << 20;
+
+    /// <summary>Most completions one request may ask for (<see cref="CobraAdditionalProperties.ChoiceCount"/>).</summary>
+    public int MaxChoices { get; set; } = 8;
+
+    /// <summary>Most positions one prefill chunk feeds per request; the engine decodes running streams between chunks.</summary>
+    public int PrefillChunkTokens { get; set; } = 256;
+
+    /// <summary>Largest encoded image accepted, in bytes (data, file or download); over it, <see cref="CobraImageLimitException"/>.</summary>
     public long MaxImageBytes { get; set; } = 20L * 1024 * 1024;
 
-    /// <summary>Largest image accepted, in pixels (width × height), checked before decoding.</summary>
-    public long MaxImagePixels { get; set; } = 40_000_000;
+    /// <summary>
+    /// Largest image accepted, in pixels (width × height), checked from the header before decoding; over it,
+    /// <see cref="CobraImageLimitException"/>. The default, 25 MP, admits 24 MP camera photos (6000×4000) and
+    /// every phone's default mode; the model sees 384×384 whatever it is given.
+    /// </summary>
+    public long MaxImagePixels { get; set; } = Imaging.ImageLimits.DefaultMaxPixels;
+
+    /// <summary>Images decoded at the same time by one client; more wait (decoding is CPU- and memory-heavy).</summary>
+    public int MaxConcurrentImageDecodes { get; set; } = 2;
+
+    /// <summary>
+    /// Estimated memory (encoded bytes, decoder buffer and RGB result) of the images being decoded at the same
+    /// time by one client, in bytes; more wait, and one image that alone needs more is refused with
+    /// <see cref="CobraImageLimitException"/>. The default, 640 MiB, lets two images of <see cref="MaxImagePixels"/> decode together.
+    /// </summary>
+    public long MaxImageBytesInFlight { get; set; } = 640L * 1024 * 1024;
 
     /// <summary>Folders from which <c>file:</c> image URIs may be read; empty means none.</summary>
     public IList<string> AllowedImageRoots { get; set; } = [];
 
-    /// <summary>Allow <c>http(s):</c> image URIs to be fetched.</summary>
+    /// <summary>
+    /// Allow <c>http(s):</c> image URIs to be fetched. Only public internet addresses are connected to (checked on
+    /// the address dialled, redirects included); loopback, private, link-local, multicast and similar are refused.
+    /// </summary>
     public bool AllowRemoteImages { get; set; }
+
+    /// <summary>
+    /// With <see cref="AllowRemoteImages"/>, the host names that may be fetched (<c>images.example.com</c>, or
+    /// <c>*.example.com</c> for its subdomains), checked on every redirect too; empty allows any public host.
+    /// </summary>
+    public IList<string> RemoteImageHosts { get; set; } = [];
 
     /// <summary>Time limit for fetching a remote image.</summary>
     public TimeSpan RemoteImageTimeout { get; set; } = TimeSpan.FromSeconds(30);
@@ -107,8 +154,11 @@ public sealed class CobraModelOptions
     {
         ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
         Device = Device, Precision = Precision, UseManagedCpuKernels = UseManagedCpuKernels, CpuThreads = CpuThreads, TuneNativeRuntime = TuneNativeRuntime, MaxConcurrentRequests = MaxConcurrentRequests,
-        ConversationCacheSize = ConversationCacheSize, MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
-        AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageTimeout = RemoteImageTimeout,
+        ConversationCacheSize = ConversationCacheSize, ConversationCacheBytes = ConversationCacheBytes, MaxQueuedRequests = MaxQueuedRequests,
+        MaxConversations = MaxConversations, MaxConversationBytes = MaxConversationBytes, MaxChoices = MaxChoices, PrefillChunkTokens = PrefillChunkTokens,
+        MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
+        MaxConcurrentImageDecodes = MaxConcurrentImageDecodes, MaxImageBytesInFlight = MaxImageBytesInFlight,
+        AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageHosts = [.. RemoteImageHosts], RemoteImageTimeout = RemoteImageTimeout,
         SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,
     };
 
@@ -129,8 +179,17 @@ public sealed class CobraModelOptions
         Require(CpuThreads is null or >= 1 and <= 4096, nameof(CpuThreads), $"must be null (one per core) or in [1, 4096], not {CpuThreads}.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
+        Require(MaxQueuedRequests is >= 0 and <= 100_000, nameof(MaxQueuedRequests), $"must be in [0, 100000], not {MaxQueuedRequests}.");
+        Require(ConversationCacheBytes >= 0, nameof(ConversationCacheBytes), $"must not be negative, not {ConversationCacheBytes}.");
+        Require(MaxConversations >= 0, nameof(MaxConversations), $"must not be negative, not {MaxConversations}.");
+        Require(MaxConversationBytes >= 0, nameof(MaxConversationBytes), $"must not be negative, not {MaxConversationBytes}.");
+        Require(MaxChoices is >= 1 and <= 128, nameof(MaxChoices), $"must be in [1, 128], not {MaxChoices}.");
+        Require(PrefillChunkTokens is >= 1 and <= 65536, nameof(PrefillChunkTokens), $"must be in [1, 65536], not {PrefillChunkTokens}.");
         Require(MaxImageBytes > 0, nameof(MaxImageBytes), $"must be positive, not {MaxImageBytes}.");
         Require(MaxImagePixels > 0, nameof(MaxImagePixels), $"must be positive, not {MaxImagePixels}.");
+        Require(MaxConcurrentImageDecodes is >= 1 and <= 64, nameof(MaxConcurrentImageDecodes), $"must be in [1, 64], not {MaxConcurrentImageDecodes}.");
+        Require(MaxImageBytesInFlight > 0, nameof(MaxImageBytesInFlight), $"must be positive, not {MaxImageBytesInFlight}.");
+        Require(RemoteImageHosts.All(h => !string.IsNullOrWhiteSpace(h)), nameof(RemoteImageHosts), "must not contain empty host names.");
         Require(RemoteImageTimeout > TimeSpan.Zero, nameof(RemoteImageTimeout), "must be positive.");
         Require(AllowedImageRoots.All(r => !string.IsNullOrWhiteSpace(r)), nameof(AllowedImageRoots), "must not contain empty paths.");
     }

@@ -17,13 +17,13 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "read-bytes"];
+    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "read-bytes"];
     private static readonly HashSet<string> Flags = ["skip-sequential", "json"];
 
     public static int Run(string[] args, TextWriter stdout)
     {
         var cli = CliArguments.Parse(args, ValueOptions, Flags);
-        var precisions = (cli.Get("precision") ?? "all") switch
+        var precisions = (cli.Get("precision") ?? (cli.Get("part") == "serve" ? "bf16" : "all")) switch
         {
             "all" => new[] { Precision.Float32, Precision.BFloat16 },
             "fp32" => [Precision.Float32],
@@ -66,7 +66,7 @@ internal static class BenchCommand
             {
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
-                "serve" => ServeBench.Run(precision, cli.GetInt("tokens-per-request", 32, 1, 4096), stdout),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();
@@ -247,6 +247,14 @@ internal static class BenchCommand
             }
         });
         return weights.Sum(w => w.NumberOfElements * w.ElementSize) * (double)reps / s / 1e9;
+    }
+
+    private static int[] ParseClients(string text)
+    {
+        var counts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Select(c => int.TryParse(c, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int n) && n is >= 1 and <= 256 ? n : throw new UsageException($"--clients must be a comma-separated list of counts in [1, 256], not '{text}'."))
+            .ToArray();
+        return counts.Length > 0 ? counts : throw new UsageException("--clients needs at least one count.");
     }
 
     internal static double Time(Action action)

@@ -5,6 +5,7 @@ using Cobra.AI.Generation;
 using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
+using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
 
 namespace Cobra.Cli;
@@ -47,24 +48,24 @@ internal static class GenerateCommand
         }
 
         var files = await ResolveOrDownloadAsync(cli, stderr, cancellationToken).ConfigureAwait(false);
-        using var pipeline = CobraPipeline.Load(files, device, precision);
-        var loadTime = clock.Elapsed;
 
         // The image is decoded (and rejected, if bad) before any model work.
         var image = cli.Get("image") is { } imagePath ? ImageLoader.LoadFile(imagePath, new ImageLimits()) : null;
-        var promptIds = pipeline.EncodePrompt(turns);
-        var result = pipeline.Generate(promptIds, image, sampling, keepLogits: cli.Has("logits-out"), cancellationToken: cancellationToken);
-        using var stepLogits = result.StepLogits;
-        string text = pipeline.Tokenizer.DecodeForOutput(result.OutputIds);
+        using var engine = new InferenceEngine(CobraPipeline.Load(files, device, precision), new EngineSettings { MaxActive = 1, CacheEntries = 0 }, NullLogger.Instance);
+        var loadTime = clock.Elapsed;
+        var promptIds = engine.Pipeline.EncodePrompt(turns);
+        var request = new GenerationRequest(promptIds, image is null ? null : engine.Pipeline.ResizeForTowers(image), ImageKey: null, sampling, StopSequences: []) { CaptureLogits = cli.Has("logits-out") };
+        var result = await RunAsync(engine, request, cancellationToken).ConfigureAwait(false);
+        string text = engine.Pipeline.Tokenizer.DecodeForOutput(result.Choice.OutputIds);
 
         if (cli.Get("logits-out") is { } logitsPath)
         {
-            SafetensorsWriter.Write(logitsPath, [("prefill_logits", stepLogits![0]), ("step_logits", stepLogits)]);
+            WriteLogits(logitsPath, result.Choice.Logits!);
         }
 
         if (cli.Has("json"))
         {
-            int imageTokens = image is null ? 0 : pipeline.ImageTokenCount;
+            int imageTokens = image is null ? 0 : engine.Pipeline.ImageTokenCount;
             await stdout.WriteLineAsync(ToJson(promptIds, imageTokens, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping })).ConfigureAwait(false);
         }
         else
@@ -73,6 +74,28 @@ internal static class GenerateCommand
         }
 
         return 0;
+    }
+
+    /// <summary>Submits one request to the engine (the one generation path) and collects its outcome.</summary>
+    private static async Task<(ChoiceCompleted Choice, GenerationCompleted Done)> RunAsync(InferenceEngine engine, GenerationRequest request, CancellationToken cancellationToken)
+    {
+        ChoiceCompleted? choice = null;
+        GenerationCompleted? done = null;
+        await foreach (var generationEvent in engine.Submit(request, cancellationToken).ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            choice = generationEvent as ChoiceCompleted ?? choice;
+            done = generationEvent as GenerationCompleted ?? done;
+        }
+
+        return (choice!, done!);
+    }
+
+    /// <summary>float32 safetensors: <c>prefill_logits</c> [V] (the row that chose the first token) and <c>step_logits</c> [N, V].</summary>
+    private static void WriteLogits(string path, IReadOnlyList<float[]> rows)
+    {
+        using var scope = torch.NewDisposeScope();
+        var steps = torch.tensor(rows.SelectMany(r => r).ToArray(), [rows.Count, rows[0].Length]); // [N,V]
+        SafetensorsWriter.Write(path, [("prefill_logits", steps[0]), ("step_logits", steps)]);
     }
 
     /// <summary>
@@ -174,16 +197,16 @@ internal static class GenerateCommand
             : throw new InvalidDataException($"{path}: the conversation must end with a user turn for the model to answer.");
     }
 
-    private static JsonObject ToJson(IReadOnlyList<int> promptIds, int imageTokens, GenerationResult result, string text, TimeSpan loadTime)
+    private static JsonObject ToJson(IReadOnlyList<int> promptIds, int imageTokens, (ChoiceCompleted Choice, GenerationCompleted Done) result, string text, TimeSpan loadTime)
     {
-        int generated = result.OutputIds.Count;
+        int generated = result.Choice.OutputIds.Count;
         int prompt = promptIds.Count + imageTokens;
         return new JsonObject
         {
             ["prompt_token_ids"] = new JsonArray(promptIds.Select(i => (JsonNode)i).ToArray()),
-            ["output_token_ids"] = new JsonArray(result.OutputIds.Select(i => (JsonNode)i).ToArray()),
+            ["output_token_ids"] = new JsonArray(result.Choice.OutputIds.Select(i => (JsonNode)i).ToArray()),
             ["text"] = text,
-            ["finish_reason"] = result.FinishReason == FinishReason.Stop ? "stop" : "length",
+            ["finish_reason"] = result.Choice.Reason == FinishReason.Stop ? "stop" : "length",
             ["usage"] = new JsonObject
             {
                 ["prompt_tokens"] = prompt,
@@ -194,9 +217,9 @@ internal static class GenerateCommand
             ["timings"] = new JsonObject
             {
                 ["load_ms"] = Math.Round(loadTime.TotalMilliseconds, 1),
-                ["prefill_ms"] = Math.Round(result.PrefillTime.TotalMilliseconds, 1),
-                ["decode_ms"] = Math.Round(result.DecodeTime.TotalMilliseconds, 1),
-                ["decode_tokens_per_second"] = generated > 1 ? Math.Round((generated - 1) / result.DecodeTime.TotalSeconds, 2) : null,
+                ["prefill_ms"] = Math.Round(result.Done.PrefillTime.TotalMilliseconds, 1),
+                ["decode_ms"] = Math.Round(result.Done.DecodeTime.TotalMilliseconds, 1),
+                ["decode_tokens_per_second"] = generated > 1 ? Math.Round((generated - 1) / result.Done.DecodeTime.TotalSeconds, 2) : null,
             },
         };
     }

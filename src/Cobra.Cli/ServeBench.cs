@@ -1,40 +1,54 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
-using System.Text.Json;
+using System.Numerics;
+using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using Cobra.AI;
+using Cobra.AI.Generation;
+using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
-using Cobra.AI.Server;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
+using Cobra.AI.Modeling.Projection;
+using Cobra.AI.Modeling.Vision;
+using Cobra.AI.Text;
 using Microsoft.Extensions.AI;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Cobra.Cli;
 
 /// <summary>
-/// <c>cobra bench --part serve</c>: a mid-size random Mamba (d_model 1024, 24 layers, byte-level vocabulary)
-/// behind the OpenAI endpoints on loopback; 1, 4, 16 and 64 concurrent streaming clients each ask for the
-/// same number of tokens. Reports aggregate tokens/s and latency percentiles, against one client doing the
-/// same requests one after another.
+/// <c>cobra bench --part serve</c>: the real model's dimensions (DINOv2-L + SigLIP-SO400M at 384 px, the fused
+/// projector, Mamba d_model 2560 × <c>--layers</c>, vocabulary 50280; random weights) behind
+/// <see cref="CobraChatClient"/>, under a mixed load: every fourth client sends a new 640×480 image (729 image
+/// tokens) with a short question, the others text prompts (~40 tokens); clients arrive 50 ms apart while earlier
+/// ones decode; one client alone sends text.
+/// Per client count: aggregate tokens/s, its ratio to one client, first-token and inter-token percentiles. Once:
+/// the single-stream step, the decode ceiling (the bound that weight streaming and the GEMM rate, both measured
+/// in this process, put on 64 rows), and the time to first token of a new conversation about a seen image and
+/// of a ConversationId continuation, each over the cold time.
 /// </summary>
 internal static class ServeBench
 {
-    public static JsonObject Run(Precision precision, int tokensPerRequest, TextWriter log)
+    private const int ImageSize = 384;
+
+    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, TextWriter log)
     {
+        TorchRuntime.EnsureInitialized();
+        var dtype = precision.ToScalarType();
+        var llmConfig = new MambaConfig { DModel = 2560, NLayer = layers, VocabSize = 50277 };
         string root = Directory.CreateTempSubdirectory("cobra-serve-bench-").FullName;
         try
         {
-            WriteRandomModel(root, precision.ToScalarType());
-            using var client = CobraChatClient.LoadAsync(new CobraModelOptions { ModelPath = root, Device = "cpu", Precision = precision == Precision.BFloat16 ? "bf16" : "fp32", MaxConcurrentRequests = 64 }).GetAwaiter().GetResult();
-            return RunAsync(client, tokensPerRequest, log).GetAwaiter().GetResult();
+            string tokenizerPath = Path.Combine(root, "tokenizer.json");
+            File.WriteAllText(tokenizerPath, ByteLevelTokenizer());
+            var model = BuildModel(llmConfig, dtype);
+            var limits = MeasureLimits(model.LanguageModel, dtype);
+            var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
+            using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
+            return RunAsync(client, llmConfig, limits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
         }
         finally
         {
@@ -42,100 +56,195 @@ internal static class ServeBench
         }
     }
 
-    private static async Task<JsonObject> RunAsync(IChatClient chat, int tokens, TextWriter log)
+    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, (double ReadGbPerSecond, double GemmGflops, long WeightBytes) limits, int tokens, IReadOnlyList<int> clientCounts, TextWriter log)
     {
-        var (app, addresses) = await OpenAIServerHost.StartAsync(chat, new OpenAIServerOptions { MaxPendingRequests = 1000 }, "http://127.0.0.1:0", LogLevel.None).ConfigureAwait(false);
-        await using var host = app;
-        using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(30) };
-        string url = addresses[0] + "/v1/chat/completions";
-        await StreamAsync(http, url, tokens, 0).ConfigureAwait(false);              // warm-up
+        await StreamAsync(client, Prompt(3, -1), 4).ConfigureAwait(false);       // warm-up (JIT, allocator)
 
-        var result = new JsonObject { ["tokens_per_request"] = tokens };
-        double singleRate = 0;
-        foreach (int clients in new[] { 1, 4, 16, 64 })
+        // Cold vs warm time to first token, on an idle engine.
+        var seen = RandomPng(1);
+        var cold = await StreamAsync(client, [new ChatMessage(ChatRole.User, [new TextContent("What is going on in this image?"), seen])], 4).ConfigureAwait(false);
+        var sameImage = await StreamAsync(client, [new ChatMessage(ChatRole.User, [new TextContent("Which colours dominate here?"), seen])], 4).ConfigureAwait(false);
+        var resume = await StreamAsync(client, [new ChatMessage(ChatRole.User, "And what is in the corner?")], 4, cold.ConversationId).ConfigureAwait(false);
+        log.WriteLine($"serve: cold image TTFT {cold.FirstToken:F2} s; new conversation about the same image {sameImage.FirstToken:F2} s ({sameImage.FirstToken / cold.FirstToken:F3}x); ConversationId continuation {resume.FirstToken:F2} s ({resume.FirstToken / cold.FirstToken:F3}x)");
+
+        var result = new JsonObject { ["layers"] = config.NLayer, ["tokens_per_request"] = tokens, ["image_every"] = 4 };
+        double single = 0;
+        double singleDecode = 0;
+        double singleStep = 0;
+        foreach (int clients in clientCounts)
         {
             var clock = Stopwatch.StartNew();
-            var runs = await Task.WhenAll(Enumerable.Range(0, clients).Select(i => StreamAsync(http, url, tokens, i))).ConfigureAwait(false);
-            double seconds = clock.Elapsed.TotalSeconds;
-            double rate = runs.Sum(r => r.Tokens) / seconds;
-            if (clients == 1)
+            var runs = await Task.WhenAll(Enumerable.Range(0, clients).Select(async i =>
             {
-                singleRate = rate;
+                await Task.Delay(TimeSpan.FromMilliseconds(i * 50)).ConfigureAwait(false);      // staggered arrivals
+                return await StreamAsync(client, Prompt(i, clients), tokens).ConfigureAwait(false);
+            })).ConfigureAwait(false);
+            double rate = runs.Sum(r => r.Tokens) / clock.Elapsed.TotalSeconds;
+
+            // Decode throughput: tokens after each stream's first, over the span in which streams were decoding.
+            double decodeSpan = runs.Max(r => r.LastAt) - runs.Min(r => r.FirstAt);
+            double decodeRate = decodeSpan > 0 ? runs.Sum(r => r.Tokens - 1) / decodeSpan : 0;
+            var first = runs.Select(r => r.FirstToken).Order().ToArray();
+            var gaps = runs.SelectMany(r => r.Gaps).Order().ToArray();
+            if (clients == clientCounts[0])
+            {
+                single = rate;
+                singleDecode = decodeRate;
+                singleStep = runs.Where(r => !r.Image).SelectMany(r => r.Gaps).DefaultIfEmpty(gaps.DefaultIfEmpty(0).First()).Order().ElementAt(runs.Where(r => !r.Image).Sum(r => r.Gaps.Count) / 2);
             }
 
-            var latency = runs.Select(r => r.Total).Order().ToArray();
-            var first = runs.Select(r => r.FirstToken).Order().ToArray();
-            log.WriteLine($"serve: {clients,2} clients: {rate,7:F1} tokens/s aggregate ({rate / singleRate:F1}x one client in sequence); latency p50 {Percentile(latency, 50):F2} s p95 {Percentile(latency, 95):F2} s; first token p50 {Percentile(first, 50):F2} s");
+            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client), decoding {decodeRate:F2} tokens/s ({(singleDecode > 0 ? decodeRate / singleDecode : 0):F1}x); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms");
             result[$"clients_{clients}"] = new JsonObject
             {
-                ["tokens_per_second"] = Math.Round(rate, 1),
-                ["speedup_vs_sequential"] = Math.Round(rate / singleRate, 2),
-                ["latency_p50_s"] = Math.Round(Percentile(latency, 50), 3),
-                ["latency_p95_s"] = Math.Round(Percentile(latency, 95), 3),
+                ["tokens_per_second"] = Math.Round(rate, 2),
+                ["speedup_vs_one_client"] = Math.Round(rate / single, 2),
+                ["decode_tokens_per_second"] = Math.Round(decodeRate, 2),
+                ["decode_speedup_vs_one_client"] = Math.Round(singleDecode > 0 ? decodeRate / singleDecode : 0, 2),
                 ["first_token_p50_s"] = Math.Round(Percentile(first, 50), 3),
+                ["first_token_p95_s"] = Math.Round(Percentile(first, 95), 3),
+                ["inter_token_p50_ms"] = Math.Round(Percentile(gaps, 50) * 1e3, 1),
+                ["inter_token_p99_ms"] = Math.Round(Percentile(gaps, 99) * 1e3, 1),
             };
         }
 
+        // Decoding B rows reads the weights once and costs B × 2 × parameters FLOPs: the step cannot beat either bound.
+        int rows = clientCounts.Max();
+        double flopsPerToken = 2.0 * config.NLayer * ((config.DModel * 2.0 * config.DInner) + (config.DInner * (config.DtRank + (2.0 * config.DState))) + (config.DtRank * config.DInner) + (config.DInner * config.DModel)) + (2.0 * config.DModel * config.PaddedVocabSize);
+        double stepFloor = Math.Max(limits.WeightBytes / (limits.ReadGbPerSecond * 1e9), rows * flopsPerToken / (limits.GemmGflops * 1e9));
+        result["single_stream_step_ms"] = Math.Round(singleStep * 1e3, 1);
+        result["decode_ceiling_tokens_per_second"] = Math.Round(rows / stepFloor, 2);
+        result["decode_ceiling_rows"] = rows;
+        result["read_gb_s"] = Math.Round(limits.ReadGbPerSecond, 1);
+        result["gemm_gflops"] = Math.Round(limits.GemmGflops, 1);
+        result["same_image_new_conversation_ttft_ratio"] = Math.Round(sameImage.FirstToken / cold.FirstToken, 4);
+        result["conversation_id_resume_ttft_ratio"] = Math.Round(resume.FirstToken / cold.FirstToken, 4);
+        result["cold_image_ttft_s"] = Math.Round(cold.FirstToken, 3);
+        result["threads"] = torch.get_num_threads();
+        result["peak_rss_mib"] = Process.GetCurrentProcess().PeakWorkingSet64 >> 20;
         return result;
     }
 
-    private static async Task<(int Tokens, double Total, double FirstToken)> StreamAsync(HttpClient http, string url, int tokens, int seed)
+    /// <summary>One streamed answer; FirstAt and LastAt are seconds on the process-wide bench clock.</summary>
+    private sealed record StreamRun(int Tokens, double FirstToken, List<double> Gaps, bool Image, string? ConversationId, double FirstAt, double LastAt);
+
+    private static readonly Stopwatch BenchClock = Stopwatch.StartNew();
+
+    /// <summary>Every fourth client sends a photo never seen before (so its towers and prefill run); the rest send text.</summary>
+    private static ChatMessage[] Prompt(int client, int run) => client % 4 == 3
+        ? [new ChatMessage(ChatRole.User, [new TextContent($"Client {client}: describe this photo in detail, then list the objects."), RandomPng((run * 1000) + client + 100)])]
+        : [new ChatMessage(ChatRole.User, $"Client {client} of run {run}: tell me a story about a cobra who learns to read, in three short paragraphs.")];
+
+    /// <summary>Streams one answer; every token arrives as an update (log-probabilities on), so the gaps are per token.</summary>
+    private static async Task<StreamRun> StreamAsync(CobraChatClient client, ChatMessage[] messages, int tokens, string? conversationId = null)
     {
-        string body = JsonSerializer.Serialize(new
-        {
-            max_tokens = tokens,
-            stream = true,
-            stream_options = new { include_usage = true },
-            messages = new[] { new { role = "user", content = $"Request {seed}: tell me a story." } },
-        });
+        var options = new ChatOptions { MaxOutputTokens = tokens, ConversationId = conversationId, AdditionalProperties = new() { [CobraAdditionalProperties.Logprobs] = true } };
         var clock = Stopwatch.StartNew();
         double first = -1;
+        double last = 0;
+        var gaps = new List<double>();
         int generated = 0;
-        using var request = new HttpRequestMessage(HttpMethod.Post, url) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
-        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
-        response.EnsureSuccessStatusCode();
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync().ConfigureAwait(false));
-        while (await reader.ReadLineAsync().ConfigureAwait(false) is { } line)
+        string? id = null;
+        await foreach (var update in client.GetStreamingResponseAsync(messages, options).ConfigureAwait(false))
         {
-            if (!line.StartsWith("data: {", StringComparison.Ordinal))
+            id ??= update.ConversationId;
+            int count = update.AdditionalProperties?.TryGetValue(CobraAdditionalProperties.TokenLogprobs, out var l) == true && l is IReadOnlyList<CobraTokenLogprob> list ? list.Count : 0;
+            if (count == 0)
             {
                 continue;
             }
 
-            var chunk = JsonNode.Parse(line["data: ".Length..])!;
-            if (first < 0 && chunk["choices"] is JsonArray { Count: > 0 } choices && choices[0]?["delta"]?["content"] is JsonValue text && text.GetValue<string>().Length > 0)
+            double now = clock.Elapsed.TotalSeconds;
+            if (first < 0)
             {
-                first = clock.Elapsed.TotalSeconds;
+                first = now;
+            }
+            else
+            {
+                gaps.Add((now - last) / count);
             }
 
-            if (chunk["usage"]?["completion_tokens"] is JsonValue count)
+            last = now;
+            generated += count;
+        }
+
+        double end = BenchClock.Elapsed.TotalSeconds;
+        return new StreamRun(generated, first, gaps, messages.Any(m => m.Contents.OfType<DataContent>().Any()), id, end - clock.Elapsed.TotalSeconds + first, end - clock.Elapsed.TotalSeconds + last);
+    }
+
+    private static double Percentile(double[] sorted, int p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100.0 * sorted.Length) - 1, 0, sorted.Length - 1)];
+
+    private static CobraModel BuildModel(MambaConfig llmConfig, ScalarType dtype)
+    {
+        var dinoConfig = VisionLoader.RealArchitecture(VisionTowerFiles.DinoArchitecture);
+        var siglipConfig = VisionLoader.RealArchitecture(VisionTowerFiles.SigLipArchitecture);
+        var dino = new VisionTransformer(dinoConfig, ImageSize / dinoConfig.PatchSize, dtype, torch.CPU, withUnusedTail: false);
+        var siglip = new VisionTransformer(siglipConfig, ImageSize / siglipConfig.PatchSize, dtype, torch.CPU, withUnusedTail: false);
+        MambaRandomInit.Fill(dino, 1);
+        MambaRandomInit.Fill(siglip, 2);
+        var vision = new DinoSigLipEncoder(dino, siglip);
+        var projector = Projector.Create("no-align+fused-gelu-mlp", vision.FeatureWidth, llmConfig.DModel, dtype, torch.CPU);
+        MambaRandomInit.Fill(projector, 3);
+        var llm = new MambaForCausalLM(llmConfig, dtype, torch.CPU);
+        MambaRandomInit.Fill(llm, 4);
+        return new CobraModel(vision, projector, llm);
+    }
+
+    /// <summary>Memory read rate (a vectorised sum over 1 GiB of distinct buffers) and the GEMM rate at the decode shapes of 64 rows, both in this process.</summary>
+    private static (double ReadGbPerSecond, double GemmGflops, long WeightBytes) MeasureLimits(MambaForCausalLM llm, ScalarType dtype)
+    {
+        long weightBytes = llm.parameters().Sum(p => p.NumberOfElements * p.ElementSize);
+        var buffers = Enumerable.Range(0, 16).Select(_ => new float[1 << 24]).ToArray();   // 16 × 64 MiB
+        foreach (var b in buffers)
+        {
+            b.AsSpan().Fill(1f);
+        }
+
+        double read = Median(3, () =>
+        {
+            float total = 0;
+            Parallel.ForEach(buffers, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, b =>
             {
-                generated = count.GetValue<int>();
+                var sum = Vector<float>.Zero;
+                foreach (var v in MemoryMarshal.Cast<float, Vector<float>>(b))
+                {
+                    sum += v;
+                }
+
+                _ = Vector.Sum(sum);
+            });
+            return total;
+        });
+        double readGbs = buffers.Sum(b => (double)b.Length * sizeof(float)) / read / 1e9;
+
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var x = torch.randn([64, 2560], dtype: dtype);
+        var w = torch.randn([10240, 2560], dtype: dtype);
+        double gemm = Median(3, () => { torch.nn.functional.linear(x, w).Dispose(); return 0; });
+        return (readGbs, 2.0 * 64 * 2560 * 10240 / gemm / 1e9, weightBytes);
+    }
+
+    private static double Median(int runs, Func<float> action)
+    {
+        action();
+        return Enumerable.Range(0, runs).Select(_ => BenchCommand.Time(() => action())).Order().ElementAt(runs / 2);
+    }
+
+    private static DataContent RandomPng(int seed)
+    {
+        var rng = new Random(seed);
+        using var image = new Image<Rgb24>(640, 480);
+        for (int y = 0; y < image.Height; y++)
+        {
+            for (int x = 0; x < image.Width; x++)
+            {
+                image[x, y] = new Rgb24((byte)((x + seed * 40) & 255), (byte)((y * 2) & 255), (byte)rng.Next(256));
             }
         }
 
-        return (generated, clock.Elapsed.TotalSeconds, first < 0 ? clock.Elapsed.TotalSeconds : first);
-    }
-
-    private static double Percentile(double[] sorted, int p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p / 100.0 * sorted.Length) - 1)];
-
-    /// <summary>A hub folder with a random text-only Cobra: byte-level tokenizer, Mamba d_model 1024 x 24 layers.</summary>
-    private static void WriteRandomModel(string root, ScalarType dtype)
-    {
-        string Dir(string repo) => Directory.CreateDirectory(Path.Combine(root, repo)).FullName;
-        string cobra = Directory.CreateDirectory(Path.Combine(Dir(CobraModelFiles.CobraRepo), "cobra+3b", "checkpoints")).FullName;
-        File.WriteAllText(Path.Combine(cobra, "..", "config.json"), """
-            {"model": {"model_id": "cobra+3b", "llm_backbone_id": "mamba-2.8b-zephyr", "vision_backbone_id": "dinosiglip-vit-so-384px",
-                       "arch_specifier": "no-align+fused-gelu-mlp", "image_resize_strategy": "resize-naive", "llm_max_length": 2048}}
-            """);
-        string llm = Dir("xiuyul/mamba-2.8b-zephyr");
-        File.WriteAllText(Path.Combine(llm, "tokenizer.json"), ByteLevelTokenizer());
-        var config = new MambaConfig { DModel = 1024, NLayer = 24, VocabSize = 258 };
-        File.WriteAllText(Path.Combine(llm, "config.json"), $$"""{"d_model": {{config.DModel}}, "n_layer": {{config.NLayer}}, "vocab_size": {{config.VocabSize}}, "ssm_cfg": {}, "pad_vocab_size_multiple": 8}""");
-        using var model = new MambaForCausalLM(config, ScalarType.Float32, torch.CPU);
-        MambaRandomInit.Fill(model, 11);
-        using var scope = torch.NewDisposeScope();
-        SafetensorsWriter.Write(Path.Combine(cobra, "latest-checkpoint.safetensors"), model.state_dict().Select(kv => ("llm_backbone.llm." + kv.Key, kv.Value.to(dtype))).ToList());
+        using var stream = new MemoryStream();
+        image.SaveAsPng(stream);
+        return new DataContent(stream.ToArray(), "image/png");
     }
 
     /// <summary>A byte-level BPE tokenizer.json with no merges: ids 0-1 special, 2-257 the 256 byte symbols.</summary>

@@ -50,28 +50,4 @@ internal static class ServeCommand
         loading.Inner.Dispose();
         return 0;
     }
-
-    /// <summary>Answers <see cref="ModelNotReadyException"/> until the model is set, then delegates to it.</summary>
-    private sealed class LoadingChatClient : IChatClient
-    {
-        private volatile IChatClient? inner;
-
-        public IChatClient? Inner
-        {
-            get => inner;
-            set => inner = value;
-        }
-
-        private IChatClient Ready => inner ?? throw new ModelNotReadyException();
-
-        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
-            Ready.GetResponseAsync(messages, options, cancellationToken);
-
-        public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
-            Ready.GetStreamingResponseAsync(messages, options, cancellationToken);
-
-        public object? GetService(Type serviceType, object? serviceKey = null) => inner?.GetService(serviceType, serviceKey);
-
-        public void Dispose() => inner?.Dispose();
-    }
 }

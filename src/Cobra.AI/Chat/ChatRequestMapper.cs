@@ -11,26 +11,40 @@ namespace Cobra.AI.Chat;
 /// <param name="Image">The image content to use, or null.</param>
 /// <param name="Sampling">Sampling settings.</param>
 /// <param name="StopSequences">Stop strings.</param>
-internal sealed record CobraPrompt(IReadOnlyList<(string Role, string Content)> Turns, AIContent? Image, SamplingOptions Sampling, IReadOnlyList<string> StopSequences);
+internal sealed record CobraPrompt(IReadOnlyList<(string Role, string Content)> Turns, AIContent? Image, SamplingOptions Sampling, IReadOnlyList<string> StopSequences)
+{
+    /// <summary>Completions to fork from the prefill.</summary>
+    public int Choices { get; init; } = 1;
+
+    /// <summary>Report token log-probabilities.</summary>
+    public bool Logprobs { get; init; }
+
+    /// <summary>Alternatives per token.</summary>
+    public int TopLogprobs { get; init; }
+
+    /// <summary>Structured output asked for (JSON or a JSON schema), or null for text.</summary>
+    public ChatResponseFormat? ResponseFormat { get; init; }
+}
 
 /// <summary>
 /// Maps Microsoft.Extensions.AI messages and options to a <see cref="CobraPrompt"/>. Never modifies its inputs.
 /// Policies (documented on <see cref="CobraModelOptions"/>): system text and instructions per
 /// <see cref="SystemPromptPolicy"/>; several images per <see cref="MultipleImagePolicy"/>; consecutive messages of
-/// one role are joined with a newline; tool messages and unknown content are ignored (logged at Debug).
+/// one role are joined with a newline; data or URIs that are not images are refused; tool messages and other
+/// content are ignored (logged at Debug).
 /// </summary>
 internal static partial class ChatRequestMapper
 {
     /// <summary>Key of the repetition penalty in <see cref="ChatOptions.AdditionalProperties"/>.</summary>
-    public const string RepetitionPenaltyKey = "repetition_penalty";
+    public const string RepetitionPenaltyKey = CobraAdditionalProperties.RepetitionPenalty;
+
+    /// <summary>The most alternatives per token a request may ask for (OpenAI's limit).</summary>
+    public const int MaxTopLogprobs = 20;
 
     public static CobraPrompt ToCobraPrompt(IEnumerable<ChatMessage> messages, ChatOptions? options, CobraModelOptions settings, ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(messages);
-        if (options?.ToolMode is RequiredChatToolMode)
-        {
-            throw new NotSupportedException("Cobra cannot call tools: ChatOptions.ToolMode requires a tool call.");
-        }
+        RefuseUnsupported(options, logger);
 
         var system = new List<string>();
         if (!string.IsNullOrWhiteSpace(options?.Instructions))
@@ -54,6 +68,8 @@ internal static partial class ChatRequestMapper
                     case var image when ImageResolver.IsImage(image):
                         images.Add(image);
                         break;
+                    case DataContent or UriContent:
+                        throw ImageResolver.NotAnImage(content);
                     default:
                         LogIgnoredContent(logger, content.GetType().Name, message.Role.Value);
                         break;
@@ -91,7 +107,60 @@ internal static partial class ChatRequestMapper
 
         ApplySystemPolicy(system, turns, settings.SystemPrompts, logger);
         var result = turns.Select(t => (t.Role, string.Join("\n", t.Texts))).ToList();
-        return new CobraPrompt(result, ChooseImage(images, settings.MultipleImages, logger), ToSampling(options), options?.StopSequences?.ToArray() ?? []);
+        int choices = ReadInt(options?.AdditionalProperties, CobraAdditionalProperties.ChoiceCount) ?? 1;
+        if (choices < 1 || choices > settings.MaxChoices)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), choices, $"ChatOptions.AdditionalProperties[\"{CobraAdditionalProperties.ChoiceCount}\"] must be in [1, {settings.MaxChoices}] (CobraModelOptions.MaxChoices), not {choices}.");
+        }
+
+        bool logprobs = ReadBool(options?.AdditionalProperties, CobraAdditionalProperties.Logprobs) ?? false;
+        int topLogprobs = ReadInt(options?.AdditionalProperties, CobraAdditionalProperties.TopLogprobs) ?? 0;
+        if (topLogprobs < 0 || topLogprobs > MaxTopLogprobs)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), topLogprobs, $"ChatOptions.AdditionalProperties[\"{CobraAdditionalProperties.TopLogprobs}\"] must be in [0, {MaxTopLogprobs}], not {topLogprobs}.");
+        }
+
+        if (topLogprobs > 0 && !logprobs)
+        {
+            throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{CobraAdditionalProperties.TopLogprobs}\"] needs \"{CobraAdditionalProperties.Logprobs}\" = true.", nameof(options));
+        }
+
+        var format = options?.ResponseFormat is ChatResponseFormatText ? null : options?.ResponseFormat;
+        return new CobraPrompt(result, ChooseImage(images, settings.MultipleImages, logger), ToSampling(options), options?.StopSequences?.ToArray() ?? [])
+        {
+            Choices = choices,
+            Logprobs = logprobs,
+            TopLogprobs = topLogprobs,
+            ResponseFormat = format,
+        };
+    }
+
+    /// <summary>
+    /// Options the abstractions define that Cobra cannot honour: refused when ignoring them would change the
+    /// answer's meaning (a required tool call, a background continuation); tools in auto mode are allowed, as the
+    /// model may always answer in text (logged once per client); reasoning and background permission are hints.
+    /// </summary>
+    private static void RefuseUnsupported(ChatOptions? options, ILogger logger)
+    {
+        if (options is null)
+        {
+            return;
+        }
+
+        if (options.ToolMode is RequiredChatToolMode)
+        {
+            throw new NotSupportedException("Cobra cannot call tools: ChatOptions.ToolMode requires a tool call.");
+        }
+
+        if (options.ContinuationToken is not null)
+        {
+            throw new NotSupportedException("Cobra has no background responses: ChatOptions.ContinuationToken is not supported.");
+        }
+
+        if (options.Tools is { Count: > 0 })
+        {
+            LogToolsIgnored(logger, options.Tools.Count);
+        }
     }
 
     private static void ApplySystemPolicy(List<string> system, List<(string Role, List<string> Texts)> turns, SystemPromptPolicy policy, ILogger logger)
@@ -152,6 +221,36 @@ internal static partial class ChatRequestMapper
         };
     }
 
+    private static int? ReadInt(AdditionalPropertiesDictionary? properties, string key)
+    {
+        double? value = ReadDouble(properties, key);
+        if (value is null)
+        {
+            return null;
+        }
+
+        return value == Math.Floor(value.Value) && Math.Abs(value.Value) <= int.MaxValue
+            ? (int)value.Value
+            : throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be an integer, not {value}.");
+    }
+
+    private static bool? ReadBool(AdditionalPropertiesDictionary? properties, string key)
+    {
+        if (properties is null || !properties.TryGetValue(key, out var value) || value is null)
+        {
+            return null;
+        }
+
+        return value switch
+        {
+            bool b => b,
+            JsonElement { ValueKind: JsonValueKind.True } => true,
+            JsonElement { ValueKind: JsonValueKind.False } => false,
+            string s when bool.TryParse(s, out var parsed) => parsed,
+            _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be true or false, not {value.GetType().Name}."),
+        };
+    }
+
     private static double? ReadDouble(AdditionalPropertiesDictionary? properties, string key)
     {
         if (properties is null || !properties.TryGetValue(key, out var value) || value is null)
@@ -171,6 +270,9 @@ internal static partial class ChatRequestMapper
             _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a number, not {value.GetType().Name}."),
         };
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Count} tool(s) offered in ChatOptions.Tools: Cobra cannot call tools and answers in text")]
+    private static partial void LogToolsIgnored(ILogger logger, int count);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Ignored {ContentType} in a {Role} message: Cobra reads text and one image")]
     private static partial void LogIgnoredContent(ILogger logger, string contentType, string role);

@@ -26,6 +26,8 @@ public sealed partial class CobraChatClient : IChatClient
     private readonly HttpClient? http;
     private readonly ILogger logger;
     private readonly ChatClientMetadata metadata;
+    private readonly ConversationStore conversations;
+    private readonly System.Diagnostics.Metrics.Meter meter;
     private int disposed;
 
     private CobraChatClient(InferenceEngine engine, CobraModelOptions options, HttpClient? http, ILogger logger)
@@ -35,6 +37,8 @@ public sealed partial class CobraChatClient : IChatClient
         this.http = http;
         this.logger = logger;
         images = new ImageResolver(options, http);
+        conversations = new ConversationStore(options.MaxConversations, options.MaxConversationBytes);
+        meter = CreateMeter(engine);
         metadata = new ChatClientMetadata("cobra", new Uri(Path.GetFullPath(options.ModelPath ?? options.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot())), options.ModelId);
     }
 
@@ -66,8 +70,8 @@ public sealed partial class CobraChatClient : IChatClient
         }
 
         var pipeline = await Task.Run(() => LoadPipeline(settings, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
-        var engine = new InferenceEngine(pipeline, settings.MaxConcurrentRequests, settings.ConversationCacheSize, logger);
-        var http = settings.AllowRemoteImages ? new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) : null;
+        var engine = new InferenceEngine(pipeline, ToEngineSettings(settings), logger);
+        var http = ImageResolver.CreateHttpClient(settings);
         return new CobraChatClient(engine, settings, http, logger);
     }
 
@@ -95,6 +99,47 @@ public sealed partial class CobraChatClient : IChatClient
         return pipeline;
     }
 
+    /// <summary>A client over a pipeline built in memory (benchmarks with random weights); owns it.</summary>
+    internal static CobraChatClient FromPipeline(CobraPipeline pipeline, CobraModelOptions options, ILogger? logger = null)
+    {
+        var settings = options.Snapshot();
+        settings.Validate();
+        return new CobraChatClient(new InferenceEngine(pipeline, ToEngineSettings(settings), logger ?? NullLogger.Instance), settings, null, logger ?? NullLogger.Instance);
+    }
+
+    /// <summary>
+    /// The engine's gauges and counters on the meter <c>Cobra.AI</c> (one per client, disposed with it), for
+    /// OpenTelemetry: queue depth, admitted requests, decode batch rows, state-cache hits and misses, tokens.
+    /// </summary>
+    private static System.Diagnostics.Metrics.Meter CreateMeter(InferenceEngine engine)
+    {
+        var meter = new System.Diagnostics.Metrics.Meter("Cobra.AI");
+        meter.CreateObservableGauge("cobra.engine.queue_depth", () => engine.Statistics.QueuedRequests, "{request}", "Requests waiting for admission");
+        meter.CreateObservableGauge("cobra.engine.active_requests", () => engine.Statistics.ActiveRequests, "{request}", "Requests prefilling or decoding");
+        meter.CreateObservableGauge("cobra.engine.batch_size", () => engine.Statistics.DecodingRows, "{row}", "Rows in the decode batch");
+        meter.CreateObservableCounter("cobra.engine.cache.hits", () => engine.Statistics.StateCacheHits, "{lookup}", "Admissions that reused a state snapshot");
+        meter.CreateObservableCounter("cobra.engine.cache.misses", () => engine.Statistics.StateCacheMisses, "{lookup}", "Admissions that found no snapshot");
+        meter.CreateObservableGauge("cobra.engine.cache.bytes", () => engine.Statistics.StateCacheBytes, "By", "Bytes of state snapshots held");
+        meter.CreateObservableCounter("cobra.engine.prompt_tokens", () => engine.Statistics.PromptTokens, "{token}", "Input positions admitted");
+        meter.CreateObservableCounter("cobra.engine.cached_prompt_tokens", () => engine.Statistics.CachedPromptTokens, "{token}", "Input positions taken from snapshots");
+        meter.CreateObservableCounter("cobra.engine.generated_tokens", () => engine.Statistics.GeneratedTokens, "{token}", "Tokens generated");
+        return meter;
+    }
+
+    /// <summary>How the engine schedules work, from the client's options.</summary>
+    internal static EngineSettings ToEngineSettings(CobraModelOptions settings) => new()
+    {
+        MaxActive = settings.MaxConcurrentRequests,
+        MaxQueued = settings.MaxQueuedRequests,
+        PrefillChunkTokens = settings.PrefillChunkTokens,
+        CacheEntries = settings.ConversationCacheSize,
+        CacheBytes = settings.ConversationCacheBytes,
+    };
+
+    /// <summary>The engine's counters now: queue, batch, tokens, state-cache hits and misses.</summary>
+    /// <returns>A snapshot of the counters.</returns>
+    public CobraEngineStatistics GetStatistics() => engine.Statistics;
+
     /// <summary>Tensors alive on the inference thread (diagnostics).</summary>
     internal long LiveTensorCount => engine.LiveTensorCount;
 
@@ -102,25 +147,91 @@ public sealed partial class CobraChatClient : IChatClient
     internal int ActiveRequests => engine.ActiveCount;
 
     /// <inheritdoc />
-    public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
-        GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        // The streaming path aggregated; with n choices, one message per choice in index order.
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var update in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
+        {
+            updates.Add(update);
+        }
+
+        if (!updates.Any(u => u.AdditionalProperties?.ContainsKey(CobraAdditionalProperties.ChoiceIndex) == true))
+        {
+            return updates.ToChatResponse();
+        }
+
+        var byChoice = updates.Where(u => u.AdditionalProperties?.ContainsKey(CobraAdditionalProperties.ChoiceIndex) == true).GroupBy(ChoiceOf).OrderBy(g => g.Key).ToList();
+
+        var parts = byChoice.Select(g => g.ToChatResponse()).ToList();
+        var response = new ChatResponse(parts.SelectMany(p => p.Messages).ToList())
+        {
+            ResponseId = parts[0].ResponseId,
+            ConversationId = parts[0].ConversationId,
+            ModelId = parts[0].ModelId,
+            CreatedAt = parts[0].CreatedAt,
+            FinishReason = parts[0].FinishReason,
+            Usage = updates.SelectMany(u => u.Contents).OfType<UsageContent>().LastOrDefault()?.Details,
+        };
+        for (int i = 0; i < parts.Count; i++)
+        {
+            foreach (var message in parts[i].Messages)
+            {
+                (message.AdditionalProperties ??= [])[CobraAdditionalProperties.ChoiceIndex] = byChoice[i].Key;
+                message.AdditionalProperties["finish_reason"] = parts[i].FinishReason?.Value;
+            }
+        }
+
+        return response;
+    }
 
     /// <inheritdoc />
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
-        var request = await ToRequestAsync(messages, options, cancellationToken).ConfigureAwait(false);
+        ArgumentNullException.ThrowIfNull(messages);
+        var newMessages = messages.ToList();
+        string conversationId = options?.ConversationId ?? "cobra-conv-" + Guid.NewGuid().ToString("N");
+        var history = options?.ConversationId is { } known ? [.. conversations.Get(known), .. newMessages] : newMessages;
+        var request = await ToRequestAsync(history, options, cancellationToken).ConfigureAwait(false);
 
         // A consumer that stops enumerating early also stops the generation and frees its state.
         using var abandon = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var events = engine.Submit(request, abandon.Token);
         string responseId = "cobra-" + Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow;
+        var answer = new System.Text.StringBuilder();
+        ChoiceCompleted? finish = null;
         try
         {
             await foreach (var generationEvent in events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                yield return ToUpdate(generationEvent, responseId, created);
+                if (generationEvent is TextGenerated { Choice: 0 } text)
+                {
+                    answer.Append(text.Text);
+                }
+                else if (generationEvent is GenerationCompleted)
+                {
+                    // The conversation continues from choice 0's answer, as a caller re-sending the history would.
+                    conversations.Put(conversationId, [.. history, new ChatMessage(ChatRole.Assistant, answer.ToString())]);
+                }
+
+                // One choice: its finish reason rides on the last update, with the usage.
+                if (request.Choices == 1 && generationEvent is ChoiceCompleted single)
+                {
+                    finish = single;
+                    continue;
+                }
+
+                if (ToUpdate(generationEvent, responseId, conversationId, created, request.Choices > 1) is { } update)
+                {
+                    if (finish is not null && generationEvent is GenerationCompleted)
+                    {
+                        update.FinishReason = ToFinishReason(finish.Reason);
+                    }
+
+                    yield return update;
+                }
             }
         }
         finally
@@ -149,6 +260,7 @@ public sealed partial class CobraChatClient : IChatClient
             return;
         }
 
+        meter.Dispose();
         engine.Dispose();
         http?.Dispose();
     }
@@ -157,27 +269,53 @@ public sealed partial class CobraChatClient : IChatClient
     {
         var prompt = ChatRequestMapper.ToCobraPrompt(messages, chatOptions, options, logger);
         prompt.Sampling.Validate();
-        RgbImage? image = null;
+        var constraint = StructuredOutput.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize);
+        TowerImages? image = null;
         string? imageKey = null;
         if (prompt.Image is not null)
         {
-            (image, imageKey) = await images.ResolveAsync(prompt.Image, cancellationToken).ConfigureAwait(false);
+            // Only the towers' resized inputs (~0.9 MB) wait in the queue, never the decoded original.
+            (var decoded, imageKey) = await images.ResolveAsync(prompt.Image, cancellationToken).ConfigureAwait(false);
+            image = engine.Pipeline.ResizeForTowers(decoded);
         }
 
         var ids = engine.Pipeline.EncodePrompt(prompt.Turns);
-        return new GenerationRequest(ids, image, imageKey, prompt.Sampling, prompt.StopSequences);
+        return new GenerationRequest(ids, image, imageKey, prompt.Sampling, prompt.StopSequences)
+        {
+            Choices = prompt.Choices,
+            Logprobs = prompt.Logprobs,
+            TopLogprobs = prompt.TopLogprobs,
+            Constraint = constraint,
+        };
     }
 
-    private ChatResponseUpdate ToUpdate(GenerationEvent generationEvent, string responseId, DateTimeOffset created)
+    private static int ChoiceOf(ChatResponseUpdate update) =>
+        update.AdditionalProperties?.TryGetValue(CobraAdditionalProperties.ChoiceIndex, out var index) == true && index is int i ? i : 0;
+
+    private ChatResponseUpdate? ToUpdate(GenerationEvent generationEvent, string responseId, string conversationId, DateTimeOffset created, bool severalChoices)
     {
-        var update = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, MessageId = responseId, CreatedAt = created, ModelId = options.ModelId };
+        var update = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, MessageId = responseId, ConversationId = conversationId, CreatedAt = created, ModelId = options.ModelId };
         switch (generationEvent)
         {
             case TextGenerated text:
-                update.Contents.Add(new TextContent(text.Text));
-                break;
+                if (text.Text.Length > 0)
+                {
+                    update.Contents.Add(new TextContent(text.Text));
+                }
+
+                if (text.Logprobs is not null)
+                {
+                    (update.AdditionalProperties ??= [])[CobraAdditionalProperties.TokenLogprobs] = text.Logprobs;
+                }
+
+                SetChoice(update, text.Choice, severalChoices);
+                return update;
+            case ChoiceCompleted choice:
+                update.FinishReason = ToFinishReason(choice.Reason);
+                update.RawRepresentation = choice;
+                SetChoice(update, choice.Choice, severalChoices);
+                return update;
             case GenerationCompleted done:
-                update.FinishReason = done.Reason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
                 update.Contents.Add(new UsageContent(new UsageDetails
                 {
                     InputTokenCount = done.InputTokens,
@@ -186,10 +324,21 @@ public sealed partial class CobraChatClient : IChatClient
                     CachedInputTokenCount = done.CachedInputTokens,
                 }));
                 update.RawRepresentation = done;
-                break;
+                return update;
+            default:
+                return null;
         }
+    }
 
-        return update;
+    private static ChatFinishReason ToFinishReason(FinishReason reason) => reason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+
+    private static void SetChoice(ChatResponseUpdate update, int choice, bool severalChoices)
+    {
+        if (severalChoices)
+        {
+            update.MessageId = $"{update.ResponseId}-{choice}";
+            (update.AdditionalProperties ??= [])[CobraAdditionalProperties.ChoiceIndex] = choice;
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loaded Cobra {ModelId} on {Device} in {Precision}: {Parameters} parameters in {Seconds:F1} s")]

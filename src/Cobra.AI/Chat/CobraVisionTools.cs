@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using Cobra.AI.Chat;
 using Microsoft.Extensions.AI;
 
 namespace Cobra.AI;
@@ -10,13 +11,25 @@ namespace Cobra.AI;
 /// </summary>
 public sealed class CobraImageReferenceOptions
 {
-    /// <summary>Folders whose files the tool may read.</summary>
+    /// <summary>
+    /// Folders whose files the tool may read. Paths are compared after resolving every component (links to
+    /// folders included), and only regular files are read (not FIFOs, devices or folders).
+    /// </summary>
     public IList<string> AllowedRoots { get; set; } = [];
 
-    /// <summary>Pass http(s) URLs on to the vision client (which applies its own remote-image policy).</summary>
+    /// <summary>
+    /// Fetch http(s) URLs, under the same rules as <see cref="CobraModelOptions.AllowRemoteImages"/>: public
+    /// internet addresses only, checked on the address connected and on every redirect.
+    /// </summary>
     public bool AllowRemoteImages { get; set; }
 
-    /// <summary>Largest image read from a file, in bytes.</summary>
+    /// <summary>With <see cref="AllowRemoteImages"/>, the hosts that may be fetched (<c>*.example.com</c> for subdomains); empty allows any public host.</summary>
+    public IList<string> RemoteImageHosts { get; set; } = [];
+
+    /// <summary>Time limit for fetching a remote image.</summary>
+    public TimeSpan RemoteImageTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Largest image read from a file or URL, in bytes.</summary>
     public long MaxImageBytes { get; set; } = 20L * 1024 * 1024;
 
     /// <summary>Images the host registered by id (e.g. uploads), looked up before anything else.</summary>
@@ -71,18 +84,22 @@ public static class CobraVisionTools
     /// <param name="question">The question; empty for a description.</param>
     /// <param name="cancellationToken">Cancels the request.</param>
     /// <returns>The answer prefixed with <see cref="UntrustedPrefix"/>, or an error text.</returns>
-    public static async Task<string> DescribeImageAsync(IChatClient vision, CobraImageReferenceOptions options, string image, string? question, CancellationToken cancellationToken = default)
+    public static Task<string> DescribeImageAsync(IChatClient vision, CobraImageReferenceOptions options, string image, string? question, CancellationToken cancellationToken = default) =>
+        DescribeImageAsync(vision, options, image, question, RemoteImageFetcher.CreateHttpClient, cancellationToken);
+
+    /// <summary>As the public overload, fetching remote images with clients from <paramref name="remoteClient"/> (a test seam).</summary>
+    internal static async Task<string> DescribeImageAsync(IChatClient vision, CobraImageReferenceOptions options, string image, string? question, Func<HttpClient> remoteClient, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(vision);
         ArgumentNullException.ThrowIfNull(options);
         AIContent content;
         try
         {
-            content = Resolve(image, options);
+            content = await ResolveAsync(image, options, remoteClient, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException)
+        catch (Exception e) when (IsToolError(e, cancellationToken))
         {
-            return ErrorPrefix + e.Message;
+            return ErrorPrefix + Describe(e);
         }
 
         ChatMessage turn = new(ChatRole.User, [new TextContent(string.IsNullOrWhiteSpace(question) ? DefaultQuestion : question), content]);
@@ -91,13 +108,23 @@ public static class CobraVisionTools
             var response = await vision.GetResponseAsync([turn], options.ChatOptions ?? new ChatOptions { MaxOutputTokens = 256 }, cancellationToken).ConfigureAwait(false);
             return UntrustedPrefix + response.Text;
         }
-        catch (Exception e) when (e is ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException or TimeoutException)
+        catch (Exception e) when (IsToolError(e, cancellationToken))
         {
-            return ErrorPrefix + e.Message;
+            return ErrorPrefix + Describe(e);
         }
     }
 
-    private static AIContent Resolve(string reference, CobraImageReferenceOptions options)
+    /// <summary>Every failure is the calling model's to read, except the caller's own cancellation.</summary>
+    private static bool IsToolError(Exception e, CancellationToken cancellationToken) =>
+        !(e is OperationCanceledException && cancellationToken.IsCancellationRequested);
+
+    /// <summary>Messages of the expected failures; anything else is named by type only, so internals stay inside.</summary>
+    private static string Describe(Exception e) =>
+        e is ArgumentException or IOException or UnauthorizedAccessException or InvalidDataException or NotSupportedException or TimeoutException or InvalidOperationException
+            ? e.Message
+            : $"the image could not be processed ({e.GetType().Name}).";
+
+    private static async Task<AIContent> ResolveAsync(string reference, CobraImageReferenceOptions options, Func<HttpClient> remoteClient, CancellationToken cancellationToken)
     {
         if (string.IsNullOrWhiteSpace(reference))
         {
@@ -124,19 +151,19 @@ public static class CobraVisionTools
 
         if (Uri.TryCreate(reference, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https")
         {
-            return options.AllowRemoteImages
-                ? new UriContent(uri, "image/*")
-                : throw new UnauthorizedAccessException($"Image URL '{reference}' refused: remote images are not enabled for this tool.");
+            if (!options.AllowRemoteImages)
+            {
+                throw new UnauthorizedAccessException("Remote image refused: remote images are not enabled for this tool (CobraImageReferenceOptions.AllowRemoteImages).");
+            }
+
+            using var http = remoteClient();
+            var policy = new RemoteImagePolicy(options.MaxImageBytes, options.RemoteImageTimeout, [.. options.RemoteImageHosts], nameof(CobraImageReferenceOptions));
+            return new DataContent(await RemoteImageFetcher.FetchAsync(http, uri, policy, cancellationToken).ConfigureAwait(false), "image/*");
         }
 
-        string path = uri is { IsFile: true } ? uri.LocalPath : reference;
-        string allowed = AllowedPaths.Resolve(path, options.AllowedRoots, "CobraImageReferenceOptions.AllowedRoots");
-        long length = new FileInfo(allowed).Length;
-        if (length > options.MaxImageBytes)
-        {
-            throw new InvalidDataException($"Image file '{allowed}' has {length} bytes, more than the limit of {options.MaxImageBytes}.");
-        }
-
-        return new DataContent(File.ReadAllBytes(allowed), "image/*");
+        // A plain path also parses as a file URI, which would collapse "link/.." lexically: keep it as given.
+        string path = uri is { IsFile: true } && reference.StartsWith("file:", StringComparison.OrdinalIgnoreCase) ? uri.LocalPath : reference;
+        var bytes = await AllowedPaths.ReadFileAsync(path, options.AllowedRoots, "CobraImageReferenceOptions.AllowedRoots", options.MaxImageBytes, "MaxImageBytes", cancellationToken).ConfigureAwait(false);
+        return new DataContent(bytes, "image/*");
     }
 }

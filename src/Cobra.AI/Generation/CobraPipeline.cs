@@ -7,6 +7,11 @@ using static TorchSharp.torch;
 
 namespace Cobra.AI.Generation;
 
+/// <summary>An image resized for each vision tower (S × S RGB).</summary>
+/// <param name="Dino">The DINOv2 tower's input.</param>
+/// <param name="SigLip">The SigLIP tower's input.</param>
+internal sealed record TowerImages(RgbImage Dino, RgbImage SigLip);
+
 /// <summary>
 /// A loaded Cobra model with its tokenizer, prompt format and image preparation: conversation turns and an
 /// optional image in, token ids and text out. Not thread-safe: one caller at a time (the inference engine
@@ -14,16 +19,20 @@ namespace Cobra.AI.Generation;
 /// </summary>
 internal sealed class CobraPipeline : IDisposable
 {
-    private CobraPipeline(CobraModelFiles files, CobraTokenizer tokenizer, CobraModel model, ImageSettings? images)
+    private CobraPipeline(string source, int llmMaxLength, CobraTokenizer tokenizer, CobraModel model, ImageSettings? images)
     {
-        Files = files;
+        Source = source;
+        LlmMaxLength = llmMaxLength;
         Tokenizer = tokenizer;
         Model = model;
         Images = images;
     }
 
-    /// <summary>Where the model came from.</summary>
-    public CobraModelFiles Files { get; }
+    /// <summary>Where the model came from (its Cobra config file), for messages.</summary>
+    public string Source { get; }
+
+    /// <summary>Prompt tokens kept (upstream's <c>llm_max_length</c>).</summary>
+    public int LlmMaxLength { get; }
 
     /// <summary>The GPT-NeoX tokenizer of the LLM.</summary>
     public CobraTokenizer Tokenizer { get; }
@@ -55,8 +64,12 @@ internal sealed class CobraPipeline : IDisposable
             throw new InvalidDataException($"{files.TokenizerPath}: {tokenizer.VocabularySize} tokens do not fit the model's {model.LanguageModel.Config.PaddedVocabSize}-row embedding ({files.LlmConfigPath}).");
         }
 
-        return new CobraPipeline(files, tokenizer, model, images);
+        return new CobraPipeline(files.CobraConfigPath, files.LlmMaxLength, tokenizer, model, images);
     }
+
+    /// <summary>A pipeline over a model built in memory (benchmarks with random weights); owns <paramref name="model"/>.</summary>
+    public static CobraPipeline FromModel(CobraModel model, CobraTokenizer tokenizer, ImageSettings? images, int llmMaxLength = 2048) =>
+        new("(in-memory model)", llmMaxLength, tokenizer, model, images);
 
     /// <summary>
     /// Prompt token ids of a conversation (Zephyr format, no BOS), truncated on the right to the model's
@@ -65,37 +78,33 @@ internal sealed class CobraPipeline : IDisposable
     public IReadOnlyList<int> EncodePrompt(IEnumerable<(string Role, string Content)> turns)
     {
         var ids = Tokenizer.Encode(ZephyrPromptBuilder.Build(turns));
-        return ids.Count <= Files.LlmMaxLength ? ids : ids.Take(Files.LlmMaxLength).ToArray();
+        return ids.Count <= LlmMaxLength ? ids : ids.Take(LlmMaxLength).ToArray();
+    }
+
+    /// <summary>
+    /// The image resized for each tower (S × S RGB, per the model's strategy): what a request carries while it
+    /// waits, instead of the decoded original (up to tens of MB). Runs on the caller's thread; no tensors.
+    /// </summary>
+    public TowerImages ResizeForTowers(RgbImage image)
+    {
+        var settings = Images ?? throw new InvalidOperationException($"The model in '{Source}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
+        return new TowerImages(
+            CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, settings.Dino),
+            CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, settings.SigLip));
+    }
+
+    /// <summary>The two towers' normalised pixels [1, 3, S, S] from their resized images.</summary>
+    public (Tensor Dino, Tensor SigLip) PreparePixels(TowerImages images)
+    {
+        var settings = Images ?? throw new InvalidOperationException($"The model in '{Source}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
+        return (CobraImageTransform.ToTensor(images.Dino, settings.Dino), CobraImageTransform.ToTensor(images.SigLip, settings.SigLip));
     }
 
     /// <summary>The two towers' normalised pixels [1, 3, S, S] for an RGB image, per the model's strategy.</summary>
-    public (Tensor Dino, Tensor SigLip) PreparePixels(RgbImage image)
-    {
-        var settings = Images ?? throw new InvalidOperationException($"The model in '{Files.CobraConfigPath}' was loaded without vision towers (no timm files next to it), so it cannot take images.");
-        Tensor Tower(TowerNormalization tower) =>
-            CobraImageTransform.ToTensor(CobraImageTransform.Resize(image, settings.ImageSize, settings.ResizeStrategy, tower), tower);
-        return (Tower(settings.Dino), Tower(settings.SigLip));
-    }
+    public (Tensor Dino, Tensor SigLip) PreparePixels(RgbImage image) => PreparePixels(ResizeForTowers(image));
 
     /// <summary>Number of LLM positions an image occupies.</summary>
     public int ImageTokenCount => Model.Vision?.PatchTokens ?? 0;
-
-    /// <summary>Generates a continuation of <paramref name="promptIds"/>, after the image when one is given.</summary>
-    public GenerationResult Generate(IReadOnlyList<int> promptIds, RgbImage? image, SamplingOptions options, bool keepLogits = false, Action<int>? onToken = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentOutOfRangeException.ThrowIfZero(promptIds.Count, nameof(promptIds));
-        using var scope = torch.NewDisposeScope();
-        Tensor? imageTokens = null;
-        if (image is not null)
-        {
-            var (dino, siglip) = PreparePixels(image);
-            imageTokens = Model.EncodeImage(dino, siglip);                       // [1,P,D]
-        }
-
-        var ids = torch.tensor(promptIds.Select(i => (long)i).ToArray(), device: Model.LanguageModel.Device).unsqueeze(0); // [1,T]
-        var embeds = Model.InputEmbeddings(imageTokens, ids);                     // [1,P+T,D]
-        return TokenGenerator.Generate(Model.LanguageModel, embeds, options with { EosTokenId = Tokenizer.EosTokenId }, keepLogits, onToken, cancellationToken);
-    }
 
     /// <inheritdoc />
     public void Dispose() => Model.Dispose();

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
@@ -8,38 +9,97 @@ using static TorchSharp.torch;
 
 namespace Cobra.AI.Generation;
 
+/// <summary>How an <see cref="InferenceEngine"/> schedules work.</summary>
+internal sealed record EngineSettings
+{
+    /// <summary>Requests admitted at once (prefilling or decoding); more wait in the queue.</summary>
+    public int MaxActive { get; init; } = 4;
+
+    /// <summary>Requests allowed to wait; one more is refused with <see cref="CobraQueueFullException"/>.</summary>
+    public int MaxQueued { get; init; } = 64;
+
+    /// <summary>Most positions one prefill chunk feeds per row (the unit between two looks at the other work).</summary>
+    public int PrefillChunkTokens { get; init; } = 256;
+
+    /// <summary>Prefills of several requests run as one batch when their next chunks have the same length (at most this many rows).</summary>
+    public int MaxPrefillBatch { get; init; } = 8;
+
+    /// <summary>Snapshots kept by the state cache (0 disables it).</summary>
+    public int CacheEntries { get; init; } = 16;
+
+    /// <summary>Bytes of snapshots kept by the state cache.</summary>
+    public long CacheBytes { get; init; } = 2L << 30;
+
+    /// <summary>
+    /// While streams decode, the pending work of one iteration (prefill chunks, tower blocks) is held to this
+    /// multiple of a decode step, so a running stream's gap between tokens stays near (1 + this) steps.
+    /// </summary>
+    public double PendingWorkPerStep { get; init; } = 1.0;
+}
+
 /// <summary>
-/// Owns one loaded model and the only thread that touches its tensors. Requests arrive through a channel;
-/// each is prefilled on its own (in chunks, so cancellation is seen and a long prompt cannot stall the
-/// others for long), then all active requests advance one token per engine step in one batch whose state
-/// persists across steps (rows are added and dropped as requests join and leave). Every prefill chunk and step runs in its own dispose scope under no-grad; nothing
-/// tensor-related crosses a thread or an <c>await</c>. Text leaves through a per-request channel.
+/// Owns one loaded model and the only thread that touches its tensors: THE generation path of the CLI, the
+/// chat client, the server and the benches. Requests wait in a bounded FIFO queue; up to
+/// <see cref="EngineSettings.MaxActive"/> are admitted. Every iteration of the loop (vLLM-style continuous
+/// batching):
+/// 1. frees cancelled requests (queued ones are freed at once, from the cancelling thread);
+/// 2. admits queued requests: the longest cached prefix (conversation turn, or image + shared prompt prefix)
+///    replaces that part of the prefill;
+/// 3. runs one batched decode step for every decoding row (their states stay stacked across steps; rows are
+///    appended and selected out as requests join and leave) and samples every row in one pass;
+/// 4. runs a time-boxed slice of pending work: prefill chunks (batched across requests whose chunks have one
+///    length) and vision-tower blocks, so a new image prompt never freezes running streams.
+/// A finished prefill forks its state into n rows (n completions share it). Each unit of work runs in its own
+/// dispose scope under no-grad; nothing tensor-related crosses a thread or an <c>await</c>. Text leaves
+/// through a per-request channel.
 /// </summary>
 internal sealed partial class InferenceEngine : IDisposable
 {
+    /// <summary>Shortest prefill chunk while streams decode (a chunk costs a pass over the weights whatever its length).</summary>
+    private const int MinStreamingChunk = 8;
+
     private readonly CobraPipeline pipeline;
-    private readonly int maxActive;
-    private readonly int prefillChunk;
+    private readonly EngineSettings settings;
     private readonly ILogger logger;
-    private readonly Channel<Job> queue = Channel.CreateUnbounded<Job>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Thread thread;
     private readonly ConversationStateCache cache;
+    private readonly LinkedList<Job> queue = new();                             // guarded by itself
+    private readonly SemaphoreSlim wake = new(0);
+    private readonly List<Job> admitted = [];                                    // FIFO: prefilling and decoding requests
+    private readonly List<Choice> decoding = [];
+    private readonly int sharedPromptPrefix;
     private int disposed;
     private long liveTensors;
-
-    // Decoding requests share one batched state; it is rebuilt only when requests join or leave.
-    private MambaState? batch;
-    private List<Active> batchMembers = [];
+    private long requests;
+    private long promptTokens;
+    private long cachedPromptTokens;
+    private long generatedTokens;
     private int activeCount;
+    private int decodingRows;
+
+    // Decoding rows share one batched state; it is rebuilt only when rows join or leave.
+    private MambaState? batch;
+    private List<Choice> batchMembers = [];
+
+    // Cost estimates (ms) that size the pending-work slice; exponential moving averages.
+    private double decodeStepMs = double.NaN;
+    private double prefillTokenMs = double.NaN;
+    private double visionUnitMs = double.NaN;
 
     /// <summary>Starts the inference thread for <paramref name="pipeline"/> (owned from now on).</summary>
-    public InferenceEngine(CobraPipeline pipeline, int maxActive, int conversationCacheSize, ILogger logger, int prefillChunk = 256)
+    public InferenceEngine(CobraPipeline pipeline, EngineSettings settings, ILogger logger)
     {
         this.pipeline = pipeline;
-        this.maxActive = Math.Max(1, maxActive);
-        this.prefillChunk = Math.Max(1, prefillChunk);
+        this.settings = settings with
+        {
+            MaxActive = Math.Max(1, settings.MaxActive),
+            MaxQueued = Math.Max(0, settings.MaxQueued),
+            PrefillChunkTokens = Math.Max(1, settings.PrefillChunkTokens),
+            MaxPrefillBatch = Math.Max(1, settings.MaxPrefillBatch),
+        };
         this.logger = logger;
-        cache = new ConversationStateCache(conversationCacheSize);
+        cache = new ConversationStateCache(settings.CacheEntries, settings.CacheBytes);
+        sharedPromptPrefix = SharedPromptPrefix(pipeline);
         thread = new Thread(Run) { IsBackground = true, Name = "cobra-inference" };
         thread.Start();
     }
@@ -50,27 +110,78 @@ internal sealed partial class InferenceEngine : IDisposable
     /// <summary>Tensors alive on the inference thread after its last loop iteration (a leak check for tests and diagnostics).</summary>
     public long LiveTensorCount => Volatile.Read(ref liveTensors);
 
-    /// <summary>Requests being decoded right now (diagnostics).</summary>
+    /// <summary>Requests admitted right now (prefilling or decoding).</summary>
     public int ActiveCount => Volatile.Read(ref activeCount);
+
+    /// <summary>Engine counters (any thread).</summary>
+    public CobraEngineStatistics Statistics
+    {
+        get
+        {
+            int queued;
+            lock (queue)
+            {
+                queued = queue.Count;
+            }
+
+            return new CobraEngineStatistics
+            {
+                QueuedRequests = queued,
+                ActiveRequests = ActiveCount,
+                DecodingRows = Volatile.Read(ref decodingRows),
+                Requests = Interlocked.Read(ref requests),
+                PromptTokens = Interlocked.Read(ref promptTokens),
+                CachedPromptTokens = Interlocked.Read(ref cachedPromptTokens),
+                GeneratedTokens = Interlocked.Read(ref generatedTokens),
+                StateCacheEntries = cache.Count,
+                StateCacheBytes = cache.Bytes,
+                StateCacheHits = cache.Hits,
+                StateCacheMisses = cache.Misses,
+            };
+        }
+    }
 
     /// <summary>
     /// Queues a request; its events arrive on the returned reader, which completes after
     /// <see cref="GenerationCompleted"/> or with the request's exception (an <see cref="OperationCanceledException"/>
     /// when <paramref name="cancellationToken"/> fires).
     /// </summary>
+    /// <exception cref="CobraQueueFullException">More than <see cref="EngineSettings.MaxQueued"/> requests wait.</exception>
     public ChannelReader<GenerationEvent> Submit(GenerationRequest request, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        ArgumentOutOfRangeException.ThrowIfZero(request.PromptIds.Count, nameof(request));
         var events = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        if (!queue.Writer.TryWrite(new Job(request, events.Writer, cancellationToken)))
+        var job = new Job(request, events.Writer, cancellationToken);
+        lock (queue)
         {
-            throw new ObjectDisposedException(nameof(InferenceEngine));
+            if (queue.Count >= settings.MaxQueued + Math.Max(0, settings.MaxActive - ActiveCount))
+            {
+                throw new CobraQueueFullException(queue.Count, settings.MaxQueued);
+            }
+
+            job.Node = queue.AddLast(job);
         }
 
+        // A cancelled request that still waits is freed at once; an admitted one at the engine's next iteration.
+        job.Registration = cancellationToken.Register(() =>
+        {
+            lock (queue)
+            {
+                if (job.Node?.List is not null)
+                {
+                    queue.Remove(job.Node);
+                    job.Events.TryComplete(new OperationCanceledException(cancellationToken));
+                }
+            }
+
+            wake.Release();
+        });
+        wake.Release();
         return events.Reader;
     }
 
-    /// <summary>Stops accepting requests, fails queued ones, finishes the thread and frees the model.</summary>
+    /// <summary>Stops accepting requests, fails queued and running ones, finishes the thread and frees the model.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref disposed, 1) != 0)
@@ -78,234 +189,251 @@ internal sealed partial class InferenceEngine : IDisposable
             return;
         }
 
-        queue.Writer.TryComplete();
+        wake.Release();
         thread.Join();
+        wake.Dispose();
         pipeline.Dispose();
     }
 
     private void Run()
     {
         TorchRuntime.EnsureInitialized();
-        var active = new List<Active>();
+        using var noGrad = torch.no_grad();
         try
         {
-            while (true)
+            while (Volatile.Read(ref disposed) == 0)
             {
                 Volatile.Write(ref liveTensors, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-                Volatile.Write(ref activeCount, active.Count);
-                if (Volatile.Read(ref disposed) != 0 || (active.Count == 0 && !queue.Reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()))
+                Volatile.Write(ref activeCount, admitted.Count);
+                Volatile.Write(ref decodingRows, decoding.Count);
+                if (admitted.Count == 0)
                 {
-                    break;                                                       // the finally block fails what is left
+                    wake.Wait();
                 }
 
-                while (active.Count < maxActive && queue.Reader.TryRead(out var job))
+                FreeCancelled();
+                Admit();
+                if (decoding.Count > 0)
                 {
-                    if (Start(job) is { } started)
-                    {
-                        active.Add(started);
-                    }
+                    DecodeStep();
                 }
 
-                if (active.Count > 0)
-                {
-                    try
-                    {
-                        Step(active);
-                    }
-                    catch (Exception e)
-                    {
-                        // A failed batched step leaves every state in it unknown: fail those requests, keep serving.
-                        LogStepFailed(logger, e);
-                        foreach (var a in active)
-                        {
-                            a.Fail(e);
-                        }
-
-                        active.Clear();
-                        batch?.Dispose();
-                        batch = null;
-                        batchMembers = [];
-                    }
-                }
+                RunPendingWork();
             }
         }
         finally
         {
-            foreach (var a in active)
+            var gone = new ObjectDisposedException(nameof(InferenceEngine));
+            foreach (var job in admitted.ToArray())
             {
-                a.Fail(new ObjectDisposedException(nameof(InferenceEngine)));
+                Fail(job, gone);
             }
 
-            batch?.Dispose();
-
-            while (queue.Reader.TryRead(out var job))
+            DropBatch();
+            lock (queue)
             {
-                job.Events.TryComplete(new ObjectDisposedException(nameof(InferenceEngine)));
+                foreach (var job in queue)
+                {
+                    job.Events.TryComplete(gone);
+                }
+
+                queue.Clear();
             }
 
             cache.Dispose();
         }
     }
 
-    /// <summary>Prefills one request (reusing the longest cached conversation prefix) and picks its first token.</summary>
-    private Active? Start(Job job)
-    {
-        MambaState? state = null;
-        Active? started = null;
-        try
-        {
-            job.Cancellation.ThrowIfCancellationRequested();
-            var request = job.Request;
-            var llm = pipeline.Model.LanguageModel;
-            int imageTokens = request.Image is null ? 0 : pipeline.ImageTokenCount;
-            var cached = cache.Lookup(request.ImageKey, request.PromptIds);
-            state = cached?.State ?? llm.NewState();
-            int reusedText = cached?.Length ?? 0;
+    // ---- 1-2. Cancellation and admission ---------------------------------------------------------------------
 
-            Tensor logits;
-            using (var scope = torch.NewDisposeScope())
+    private void FreeCancelled()
+    {
+        foreach (var job in admitted.Where(j => j.Cancellation.IsCancellationRequested).ToArray())
+        {
+            Fail(job, new OperationCanceledException(job.Cancellation));
+        }
+    }
+
+    private void Admit()
+    {
+        while (admitted.Count < settings.MaxActive)
+        {
+            Job? job;
+            lock (queue)
             {
-                Tensor? image = null;
-                if (request.Image is not null && cached is null)
+                job = queue.First?.Value;
+                if (job is null)
                 {
-                    var (dino, siglip) = pipeline.PreparePixels(request.Image);
-                    image = pipeline.Model.EncodeImage(dino, siglip);                // [1,P,D]
+                    return;
                 }
 
-                var ids = torch.tensor(request.PromptIds.Skip(reusedText).Select(i => (long)i).ToArray(), device: llm.Device).unsqueeze(0);
-                var embeds = pipeline.Model.InputEmbeddings(image, ids);            // [1,P+T',D]
-                logits = Prefill(embeds, state, job.Cancellation).DetachFromDisposeScope(); // [1,V]
+                queue.RemoveFirst();
+                job.Node = null;
             }
 
-            cache.Store(request.ImageKey, request.PromptIds, state);
-            int cachedInput = cached is null ? 0 : imageTokens + reusedText;
-            LogStarted(logger, request.PromptIds.Count, imageTokens, cachedInput);
-            started = new Active(job, state, new Sampler(request.Sampling, llm.Device), new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences), imageTokens + request.PromptIds.Count, cachedInput);
-            state = null;
-            if (Accept(started, logits) is { } finish)
+            admitted.Add(job);
+            Volatile.Write(ref activeCount, admitted.Count);
+            try
             {
-                Finish(started, started.State!, finish);
-                return null;
+                Start(job);
             }
+            catch (Exception e)
+            {
+                Fail(job, e);
+            }
+        }
+    }
 
-            return started;
+    /// <summary>Looks up the longest cached prefix and lays out what is left to prefill: tower blocks, then positions.</summary>
+    private void Start(Job job)
+    {
+        var request = job.Request;
+        job.Clock.Start();
+        var llm = pipeline.Model.LanguageModel;
+        int imageTokens = request.Image is null ? 0 : pipeline.ImageTokenCount;
+        var cached = cache.Lookup(request.ImageKey, request.PromptIds);
+        job.State = cached?.State ?? llm.NewState();
+        int reused = cached?.Length ?? 0;
+        job.TextIds = request.PromptIds.Skip(reused).ToArray();
+        job.InputTokens = imageTokens + request.PromptIds.Count;
+        job.CachedInputTokens = cached is null ? 0 : imageTokens + reused;
+        job.PrefillLength = (cached is null ? imageTokens : 0) + job.TextIds.Length;
+        if (request.Image is not null && cached is null)
+        {
+            using var scope = torch.NewDisposeScope();
+            var (dino, siglip) = pipeline.PreparePixels(request.Image);
+            job.Vision = new ImageEncoding(pipeline.Model, dino, siglip);
+
+            // After the image and the prompt prefix every first turn shares, keep a snapshot for new conversations about this image.
+            if (sharedPromptPrefix > 0 && sharedPromptPrefix < request.PromptIds.Count && request.ImageKey is not null)
+            {
+                job.SnapshotAt = imageTokens + sharedPromptPrefix;
+            }
+        }
+
+        job.Admission = Interlocked.Increment(ref requests);
+        Interlocked.Add(ref promptTokens, job.InputTokens);
+        Interlocked.Add(ref cachedPromptTokens, job.CachedInputTokens);
+        LogStarted(logger, request.PromptIds.Count, imageTokens, job.CachedInputTokens);
+    }
+
+    // ---- 3. One batched decode step --------------------------------------------------------------------------
+
+    private void DecodeStep()
+    {
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            SyncBatch();
+            using var scope = torch.NewDisposeScope();
+            var llm = pipeline.Model.LanguageModel;
+            var tokens = torch.tensor(batchMembers.Select(c => (long)c.Output[^1]).ToArray(), device: llm.Device); // [B]
+            var logits = llm.Step(tokens, batch!);                                 // [B,V]
+            Accept(batchMembers.ToArray(), logits);
         }
         catch (Exception e)
         {
-            var error = e is OperationCanceledException ? new OperationCanceledException(job.Cancellation) : e;
-            if (started is not null)
+            // A failed batched step leaves every state in it unknown: fail those requests, keep serving.
+            LogStepFailed(logger, e);
+            foreach (var job in batchMembers.Select(c => c.Job).Distinct().ToArray())
             {
-                started.Fail(error);
-            }
-            else
-            {
-                state?.Dispose();
-                job.Events.TryComplete(error);
+                Fail(job, e);
             }
 
-            return null;
-        }
-    }
-
-    /// <summary>The full-sequence path in chunks, checking cancellation between them; logits of the last position.</summary>
-    private Tensor Prefill(Tensor embeds, MambaState state, CancellationToken cancellation)
-    {
-        var llm = pipeline.Model.LanguageModel;
-        long length = embeds.shape[1];
-        Tensor? logits = null;
-        for (long start = 0; start < length; start += prefillChunk)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            using var scope = torch.NewDisposeScope();
-            logits?.Dispose();
-            logits = llm.Forward(embeds.narrow(1, start, Math.Min(prefillChunk, length - start)), state).MoveToOuterDisposeScope();
-        }
-
-        return logits!;
-    }
-
-    /// <summary>One decode step for every active request, batched.</summary>
-    private void Step(List<Active> active)
-    {
-        active.RemoveAll(a =>
-        {
-            if (!a.Job.Cancellation.IsCancellationRequested)
-            {
-                return false;
-            }
-
-            a.Fail(new OperationCanceledException(a.Job.Cancellation));
-            return true;
-        });
-        if (active.Count == 0)
-        {
             DropBatch();
-            return;
         }
 
-        SyncBatch(active);
-        var llm = pipeline.Model.LanguageModel;
-        using var scope = torch.NewDisposeScope();
-        var members = batch is null ? active : batchMembers;
-        var tokens = torch.tensor(members.Select(a => (long)a.Output[^1]).ToArray(), device: llm.Device); // [B]
-        var logits = llm.Step(tokens, batch ?? active[0].State!);                  // [B,V]
-        var finished = new List<(int Row, Active Request, FinishReason Reason)>();
-        for (int i = 0; i < members.Count; i++)
+        decodeStepMs = Average(decodeStepMs, clock.Elapsed.TotalMilliseconds);
+    }
+
+    /// <summary>Samples every row of <paramref name="logits"/> [R, V] for <paramref name="rows"/> and advances each choice.</summary>
+    private void Accept(Choice[] rows, Tensor logits)
+    {
+        var sampled = BatchSampler.Sample(logits, rows.Select(c => c.Row).ToArray(), pipeline.Tokenizer);
+        float[][]? captured = rows.Any(c => c.Logits is not null) ? CopyRows(logits) : null;
+        for (int i = 0; i < rows.Length; i++)
         {
+            var choice = rows[i];
+            if (choice.Job.Ended)
+            {
+                continue;                                                        // another choice of its request failed just now
+            }
+
             try
             {
-                if (Accept(members[i], logits[i].unsqueeze(0)) is { } finish)
+                if (sampled[i].Error is { } error)
                 {
-                    finished.Add((i, members[i], finish));
+                    throw error;
+                }
+
+                if (captured is not null)
+                {
+                    choice.Logits?.Add(captured[i]);
+                }
+
+                if (Advance(choice, sampled[i]) is { } reason)
+                {
+                    FinishChoice(choice, reason);
                 }
             }
             catch (Exception e)
             {
-                members[i].Fail(e);
-                active.Remove(members[i]);
+                Fail(choice.Job, e);
             }
-        }
-
-        foreach (var (row, request, reason) in finished)
-        {
-            using var own = batch?.Select([row]);
-            Finish(request, own ?? request.State!, reason);
-            active.Remove(request);
         }
     }
 
-    /// <summary>Makes <see cref="batch"/> hold exactly the active requests' states: drops rows that left, appends joiners.</summary>
-    private void SyncBatch(List<Active> active)
+    /// <summary>Adds the sampled token to the choice and reports its text; the finish reason when the choice is done.</summary>
+    private FinishReason? Advance(Choice choice, SampledToken sampled)
     {
-        if (active.Count == 1 && batch is null)
+        int token = sampled.Token;
+        choice.Output.Add(token);
+        choice.Row.Accept(token);
+        Interlocked.Increment(ref generatedTokens);
+        if (sampled.Logprob is not null)
         {
-            return;                                                               // a lone request steps on its own state
+            choice.PendingLogprobs.Add(sampled.Logprob);
         }
 
-        if (batch is not null)
+        if (token == pipeline.Tokenizer.EosTokenId)
         {
-            var staying = batchMembers.Select((a, i) => (a, i)).Where(m => active.Contains(m.a)).ToList();
+            return FinishReason.Stop;
+        }
+
+        choice.Write(choice.Decoder.Add(token));
+        bool complete = choice.Row.Constraint?.IsComplete == true;
+        return choice.Decoder.Stopped || complete ? FinishReason.Stop
+            : choice.Output.Count >= choice.Job.Request.Sampling.MaxNewTokens ? FinishReason.Length
+            : null;
+    }
+
+    /// <summary>Makes <see cref="batch"/> hold exactly the decoding rows' states: drops rows that left, appends joiners.</summary>
+    private void SyncBatch()
+    {
+        var staying = batchMembers.Select((c, i) => (c, i)).Where(m => decoding.Contains(m.c)).ToList();
+        if (batch is not null && staying.Count < batchMembers.Count)
+        {
             if (staying.Count == 0)
             {
                 DropBatch();
             }
-            else if (staying.Count < batchMembers.Count)
+            else
             {
                 var kept = batch.Select(staying.Select(m => (long)m.i).ToArray());
                 batch.Dispose();
                 batch = kept;
-                batchMembers = staying.Select(m => m.a).ToList();
+                batchMembers = staying.Select(m => m.c).ToList();
             }
         }
 
-        var joiners = active.Where(a => !batchMembers.Contains(a)).ToList();
+        var joiners = decoding.Where(c => c.State is not null).ToList();
         if (joiners.Count == 0)
         {
             return;
         }
 
-        var parts = (batch is null ? [] : new[] { batch }).Concat(joiners.Select(a => a.State!)).ToArray();
-        var grown = MambaState.Stack(parts);
+        var parts = (batch is null ? [] : new[] { batch }).Concat(joiners.Select(c => c.State!)).ToArray();
+        var grown = parts.Length == 1 ? parts[0].Clone() : MambaState.Stack(parts);
         batch?.Dispose();
         batch = grown;
         foreach (var joiner in joiners)
@@ -323,100 +451,415 @@ internal sealed partial class InferenceEngine : IDisposable
         batchMembers = [];
     }
 
-    /// <summary>Samples the next token from [1, V] logits and reports its text; the finish reason when the request is done.</summary>
-    private FinishReason? Accept(Active a, Tensor logits)
+    // ---- 4. A time-boxed slice of pending work ---------------------------------------------------------------
+
+    /// <summary>
+    /// Prefill chunks and tower blocks of admitted requests, in admission order, until the slice's time is
+    /// spent: with streams decoding, about <see cref="EngineSettings.PendingWorkPerStep"/> decode steps (at least
+    /// one unit of work, so everything progresses); with none, one full chunk or tower per request.
+    /// </summary>
+    private void RunPendingWork()
     {
-        var request = a.Job.Request;
-        int token;
+        bool streaming = decoding.Count > 0 && !double.IsNaN(decodeStepMs);
+        double budgetMs = streaming ? decodeStepMs * settings.PendingWorkPerStep : double.PositiveInfinity;
+        var clock = Stopwatch.StartNew();
+        bool progressed = false;
+        while (!progressed || clock.Elapsed.TotalMilliseconds < budgetMs)
+        {
+            bool prefilled = RunPrefillChunk(streaming, budgetMs - clock.Elapsed.TotalMilliseconds);
+            bool encoded = RunVisionUnits(streaming, budgetMs - clock.Elapsed.TotalMilliseconds);
+            if (!prefilled && !encoded)
+            {
+                return;
+            }
+
+            progressed = true;
+            if (!streaming)
+            {
+                return;                                                          // back to admission and cancellation checks
+            }
+        }
+    }
+
+    /// <summary>One batched chunk over the requests whose image tokens are ready; false when there are none.</summary>
+    private bool RunPrefillChunk(bool streaming, double budgetMs)
+    {
+        var rows = admitted.Where(j => j.Vision is null && j.State is not null && j.Position < j.PrefillLength).Take(settings.MaxPrefillBatch).ToList();
+        if (rows.Count == 0)
+        {
+            return false;
+        }
+
+        // One length for every row: the shortest distance to a row's end or snapshot point, within the chunk cap and the time box.
+        int length = rows.Min(j => j.NextBoundary - j.Position);
+        length = Math.Min(length, settings.PrefillChunkTokens);
+        if (streaming && !double.IsNaN(prefillTokenMs))
+        {
+            // Short chunks pay the weight reads of a whole pass for few tokens: never below MinStreamingChunk.
+            length = Math.Clamp((int)(budgetMs / prefillTokenMs / rows.Count), Math.Min(MinStreamingChunk, length), length);
+        }
+
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            PrefillChunk(rows, length);
+        }
+        catch (Exception e)
+        {
+            foreach (var job in rows)
+            {
+                Fail(job, e);
+            }
+        }
+
+        if (length >= Math.Min(MinStreamingChunk, settings.PrefillChunkTokens))
+        {
+            prefillTokenMs = Average(prefillTokenMs, clock.Elapsed.TotalMilliseconds / (length * rows.Count));
+        }
+        return true;
+    }
+
+    private void PrefillChunk(List<Job> rows, int length)
+    {
+        var llm = pipeline.Model.LanguageModel;
+        Tensor logits;
         using (var scope = torch.NewDisposeScope())
         {
-            token = (int)a.Sampler.Next(logits, request.PromptIds, a.Output).item<long>();
+            var embeds = torch.cat(rows.Select(j => ChunkEmbeddings(j, length)).ToArray(), 0); // [R,length,D]
+            if (rows.Count == 1)
+            {
+                logits = llm.Forward(embeds, rows[0].State!).DetachFromDisposeScope();  // [1,V]
+            }
+            else
+            {
+                using var stacked = MambaState.Stack(rows.Select(j => j.State!).ToArray());
+                logits = llm.Forward(embeds, stacked).DetachFromDisposeScope();          // [R,V]
+                var split = stacked.Split();
+                for (int r = 0; r < rows.Count; r++)
+                {
+                    split[r].TokenCount = rows[r].State!.TokenCount + length;
+                    rows[r].State!.Dispose();
+                    rows[r].State = split[r];
+                }
+            }
         }
 
-        logits.Dispose();
-        a.Output.Add(token);
-        if (token == pipeline.Tokenizer.EosTokenId)
+        using (logits)
         {
-            return FinishReason.Stop;
+            for (int r = 0; r < rows.Count; r++)
+            {
+                var job = rows[r];
+                job.Position += length;
+                if (job.Position == job.SnapshotAt)
+                {
+                    cache.Store(job.Request.ImageKey, job.Request.PromptIds.Take(sharedPromptPrefix).ToArray(), job.State!);
+                }
+
+                if (job.Position == job.PrefillLength)
+                {
+                    using var last = logits.narrow(0, r, 1);                           // [1,V]
+                    FinishPrefill(job, last);
+                }
+            }
         }
 
-        a.Write(a.Decoder.Add(token));
-        return a.Decoder.Stopped ? FinishReason.Stop
-            : a.Output.Count >= request.Sampling.MaxNewTokens ? FinishReason.Length
-            : null;
+        if (rows.Any(j => j.ImageTokens is not null && j.Position >= j.ImageTokenCount))
+        {
+            foreach (var job in rows.Where(j => j.ImageTokens is not null && j.Position >= j.ImageTokenCount))
+            {
+                job.ImageTokens!.Dispose();
+                job.ImageTokens = null;
+            }
+        }
     }
 
-    /// <summary>Caches the conversation state (it has consumed every output token but the last) and completes the request.</summary>
-    private void Finish(Active a, MambaState state, FinishReason reason)
+    /// <summary>Input embeddings of a job's next <paramref name="length"/> positions: image tokens first, then text: [1, length, D].</summary>
+    private Tensor ChunkEmbeddings(Job job, int length)
     {
-        var request = a.Job.Request;
-        cache.Store(request.ImageKey, [.. request.PromptIds, .. a.Output[..^1]], state);
-        a.Write(a.Decoder.Finish());
-        a.Complete(new GenerationCompleted(reason, a.InputTokens, a.CachedInputTokens, a.Output.Count, a.Output.ToArray()));
-        LogFinished(logger, a.Output.Count, reason);
+        var llm = pipeline.Model.LanguageModel;
+        var parts = new List<Tensor>();
+        int position = job.Position;
+        int end = position + length;
+        if (job.ImageTokens is not null && position < job.ImageTokenCount)
+        {
+            int take = Math.Min(end, job.ImageTokenCount) - position;
+            parts.Add(job.ImageTokens.narrow(1, position, take).to(llm.DType));   // [1,take,D]
+            position += take;
+        }
+
+        if (position < end)
+        {
+            int textStart = position - (job.PrefillLength - job.TextIds.Length);
+            var ids = torch.tensor(job.TextIds.AsSpan(textStart, end - position).ToArray().Select(i => (long)i).ToArray(), device: llm.Device).unsqueeze(0); // [1,t]
+            parts.Add(llm.Embed(ids));                                                // [1,t,D]
+        }
+
+        return parts.Count == 1 ? parts[0] : torch.cat(parts.ToArray(), 1);
     }
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Request started: {PromptTokens} prompt tokens, {ImageTokens} image tokens, {CachedTokens} reused from a cached conversation state")]
+    /// <summary>The prompt is consumed: cache its state, fork it into the request's choices and pick their first tokens.</summary>
+    private void FinishPrefill(Job job, Tensor lastLogits)
+    {
+        var request = job.Request;
+        cache.Store(request.ImageKey, request.PromptIds, job.State!);
+        job.FirstToken = job.Clock.Elapsed;
+        var state = job.State!;
+        job.State = null;
+        var choices = new Choice[request.Choices];
+        for (int i = 0; i < choices.Length; i++)
+        {
+            var constraint = request.Constraint?.Invoke();
+            var row = new SamplingRow(request.Sampling, request.PromptIds, i, constraint, request.Logprobs, request.TopLogprobs);
+            choices[i] = new Choice(job, i, i == 0 ? state : state.Clone(), row, new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences), request.CaptureLogits);
+        }
+
+        job.Choices = choices;
+        job.ChoicesLeft = choices.Length;
+        decoding.AddRange(choices);
+        using var scope = torch.NewDisposeScope();
+        Accept(choices, choices.Length == 1 ? lastLogits : lastLogits.expand(choices.Length, -1).contiguous()); // [n,V]
+    }
+
+    /// <summary>Tower blocks of the first request whose image is still being encoded; false when there is none.</summary>
+    private bool RunVisionUnits(bool streaming, double budgetMs)
+    {
+        var job = admitted.FirstOrDefault(j => j.Vision is not null);
+        if (job is null)
+        {
+            return false;
+        }
+
+        try
+        {
+            int units = streaming && !double.IsNaN(visionUnitMs) ? Math.Max(1, (int)(budgetMs / visionUnitMs)) : int.MaxValue;
+            for (int i = 0; i < units; i++)
+            {
+                var unit = Stopwatch.StartNew();
+                bool done = job.Vision!.Advance();
+                visionUnitMs = Average(visionUnitMs, unit.Elapsed.TotalMilliseconds);
+                if (done)
+                {
+                    job.ImageTokens = job.Vision.Result!.alias().DetachFromDisposeScope(); // [1,P,D]
+                    job.ImageTokenCount = (int)job.ImageTokens.shape[1];
+                    job.Vision.Dispose();
+                    job.Vision = null;
+                    break;
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            Fail(job, e);
+        }
+
+        return true;
+    }
+
+    // ---- Ends ------------------------------------------------------------------------------------------------
+
+    /// <summary>Caches the choice's state (it has consumed every output token but the last) and reports its end.</summary>
+    private void FinishChoice(Choice choice, FinishReason reason)
+    {
+        var job = choice.Job;
+        var request = job.Request;
+        decoding.Remove(choice);
+        if (choice.State is not null)
+        {
+            cache.Store(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], choice.State);
+        }
+        else if (batchMembers.IndexOf(choice) is var row and >= 0 && batch is not null)
+        {
+            using var own = batch.Select([row]);
+            cache.Store(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], own);
+        }
+
+        if (reason == FinishReason.Length && choice.Row.Constraint is { IsComplete: false })
+        {
+            LogConstrainedValueCut(logger, choice.Output.Count);
+        }
+
+        choice.Write(choice.Decoder.Finish());
+        job.Events.TryWrite(new ChoiceCompleted(choice.Index, reason, choice.Output.ToArray(), choice.Logits));
+        choice.Release();
+        if (--job.ChoicesLeft == 0)
+        {
+            var decodeTime = job.Clock.Elapsed - job.FirstToken;
+            int output = job.Choices.Sum(c => c.Output.Count);
+            job.Events.TryWrite(new GenerationCompleted(job.InputTokens, job.CachedInputTokens, output, job.FirstToken, decodeTime, job.Admission));
+            job.Events.TryComplete();
+            Remove(job);
+            LogFinished(logger, output, reason);
+        }
+    }
+
+    /// <summary>Ends a request with <paramref name="error"/> and frees everything it holds.</summary>
+    private void Fail(Job job, Exception error)
+    {
+        job.Events.TryComplete(error);
+        foreach (var choice in job.Choices)
+        {
+            decoding.Remove(choice);
+            choice.Release();
+        }
+
+        Remove(job);
+    }
+
+    private void Remove(Job job)
+    {
+        job.Ended = true;
+        admitted.Remove(job);
+        Volatile.Write(ref activeCount, admitted.Count);
+        job.Dispose();
+    }
+
+    private static float[][] CopyRows(Tensor logits)
+    {
+        using var host = logits.to(ScalarType.Float32).cpu();
+        long vocab = host.shape[1];
+        var all = host.data<float>().ToArray();
+        return Enumerable.Range(0, (int)host.shape[0]).Select(r => all.AsSpan((int)(r * vocab), (int)vocab).ToArray()).ToArray();
+    }
+
+    private static double Average(double average, double sample) => double.IsNaN(average) ? sample : (0.8 * average) + (0.2 * sample);
+
+    /// <summary>The prompt tokens every first turn starts with (the user-turn header), found by encoding two unrelated one-turn prompts.</summary>
+    private static int SharedPromptPrefix(CobraPipeline pipeline)
+    {
+        var a = pipeline.EncodePrompt([("user", "A")]);
+        var b = pipeline.EncodePrompt([("user", "? 7")]);
+        int shared = 0;
+        while (shared < a.Count && shared < b.Count && a[shared] == b[shared])
+        {
+            shared++;
+        }
+
+        return shared;
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Request started: {PromptTokens} prompt tokens, {ImageTokens} image tokens, {CachedTokens} reused from a cached state")]
     private static partial void LogStarted(ILogger logger, int promptTokens, int imageTokens, int cachedTokens);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "A decode step failed; its requests were failed")]
     private static partial void LogStepFailed(ILogger logger, Exception exception);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Request finished: {OutputTokens} tokens, {Reason}")]
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Request finished: {OutputTokens} tokens, last choice {Reason}")]
     private static partial void LogFinished(ILogger logger, int outputTokens, FinishReason reason);
 
-    private sealed record Job(GenerationRequest Request, ChannelWriter<GenerationEvent> Events, CancellationToken Cancellation);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A constrained answer reached its token limit ({Tokens} tokens) inside the value: the JSON is incomplete (finish reason length)")]
+    private static partial void LogConstrainedValueCut(ILogger logger, int tokens);
 
-    /// <summary>A request between its prefill and its last token; owns its state and sampler.</summary>
-    private sealed class Active(Job job, MambaState state, Sampler sampler, StreamingTextDecoder decoder, int inputTokens, int cachedInputTokens)
+    /// <summary>One request from admission to its last choice.</summary>
+    private sealed class Job(GenerationRequest request, ChannelWriter<GenerationEvent> events, CancellationToken cancellation) : IDisposable
+    {
+        public GenerationRequest Request { get; } = request;
+
+        public ChannelWriter<GenerationEvent> Events { get; } = events;
+
+        public CancellationToken Cancellation { get; } = cancellation;
+
+        public CancellationTokenRegistration Registration { get; set; }
+
+        public LinkedListNode<Job>? Node { get; set; }
+
+        public Stopwatch Clock { get; } = new();
+
+        public TimeSpan FirstToken { get; set; }
+
+        public long Admission { get; set; }
+
+        /// <summary>The prefill's state (batch 1) until the prompt is consumed.</summary>
+        public MambaState? State { get; set; }
+
+        /// <summary>The image's trip through the towers, until its tokens are ready.</summary>
+        public ImageEncoding? Vision { get; set; }
+
+        /// <summary>Image tokens [1, P, D] until the prefill has fed them.</summary>
+        public Tensor? ImageTokens { get; set; }
+
+        public int ImageTokenCount { get; set; }
+
+        /// <summary>Text ids still to prefill (after the cached prefix).</summary>
+        public int[] TextIds { get; set; } = [];
+
+        /// <summary>Positions to prefill in all (image tokens unless cached, then the text ids).</summary>
+        public int PrefillLength { get; set; }
+
+        /// <summary>Positions prefilled so far.</summary>
+        public int Position { get; set; }
+
+        /// <summary>The position after which the image-prefix snapshot is taken, or -1.</summary>
+        public int SnapshotAt { get; set; } = -1;
+
+        public int NextBoundary => SnapshotAt > Position ? SnapshotAt : PrefillLength;
+
+        public int InputTokens { get; set; }
+
+        public int CachedInputTokens { get; set; }
+
+        public Choice[] Choices { get; set; } = [];
+
+        public int ChoicesLeft { get; set; }
+
+        /// <summary>Completed or failed: nothing more may be written or run for it.</summary>
+        public bool Ended { get; set; }
+
+        public void Dispose()
+        {
+            Registration.Dispose();
+            State?.Dispose();
+            State = null;
+            Vision?.Dispose();
+            Vision = null;
+            ImageTokens?.Dispose();
+            ImageTokens = null;
+        }
+    }
+
+    /// <summary>One completion of a request: a decode row with its own sampler, detokeniser and output.</summary>
+    private sealed class Choice(Job job, int index, MambaState state, SamplingRow row, StreamingTextDecoder decoder, bool captureLogits)
     {
         public Job Job { get; } = job;
 
-        /// <summary>The request's own state; null while its row lives in the engine's shared batch.</summary>
+        public int Index { get; } = index;
+
+        /// <summary>The choice's own state; null while its row lives in the engine's shared batch.</summary>
         public MambaState? State { get; private set; } = state;
 
-        public Sampler Sampler { get; } = sampler;
+        public SamplingRow Row { get; } = row;
 
         public StreamingTextDecoder Decoder { get; } = decoder;
 
         public List<int> Output { get; } = [];
 
-        public int InputTokens { get; } = inputTokens;
+        public List<float[]>? Logits { get; } = captureLogits ? [] : null;
 
-        public int CachedInputTokens { get; } = cachedInputTokens;
+        public List<CobraTokenLogprob> PendingLogprobs { get; } = [];
 
-        /// <summary>The state's row was copied into the shared batch: free the request's own copy.</summary>
+        /// <summary>The state's row was copied into the shared batch: free the choice's own copy.</summary>
         public void MoveIntoBatch()
         {
             State?.Dispose();
             State = null;
         }
 
+        /// <summary>Reports new text (and the log-probabilities gathered since the last report).</summary>
         public void Write(string text)
         {
-            if (text.Length > 0)
+            if (text.Length == 0 && PendingLogprobs.Count == 0)
             {
-                Job.Events.TryWrite(new TextGenerated(text));
+                return;
             }
+
+            var logprobs = PendingLogprobs.Count == 0 ? null : PendingLogprobs.ToArray();
+            PendingLogprobs.Clear();
+            Job.Events.TryWrite(new TextGenerated(text, Index, logprobs));
         }
 
-        public void Complete(GenerationCompleted completed)
-        {
-            Job.Events.TryWrite(completed);
-            Job.Events.TryComplete();
-            Release();
-        }
-
-        public void Fail(Exception error)
-        {
-            Job.Events.TryComplete(error);
-            Release();
-        }
-
-        private void Release()
+        public void Release()
         {
             State?.Dispose();
-            Sampler.Dispose();
+            State = null;
         }
     }
 }

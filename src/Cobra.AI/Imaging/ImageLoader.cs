@@ -25,22 +25,32 @@ internal static class ImageLoader
     private const long MinAllocationLimitBytes = 64L * 1024 * 1024;
 
     /// <summary>Decodes an encoded image. The format is detected from the bytes; <paramref name="declaredMediaType"/> only enriches error messages.</summary>
-    /// <exception cref="InvalidDataException">The data is empty, too large, not a supported image, corrupt or over the pixel limit.</exception>
-    public static RgbImage Load(ReadOnlySpan<byte> data, ImageLimits limits, string? declaredMediaType = null, string? sourceName = null)
+    /// <exception cref="CobraImageLimitException">The data is over <see cref="ImageLimits.MaxBytes"/> or the image over <see cref="ImageLimits.MaxPixels"/>.</exception>
+    /// <exception cref="InvalidDataException">The data is empty, not a supported image, or corrupt.</exception>
+    public static RgbImage Load(ReadOnlySpan<byte> data, ImageLimits limits, string? declaredMediaType = null, string? sourceName = null) =>
+        Decode(Inspect(data.ToArray(), limits, declaredMediaType, sourceName));
+
+    /// <summary>
+    /// Everything <see cref="Load"/> checks before it allocates pixels: size, format, structure, header and
+    /// dimensions. The result tells how much memory decoding will take, so a caller can wait for room first.
+    /// </summary>
+    /// <exception cref="CobraImageLimitException">Over a limit.</exception>
+    /// <exception cref="InvalidDataException">Empty, unsupported or corrupt.</exception>
+    public static InspectedImage Inspect(byte[] bytes, ImageLimits limits, string? declaredMediaType = null, string? sourceName = null)
     {
+        ArgumentNullException.ThrowIfNull(bytes);
         ArgumentNullException.ThrowIfNull(limits);
         string source = sourceName ?? "image";
-        if (data.IsEmpty)
+        if (bytes.Length == 0)
         {
             throw Invalid(source, "the data is empty (0 bytes)");
         }
 
-        if (data.Length > limits.MaxBytes)
+        if (bytes.Length > limits.MaxBytes)
         {
-            throw Invalid(source, $"{data.Length} bytes exceeds the limit of {limits.MaxBytes} bytes");
+            throw OverLimit(source, $"{bytes.Length} bytes exceeds the limit of {limits.MaxBytes} bytes", ImageLimits.MaxBytesName);
         }
 
-        byte[] bytes = data.ToArray();
         var configuration = CreateConfiguration(limits);
         var format = Image.DetectFormat(configuration, bytes)
             ?? throw Invalid(source, DescribeUnknownFormat(bytes, declaredMediaType));
@@ -54,12 +64,22 @@ internal static class ImageLoader
         var info = Guard(source, format, () => Image.Identify(configuration, new MemoryStream(bytes, writable: false)))
             ?? throw Invalid(source, $"the {format.Name} header could not be read");
         CheckDimensions(source, info, limits);
-        return Guard(source, format, () => Decode(configuration, bytes, info, limits.ApplyExifOrientation));
+        return new InspectedImage(bytes, source, limits, configuration, format, info);
+    }
+
+    /// <summary>Decodes an inspected image to RGB.</summary>
+    /// <exception cref="CobraImageLimitException">Decoding needs more memory than the pixel limit justifies (a bomb).</exception>
+    /// <exception cref="InvalidDataException">The data is corrupt.</exception>
+    public static RgbImage Decode(InspectedImage image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        return Guard(image.Source, image.Format, () => Decode(image.Configuration, image.Bytes, image.Info, image.Limits.ApplyExifOrientation));
     }
 
     /// <summary>Reads and decodes an image file, reading at most <see cref="ImageLimits.MaxBytes"/> + 1 bytes.</summary>
     /// <exception cref="FileNotFoundException">The file (or its directory) does not exist.</exception>
     /// <exception cref="InvalidDataException">As for <see cref="Load"/>; the message names <paramref name="path"/>.</exception>
+    /// <exception cref="CobraImageLimitException">As for <see cref="Load"/>.</exception>
     public static RgbImage LoadFile(string path, ImageLimits limits)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -117,6 +137,13 @@ internal static class ImageLoader
         return configuration;
     }
 
+    /// <summary>
+    /// Bytes per pixel the decoder holds: its pixel buffer (8 for 16-bit PNGs, else 4), plus for JPEG the DCT
+    /// coefficients a progressive file keeps for the whole image (about 4 more).
+    /// </summary>
+    internal static int DecoderBytesPerPixel(IImageFormat format, IImageInfo info) =>
+        format is JpegFormat || info.Metadata.GetPngMetadata().BitDepth == PngBitDepth.Bit16 ? 8 : 4;
+
     private static void CheckDimensions(string source, IImageInfo info, ImageLimits limits)
     {
         if (info.Width <= 0 || info.Height <= 0)
@@ -127,7 +154,7 @@ internal static class ImageLoader
         long pixels = (long)info.Width * info.Height;
         if (pixels > limits.MaxPixels)
         {
-            throw Invalid(source, $"{info.Width}x{info.Height} = {pixels} pixels exceeds the limit of {limits.MaxPixels} pixels");
+            throw OverLimit(source, $"{info.Width}x{info.Height} = {pixels} pixels exceeds the limit of {limits.MaxPixels} pixels", ImageLimits.MaxPixelsName);
         }
     }
 
@@ -174,9 +201,9 @@ internal static class ImageLoader
         {
             return action();
         }
-        catch (InvalidMemoryOperationException e)
+        catch (InvalidMemoryOperationException)
         {
-            throw Invalid(source, $"decoding the {format.Name} data needs more memory than the pixel limit allows", e);
+            throw OverLimit(source, $"decoding the {format.Name} data needs more memory than the pixel limit allows", ImageLimits.MaxPixelsName);
         }
         catch (Exception e) when (IsDecoderFailure(e))
         {
@@ -205,4 +232,45 @@ internal static class ImageLoader
 
     private static InvalidDataException Invalid(string source, string problem, Exception? inner = null) =>
         new($"Cannot load {source}: {problem}.", inner);
+
+    private static CobraImageLimitException OverLimit(string source, string problem, string limitName) =>
+        new($"Cannot load {source}: {problem} ({limitName}).", limitName);
+}
+
+/// <summary>An image whose header passed every check, not yet decoded.</summary>
+internal sealed class InspectedImage
+{
+    internal InspectedImage(byte[] bytes, string source, ImageLimits limits, Configuration configuration, IImageFormat format, IImageInfo info)
+    {
+        Bytes = bytes;
+        Source = source;
+        Limits = limits;
+        Configuration = configuration;
+        Format = format;
+        Info = info;
+    }
+
+    /// <summary>The encoded bytes.</summary>
+    public byte[] Bytes { get; }
+
+    /// <summary>Name used in error messages.</summary>
+    public string Source { get; }
+
+    /// <summary>The limits it was checked against.</summary>
+    public ImageLimits Limits { get; }
+
+    /// <summary>The private decoder configuration.</summary>
+    public Configuration Configuration { get; }
+
+    /// <summary>The detected format.</summary>
+    public IImageFormat Format { get; }
+
+    /// <summary>The header.</summary>
+    public IImageInfo Info { get; }
+
+    /// <summary>
+    /// Memory decoding will hold at its peak, estimated: the encoded bytes, the decoder's pixel buffer and the
+    /// RGB result.
+    /// </summary>
+    public long DecodeBytes => Bytes.Length + ((long)Info.Width * Info.Height * (ImageLoader.DecoderBytesPerPixel(Format, Info) + 3));
 }

@@ -17,6 +17,18 @@ internal sealed class PyTorchCheckpoint : ITensorSource
     /// <summary>Deepest dict nesting flattened; also stops a dict that (via the memo) contains itself.</summary>
     public const int MaxNesting = 64;
 
+    /// <summary>
+    /// Most dict entries flattened. Each dict is visited once (one the memo shares under two keys is refused), so
+    /// this only stops very wide trees; the 3B checkpoint has about 1,200.
+    /// </summary>
+    public const int MaxFlattenedNodes = 1 << 22;
+
+    /// <summary>
+    /// Largest ratio of an entry's uncompressed to compressed size. torch.save stores entries uncompressed and
+    /// weights deflate by a few percent, so more means a zip bomb whose declared size would be allocated.
+    /// </summary>
+    public const int MaxCompressionRatio = 16;
+
     private readonly ZipArchive archive;
     private readonly string prefix;
     private readonly OrderedDictionary<string, Entry> entries;
@@ -52,7 +64,7 @@ internal sealed class PyTorchCheckpoint : ITensorSource
             var hooks = new TorchPickleHooks(path, (key, dtype, numel) => DescribeStorage(path, archive, prefix, key, dtype, numel));
             var root = RestrictedUnpickler.Load(ReadPickle(path, archive, prefix), path, hooks);
             var tensors = new OrderedDictionary<string, Entry>(StringComparer.Ordinal);
-            Flatten(path, root, "", 0, tensors);
+            new Flattener(path, tensors).Visit(root, "", 0);
             return new PyTorchCheckpoint(path, archive, prefix, tensors);
         }
         catch
@@ -151,6 +163,8 @@ internal sealed class PyTorchCheckpoint : ITensorSource
             throw CheckpointErrors.Invalid(path, $"data.pkl is {entry.Length} bytes, over the {MaxPickleBytes}-byte limit");
         }
 
+        CheckCompression(path, entry, "data.pkl");
+
         var bytes = new byte[entry.Length];
         try
         {
@@ -165,10 +179,19 @@ internal sealed class PyTorchCheckpoint : ITensorSource
         return bytes;
     }
 
+    private static void CheckCompression(string path, ZipArchiveEntry entry, string what)
+    {
+        if (entry.Length > 4096 && entry.Length / MaxCompressionRatio > entry.CompressedLength)
+        {
+            throw CheckpointErrors.Invalid(path, $"{what} expands from {entry.CompressedLength} to {entry.Length} bytes, more than {MaxCompressionRatio}x (PyTorchCheckpoint.MaxCompressionRatio): a zip bomb, not a torch.save archive");
+        }
+    }
+
     private static TorchStorage DescribeStorage(string path, ZipArchive archive, string prefix, string key, ScalarType dtype, long numel)
     {
         var entry = archive.GetEntry($"{prefix}/data/{key}")
             ?? throw CheckpointErrors.Invalid(path, $"storage '{key}' has no 'data/{key}' entry");
+        CheckCompression(path, entry, $"storage '{key}'");
         long expected;
         try
         {
@@ -184,31 +207,52 @@ internal sealed class PyTorchCheckpoint : ITensorSource
             : throw CheckpointErrors.Invalid(path, $"storage '{key}' holds {entry.Length} bytes, but {numel} x {dtype} needs {expected}");
     }
 
-    private static void Flatten(string path, object? node, string key, int depth, OrderedDictionary<string, Entry> into)
+    /// <summary>
+    /// Flattens nested dicts to dotted keys. The memo lets a pickle put one dict under many keys, which would
+    /// make a tree of n shared levels expand to 2^n paths from a file of a few bytes per level; a real
+    /// state_dict never shares a dict, so the second sighting is refused and the walk stays linear.
+    /// </summary>
+    private sealed class Flattener(string path, OrderedDictionary<string, Entry> into)
     {
-        switch (node)
+        private readonly Dictionary<object, string> seen = new(ReferenceEqualityComparer.Instance);
+        private int nodes;
+
+        public void Visit(object? node, string key, int depth)
         {
-            case OrderedDictionary<string, object?> dict when depth < MaxNesting:
-                foreach (var (name, child) in dict)
-                {
-                    Flatten(path, child, key.Length == 0 ? name : $"{key}.{name}", depth + 1, into);
-                }
+            if (++nodes > MaxFlattenedNodes)
+            {
+                throw CheckpointErrors.Invalid(path, $"the pickle's dicts hold more than {MaxFlattenedNodes} entries (PyTorchCheckpoint.MaxFlattenedNodes)");
+            }
 
-                break;
-            case OrderedDictionary<string, object?>:
-                throw CheckpointErrors.Invalid(path, $"dicts nest deeper than {MaxNesting} levels at '{key}'");
-            case TorchTensorRef view when depth > 0:
-                if (!into.TryAdd(key, Validate(path, key, view)))
-                {
-                    throw CheckpointErrors.InvalidTensor(path, key, "appears twice after flattening nested dicts");
-                }
+            switch (node)
+            {
+                case OrderedDictionary<string, object?> when depth >= MaxNesting:
+                    throw CheckpointErrors.Invalid(path, $"dicts nest deeper than {MaxNesting} levels at '{key}'");
+                case OrderedDictionary<string, object?> dict:
+                    if (!seen.TryAdd(dict, key))
+                    {
+                        throw CheckpointErrors.Invalid(path, $"the dict at '{key}' is the same object as the one at '{seen[dict]}' (shared through the pickle memo); a state_dict never shares dicts");
+                    }
 
-                break;
-            case not null when depth == 0:
-                throw CheckpointErrors.Invalid(path, $"top-level object is a {node.GetType().Name}, not a dict");
-            default:
-                // Non-tensor leaves (epoch counters, config strings, lists) are not state.
-                break;
+                    foreach (var (name, child) in dict)
+                    {
+                        Visit(child, key.Length == 0 ? name : $"{key}.{name}", depth + 1);
+                    }
+
+                    break;
+                case TorchTensorRef view when depth > 0:
+                    if (!into.TryAdd(key, Validate(path, key, view)))
+                    {
+                        throw CheckpointErrors.InvalidTensor(path, key, "appears twice after flattening nested dicts");
+                    }
+
+                    break;
+                case not null when depth == 0:
+                    throw CheckpointErrors.Invalid(path, $"top-level object is a {node.GetType().Name}, not a dict");
+                default:
+                    // Non-tensor leaves (epoch counters, config strings, lists) are not state.
+                    break;
+            }
         }
     }
 
@@ -242,6 +286,16 @@ internal sealed class PyTorchCheckpoint : ITensorSource
             {
                 throw CheckpointErrors.InvalidTensor(path, key,
                     $"view (offset {view.Offset}, size {CheckpointErrors.Shape(view.Shape)}, stride {CheckpointErrors.Shape(view.Stride)}) reaches element {last} of storage '{view.Storage.Key}', which has {view.Storage.Numel}");
+            }
+
+            // A view stays inside its storage with stride 0 and any size, yet reading it materialises every element:
+            // a few bytes of storage could become gigabytes. Weights never overlap themselves, so refuse it here,
+            // before anything is allocated; then no read allocates more than the file holds.
+            var numel = TensorBytes.Numel(view.Shape);
+            if (numel > view.Storage.Numel)
+            {
+                throw CheckpointErrors.InvalidTensor(path, key,
+                    $"view (size {CheckpointErrors.Shape(view.Shape)}, stride {CheckpointErrors.Shape(view.Stride)}) has {numel} elements, more than the {view.Storage.Numel} of storage '{view.Storage.Key}' (overlapping strides are not supported)");
             }
         }
         catch (OverflowException e)

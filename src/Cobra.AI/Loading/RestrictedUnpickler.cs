@@ -9,7 +9,9 @@ namespace Cobra.AI.Loading;
 /// dicts become <see cref="OrderedDictionary{TKey,TValue}"/> with string keys, lists <see cref="List{T}"/>,
 /// tuples <c>object?[]</c>, ints <see cref="long"/>, floats <see cref="double"/>, text <see cref="string"/>,
 /// bytes <c>byte[]</c>. Globals, calls and persistent ids all go through <see cref="IPickleHooks"/>; any
-/// other opcode is rejected. Stack, mark and memo sizes are bounded so a hostile file cannot exhaust memory.
+/// other opcode is rejected. Stack, mark and memo sizes are bounded so a hostile file cannot exhaust memory,
+/// and the work done (values pushed, moved and stored) is bounded by the file's length, so re-applying a
+/// memoized container again and again (BUILD or SETITEMS on a recalled dict) cannot make a small file run long.
 /// </summary>
 internal sealed class RestrictedUnpickler
 {
@@ -18,6 +20,15 @@ internal sealed class RestrictedUnpickler
 
     /// <summary>Deepest MARK nesting accepted; real checkpoints nest a handful of levels.</summary>
     public const int MaxMarkDepth = 512;
+
+    /// <summary>
+    /// Work units allowed per pickle byte (plus <see cref="BaseWork"/>): each value pushed, moved off the stack or
+    /// stored into a container costs one, so an honest pickle, which builds every item once, needs about three per byte.
+    /// </summary>
+    public const int MaxWorkPerByte = 4;
+
+    /// <summary>Work allowed regardless of size, for tiny pickles.</summary>
+    public const long BaseWork = 1 << 16;
 
     private const int MaxGlobalNameBytes = 1024;
     private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
@@ -28,6 +39,8 @@ internal sealed class RestrictedUnpickler
     private readonly List<object?> stack = [];
     private readonly List<int> marks = [];
     private readonly Dictionary<long, object?> memo = [];
+    private readonly long maxWork;
+    private long work;
     private int position;
 
     private RestrictedUnpickler(byte[] data, string sourceName, IPickleHooks hooks)
@@ -35,6 +48,7 @@ internal sealed class RestrictedUnpickler
         this.data = data;
         this.sourceName = sourceName;
         this.hooks = hooks;
+        maxWork = BaseWork + ((long)MaxWorkPerByte * data.Length);
     }
 
     /// <summary>Runs <paramref name="data"/> to its STOP opcode and returns the top value.</summary>
@@ -138,6 +152,7 @@ internal sealed class RestrictedUnpickler
         // Only a dict updated with a dict is plain data; any other __setstate__ could mean running code.
         if (Peek() is OrderedDictionary<string, object?> target && state is OrderedDictionary<string, object?> items)
         {
+            Charge(items.Count);
             foreach (var (key, value) in items)
             {
                 target[key] = value;
@@ -161,6 +176,7 @@ internal sealed class RestrictedUnpickler
             throw Fail($"SETITEM on {Describe(Peek())}, not a dict", position - 1);
         }
 
+        Charge(pairs.Length / 2);
         for (var i = 0; i < pairs.Length; i += 2)
         {
             dict[DictKey(pairs[i])] = pairs[i + 1];
@@ -187,6 +203,7 @@ internal sealed class RestrictedUnpickler
             throw Fail($"list exceeds {MaxEntries} items", position - 1);
         }
 
+        Charge(items.Length);
         list.AddRange(items);
     }
 
@@ -222,6 +239,7 @@ internal sealed class RestrictedUnpickler
 
         var mark = marks[^1];
         marks.RemoveAt(marks.Count - 1);
+        Charge(stack.Count - mark);
         var items = stack.GetRange(mark, stack.Count - mark).ToArray();
         stack.RemoveRange(mark, stack.Count - mark);
         return items;
@@ -235,6 +253,7 @@ internal sealed class RestrictedUnpickler
             throw Fail("stack underflow", position - 1);
         }
 
+        Charge(count);
         var items = stack.GetRange(stack.Count - count, count).ToArray();
         stack.RemoveRange(stack.Count - count, count);
         return items;
@@ -255,7 +274,17 @@ internal sealed class RestrictedUnpickler
             throw Fail($"stack exceeds {MaxEntries} values", position);
         }
 
+        Charge(1);
         stack.Add(value);
+    }
+
+    private void Charge(long units)
+    {
+        work += units;
+        if (work > maxWork)
+        {
+            throw Fail($"the pickle does more than {maxWork} units of work for its {data.Length} bytes (RestrictedUnpickler.MaxWorkPerByte = {MaxWorkPerByte}): it re-applies shared containers", position - 1);
+        }
     }
 
     private byte ReadByte() => ReadBytes(1)[0];

@@ -87,11 +87,14 @@ internal static class VisionLoader
     /// </summary>
     public static Tensor ResamplePosEmbed(ITensorSource source, VitConfig config, int prefix, int grid)
     {
-        var stored = source.Read("pos_embed").to(ScalarType.Float32);            // [1,prefix+g0²,C]
-        if (stored.dim() != 3 || stored.shape[0] != 1 || stored.shape[2] != config.EmbedDim)
+        // Checked from the header, before anything is read or allocated.
+        var shape = source.GetInfo("pos_embed").Shape;
+        if (shape.Length != 3 || shape[0] != 1 || shape[2] != config.EmbedDim)
         {
-            throw new InvalidDataException($"{source.SourceName}: tensor 'pos_embed' has shape [{string.Join(", ", stored.shape)}], expected [1, N, {config.EmbedDim}].");
+            throw new InvalidDataException($"{source.SourceName}: tensor 'pos_embed' has shape [{string.Join(", ", shape)}], expected [1, N, {config.EmbedDim}].");
         }
+
+        var stored = source.Read("pos_embed").to(ScalarType.Float32);            // [1,prefix+g0²,C]
 
         long patches = stored.shape[1] - prefix;
         int storedGrid = (int)Math.Round(Math.Sqrt(patches));

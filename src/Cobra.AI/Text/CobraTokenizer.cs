@@ -171,6 +171,12 @@ internal sealed class CobraTokenizer
         return (byte[])_tokenBytes[id].Clone();
     }
 
+    /// <summary>The bytes of a valid token id without a copy (hot paths: detokenising, constraint masks).</summary>
+    internal ReadOnlySpan<byte> TokenBytesUnchecked(int id) => _tokenBytes[id];
+
+    /// <summary>The strings whose leading space the clean-up removes (each starts with a space).</summary>
+    internal static IEnumerable<string> CleanUpPatterns => CleanUpReplacements.Select(r => r.From);
+
     private static (bool CleanUp, int? MaxLength) ReadConfig(string path)
     {
         try

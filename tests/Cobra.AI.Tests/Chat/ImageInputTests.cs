@@ -87,7 +87,8 @@ public sealed class ImageInputTests : IAsyncLifetime, IDisposable
     public async Task Images_over_the_byte_limit_are_refused_before_decoding()
     {
         using var small = await CobraChatClientTests.Load(o => o.MaxImageBytes = 100);
-        var e = await Assert.ThrowsAsync<InvalidDataException>(() => small.GetResponseAsync([new ChatMessage(ChatRole.User, [new TextContent(Question), new DataContent(Png(), "image/png")])]));
+        var e = await Assert.ThrowsAsync<CobraImageLimitException>(() => small.GetResponseAsync([new ChatMessage(ChatRole.User, [new TextContent(Question), new DataContent(Png(), "image/png")])]));
+        Assert.Equal("MaxImageBytes", e.LimitName);
         Assert.Contains("MaxImageBytes", e.Message, StringComparison.Ordinal);
     }
 }

@@ -12,10 +12,15 @@ public sealed class SamplerTests
 
     private static Tensor Logits(params float[] values) => torch.tensor(values).unsqueeze(0);
 
+    private static SamplingRow Row(SamplingOptions options, int choice = 0, ITokenConstraint? constraint = null, IReadOnlyList<int>? prompt = null) =>
+        new(options, prompt ?? [], choice, constraint, logprobs: false, topLogprobs: 0);
+
+    /// <summary>Draws <paramref name="count"/> tokens for one row, feeding each back as the row's output.</summary>
     private static long[] Draw(SamplingOptions options, Tensor logits, int count)
     {
-        using var sampler = new Sampler(options, torch.CPU);
-        return Enumerable.Range(0, count).Select(_ => sampler.Next(logits).item<long>()).ToArray();
+        options.Validate();
+        var row = Row(options);
+        return Enumerable.Range(0, count).Select(_ => (long)BatchSampler.Sample(logits, [row], null)[0].Token).ToArray();
     }
 
     [Fact]
@@ -59,6 +64,68 @@ public sealed class SamplerTests
         Assert.InRange(a.Count(id => id == 1) / 2000.0, 0.70, 0.80);
     }
 
+    [Fact]
+    public void Rows_keep_their_own_settings_and_seeds_whatever_shares_the_batch()
+    {
+        using var scope = torch.NewDisposeScope();
+        var one = torch.tensor(new float[] { 0f, 0.5f, 0.2f, 0.4f, 0.1f });
+        var seeded = new SamplingOptions { Temperature = 2, Seed = 7 };
+        var alone = Row(seeded);
+        var aloneDraws = Enumerable.Range(0, 50).Select(_ => BatchSampler.Sample(one.unsqueeze(0), [alone], null)[0].Token).ToArray();
+
+        // The same seeded row beside a greedy row and a top-k row: its draws do not change; the others follow their own rules.
+        var rows = new[] { Row(SamplingOptions.Greedy), Row(seeded), Row(new SamplingOptions { Temperature = 1, TopK = 2, Seed = 1 }) };
+        var batch = torch.stack([one, one, one]);                                 // [3,V]
+        var draws = Enumerable.Range(0, 50).Select(_ => BatchSampler.Sample(batch, rows, null)).ToArray();
+        Assert.All(draws, d => Assert.Equal(1, d[0].Token));
+        Assert.Equal(aloneDraws, draws.Select(d => d[1].Token));
+        Assert.All(draws, d => Assert.Contains(d[2].Token, new[] { 1, 3 }));
+
+        // Choice i of a request draws from seed + i: different streams for different choices.
+        var second = Row(seeded, choice: 1);
+        var secondDraws = Enumerable.Range(0, 50).Select(_ => BatchSampler.Sample(one.unsqueeze(0), [second], null)[0].Token).ToArray();
+        Assert.NotEqual(aloneDraws, secondDraws);
+    }
+
+    [Fact]
+    public void Penalties_apply_per_row_from_each_rows_own_history()
+    {
+        using var scope = torch.NewDisposeScope();
+        var logits = torch.tensor(new float[] { 1.0f, 0.9f, 0.2f }).unsqueeze(0).expand(2, -1).contiguous(); // [2,V]
+        var repeating = Row(SamplingOptions.Greedy with { RepetitionPenalty = 2.0 }, prompt: [0]);
+        var plain = Row(SamplingOptions.Greedy);
+        var first = BatchSampler.Sample(logits, [repeating, plain], null);
+        Assert.Equal(1, first[0].Token);                                         // 1.0 / 2 < 0.9: the prompt's token is penalised
+        Assert.Equal(0, first[1].Token);
+
+        var frequency = Row(SamplingOptions.Greedy with { FrequencyPenalty = 0.5 });
+        frequency.Accept(0);
+        Assert.Equal(1, BatchSampler.Sample(logits.narrow(0, 0, 1), [frequency], null)[0].Token);   // 1.0 - 0.5 < 0.9
+    }
+
+    [Fact]
+    public void A_constraint_masks_only_its_own_row()
+    {
+        using var scope = torch.NewDisposeScope();
+        var logits = torch.tensor(new float[] { 3f, 2f, 1f, 0f }).unsqueeze(0).expand(2, -1).contiguous();
+        var onlyTwo = new AllowOnly(2);
+        var result = BatchSampler.Sample(logits, [Row(SamplingOptions.Greedy), Row(SamplingOptions.Greedy, constraint: onlyTwo)], null);
+        Assert.Equal(0, result[0].Token);
+        Assert.Equal(2, result[1].Token);
+    }
+
+    [Fact]
+    public void Logprobs_are_the_log_softmax_of_the_adjusted_logits()
+    {
+        using var scope = torch.NewDisposeScope();
+        var row = new SamplingRow(SamplingOptions.Greedy, [], 0, null, logprobs: true, topLogprobs: 2);
+        var result = BatchSampler.Sample(Logits(0f, MathF.Log(3f)), [row], null)[0];
+        Assert.Equal(1, result.Token);
+        Assert.Equal(Math.Log(0.75), result.Logprob!.Logprob, 4);
+        Assert.Equal(2, result.Logprob.TopLogprobs.Count);
+        Assert.Equal(Math.Log(0.25), result.Logprob.TopLogprobs[1].Logprob, 4);
+    }
+
     [Theory]
     [InlineData(0, 1.0, 0, 0.0)]
     [InlineData(5, -0.5, 0, 0.0)]
@@ -68,7 +135,16 @@ public sealed class SamplerTests
     public void Invalid_settings_are_rejected_by_name(int maxNewTokens, double temperature, int topK, double topP)
     {
         var options = new SamplingOptions { MaxNewTokens = maxNewTokens, Temperature = temperature, TopK = topK, TopP = topP };
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new Sampler(options, torch.CPU));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(options.Validate);
         Assert.False(string.IsNullOrEmpty(e.ParamName));
+    }
+
+    private sealed class AllowOnly(int id) : ITokenConstraint
+    {
+        public bool IsComplete => false;
+
+        public void FillAllowed(Span<bool> allowed) => allowed[id] = true;
+
+        public void Accept(int tokenId) => Assert.Equal(id, tokenId);
     }
 }

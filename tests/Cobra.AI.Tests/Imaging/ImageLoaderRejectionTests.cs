@@ -11,7 +11,10 @@ using Xunit;
 
 namespace Cobra.AI.Tests.Imaging;
 
-/// <summary>Bad inputs are refused with an <see cref="InvalidDataException"/> that names the source and the problem.</summary>
+/// <summary>
+/// Bad inputs are refused with an <see cref="InvalidDataException"/> that names the source and the problem;
+/// inputs over a limit with a <see cref="CobraImageLimitException"/> naming the option.
+/// </summary>
 public sealed class ImageLoaderRejectionTests
 {
     private const string Source = "upload-42";
@@ -25,9 +28,10 @@ public sealed class ImageLoaderRejectionTests
     [Fact]
     public void Input_over_the_byte_limit_is_rejected_with_the_limit()
     {
-        var e = Assert.Throws<InvalidDataException>(() =>
+        var e = Assert.Throws<CobraImageLimitException>(() =>
             ImageLoader.Load(new byte[101], new ImageLimits { MaxBytes = 100 }, sourceName: Source));
 
+        Assert.Equal("MaxImageBytes", e.LimitName);
         Assert.Contains(Source, e.Message);
         Assert.Contains("101 bytes exceeds the limit of 100 bytes", e.Message);
     }
@@ -85,11 +89,13 @@ public sealed class ImageLoaderRejectionTests
         long allocatedBefore = GC.GetAllocatedBytesForCurrentThread();
         var clock = Stopwatch.StartNew();
 
-        var e = AssertRejected(bomb, "20000x20000");
+        var e = Assert.Throws<CobraImageLimitException>(() => ImageLoader.Load(bomb, new ImageLimits(), sourceName: Source));
 
         Assert.True(clock.ElapsedMilliseconds < 2000, $"took {clock.ElapsedMilliseconds} ms");
         Assert.True(GC.GetAllocatedBytesForCurrentThread() - allocatedBefore < 16 << 20, "nothing near the image size may be allocated");
-        Assert.Contains("exceeds the limit of 40000000 pixels", e.Message);
+        Assert.Equal("MaxImagePixels", e.LimitName);
+        Assert.Contains("20000x20000", e.Message);
+        Assert.Contains("exceeds the limit of 25000000 pixels", e.Message);
     }
 
     [Fact]
@@ -118,7 +124,7 @@ public sealed class ImageLoaderRejectionTests
         File.WriteAllBytes(path, new byte[5000]);
         try
         {
-            var e = Assert.Throws<InvalidDataException>(() => ImageLoader.LoadFile(path, new ImageLimits { MaxBytes = 1000 }));
+            var e = Assert.Throws<CobraImageLimitException>(() => ImageLoader.LoadFile(path, new ImageLimits { MaxBytes = 1000 }));
 
             Assert.Contains(path, e.Message);
             Assert.Contains("1001 bytes exceeds the limit of 1000 bytes", e.Message);

@@ -72,6 +72,7 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
     {
         using var models = JsonDocument.Parse(await http.GetStringAsync(url + "/v1/models"));
         Assert.Equal("cobra+3b", models.RootElement.GetProperty("data")[0].GetProperty("id").GetString());
+        Assert.Equal(["text", "image"], models.RootElement.GetProperty("data")[0].GetProperty("input_modalities").EnumerateArray().Select(m => m.GetString()));
 
         var (status, body) = await Post(ImageRequest());
         Assert.Equal(HttpStatusCode.OK, status);
@@ -102,6 +103,60 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task N_choices_on_the_tiny_model_are_the_single_answers_with_seeds_seed_plus_i()
+    {
+        static string Request(int n, int seed, bool stream = false) => JsonSerializer.Serialize(new { max_tokens = 8, temperature = 1.0, seed, n, stream, messages = new[] { new { role = "user", content = "Tell me a story" } } });
+        var (status, body) = await Post(Request(3, 7));
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choices = body.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("message").GetProperty("content").GetString()).ToList();
+        Assert.Equal(3, choices.Count);
+        for (int i = 0; i < 3; i++)
+        {
+            var (_, single) = await Post(Request(1, 7 + i));
+            Assert.Equal(single.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(), choices[i]);
+        }
+
+        Assert.Equal(24, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.True(choices.Distinct().Count() > 1, "three sampled choices should not all be equal");
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, url + "/v1/chat/completions") { Content = new StringContent(Request(3, 7, stream: true), Encoding.UTF8, "application/json") };
+        using var response = await http.SendAsync(request);
+        var streamed = new StringBuilder[3].Select(_ => new StringBuilder()).ToArray();
+        foreach (var choice in ServerFeatureTests.Events(await response.Content.ReadAsStringAsync())[..^1].SelectMany(e => JsonDocument.Parse(e).RootElement.GetProperty("choices").EnumerateArray().ToList()))
+        {
+            streamed[choice.GetProperty("index").GetInt32()].Append(choice.GetProperty("delta").TryGetProperty("content", out var c) ? c.GetString() : "");
+        }
+
+        Assert.Equal(choices, streamed.Select(s => s.ToString()));
+    }
+
+    [Fact]
+    public async Task Logprobs_on_the_tiny_model_cover_every_token_and_greedy_picks_the_top_one()
+    {
+        var (status, body) = await Post(JsonSerializer.Serialize(new { max_tokens = 8, logprobs = true, top_logprobs = 3, messages = new[] { new { role = "user", content = "Hello" } } }));
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choice = body.GetProperty("choices")[0];
+        var tokens = choice.GetProperty("logprobs").GetProperty("content").EnumerateArray().ToList();
+        Assert.Equal(body.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), tokens.Count);
+        // The tokens' bytes spell the answer (the decoder drops the answer's leading space).
+        byte[] spelled = [.. tokens.SelectMany(t => t.GetProperty("bytes").EnumerateArray().Select(b => (byte)b.GetInt32()))];
+        Assert.Equal(choice.GetProperty("message").GetProperty("content").GetString(), Encoding.UTF8.GetString(spelled).TrimStart(' '));
+        foreach (var token in tokens)
+        {
+            Assert.True(token.GetProperty("logprob").GetDouble() <= 0);
+            var top = token.GetProperty("top_logprobs");
+            Assert.Equal(3, top.GetArrayLength());
+            Assert.Equal(token.GetProperty("token").GetString(), top[0].GetProperty("token").GetString());
+            Assert.Equal(token.GetProperty("logprob").GetDouble(), top[0].GetProperty("logprob").GetDouble(), 6);
+            Assert.True(top[1].GetProperty("logprob").GetDouble() <= top[0].GetProperty("logprob").GetDouble());
+            if (!token.GetProperty("token").GetString()!.Contains('\uFFFD', StringComparison.Ordinal))
+            {
+                Assert.Equal(Encoding.UTF8.GetBytes(token.GetProperty("token").GetString()!).Select(b => (int)b), token.GetProperty("bytes").EnumerateArray().Select(b => b.GetInt32()));
+            }
+        }
+    }
+
+    [Fact]
     public async Task The_official_openai_dotnet_client_works_against_the_server_unchanged()
     {
         IChatClient viaOpenAI = new OpenAI.OpenAIClient(new System.ClientModel.ApiKeyCredential("unused"), new OpenAI.OpenAIClientOptions { Endpoint = new Uri(url + "/v1") })
@@ -127,7 +182,7 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
     [Theory]
     [InlineData("not json", HttpStatusCode.BadRequest)]
     [InlineData("""{"messages": []}""", HttpStatusCode.BadRequest)]
-    [InlineData("""{"messages": [{"role": "user", "content": "x"}], "n": 2}""", HttpStatusCode.BadRequest)]
+    [InlineData("""{"messages": [{"role": "user", "content": "x"}], "n": 99}""", HttpStatusCode.BadRequest)]
     [InlineData("""{"messages": [{"role": "user", "content": "x"}], "temperature": 5}""", HttpStatusCode.BadRequest)]
     [InlineData("""{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}""", HttpStatusCode.NotFound)]
     [InlineData("""{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}""", HttpStatusCode.BadRequest)]
@@ -162,11 +217,13 @@ public sealed class OpenAIEndpointTests : IAsyncLifetime
             var big = await Post(ImageRequest(), baseUrl: limitedUrl);
             Assert.Equal(HttpStatusCode.RequestEntityTooLarge, big.Status);
 
-            const string Slow = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 100000}";
+            const string Slow = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 4096, \"stream\": true}";
             using var cancel = new CancellationTokenSource();
             using var first = new HttpRequestMessage(HttpMethod.Post, limitedUrl + "/v1/chat/completions") { Content = new StringContent(Slow, Encoding.UTF8, "application/json") };
-            var running = http.SendAsync(first, cancel.Token);
-            await Task.Delay(500);
+
+            // Headers come with the first generated token, so the first request holds the only slot from here on.
+            using var streaming = await http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+            var running = streaming.Content.ReadAsStringAsync(cancel.Token);
             using var second = new HttpRequestMessage(HttpMethod.Post, limitedUrl + "/v1/chat/completions") { Content = new StringContent(Slow, Encoding.UTF8, "application/json") };
             using var refused = await http.SendAsync(second);
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);

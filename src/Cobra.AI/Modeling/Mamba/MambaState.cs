@@ -49,6 +49,9 @@ internal sealed class MambaState : IDisposable
     /// <summary>Number of sequence positions folded into this state (image and text tokens).</summary>
     public long TokenCount { get; internal set; }
 
+    /// <summary>Bytes of tensor data held (all layers, both states).</summary>
+    public long ByteSize => Layers.Sum(l => (l.Conv.NumberOfElements * l.Conv.ElementSize) + (l.Ssm.NumberOfElements * l.Ssm.ElementSize));
+
     /// <summary>Batch size.</summary>
     public long BatchSize => Layers[0].Ssm.shape[0];
 

@@ -64,24 +64,34 @@ internal sealed class VisionTransformer : nn.Module
     /// </summary>
     public Tensor Forward(Tensor pixels, string name, Action<string, Tensor>? trace)
     {
-        var dtype = pos_embed.dtype;
-        var x = patch_embed.forward(pixels.to(dtype));                           // [B,P,D]
-        x = Embed(x);                                                            // [B,prefix+P,D]
+        var x = BeginFeatures(pixels);                                           // [B,prefix+P,D]
         Tensor? features = null;
         int lastBlock = trace is null ? config.FeatureBlock : blocks.Count - 1;
         for (int i = 0; i <= lastBlock; i++)
         {
-            x = blocks[i].forward(x);                                            // [B,prefix+P,D]
+            x = RunBlock(i, x);                                                  // [B,prefix+P,D]
             trace?.Invoke($"{name}.block{i}.out", x);
             if (i == config.FeatureBlock)
             {
-                features = x.narrow(1, config.PrefixTokens, x.shape[1] - config.PrefixTokens); // [B,P,D]
+                features = TakeFeatures(x);                                      // [B,P,D]
             }
         }
 
         trace?.Invoke($"{name}.patch_features", features!);
         return features!;
     }
+
+    /// <summary>Blocks that Cobra's features need (0..<see cref="VitConfig.FeatureBlock"/>): the units the engine slices the tower into.</summary>
+    public int FeatureBlockCount => config.FeatureBlock + 1;
+
+    /// <summary>Patch embedding plus position embeddings and prefix tokens: the input of block 0, [B, prefix+P, D].</summary>
+    public Tensor BeginFeatures(Tensor pixels) => Embed(patch_embed.forward(pixels.to(pos_embed.dtype)));
+
+    /// <summary>Block <paramref name="index"/> on [B, prefix+P, D].</summary>
+    public Tensor RunBlock(int index, Tensor x) => blocks[index].forward(x);
+
+    /// <summary>The patch tokens of a block output (prefix tokens dropped): [B, P, D].</summary>
+    public Tensor TakeFeatures(Tensor x) => x.narrow(1, config.PrefixTokens, x.shape[1] - config.PrefixTokens);
 
     /// <summary>timm <c>_pos_embed</c>: position embeddings added to the patches (and the prefix, unless no_embed_class).</summary>
     private Tensor Embed(Tensor patches)

@@ -1,0 +1,258 @@
+using System.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cobra.AI.Generation;
+
+/// <summary>
+/// One decode row's sampling settings and history: the penalties' inputs, its constraint, its random stream.
+/// Row i of a request with seed S draws from the stream seeded S + i, so a seeded request is reproducible
+/// whatever shares its batch.
+/// </summary>
+internal sealed class SamplingRow
+{
+    private readonly HashSet<int> seen;                                          // prompt ∪ output ids (repetition penalty)
+    private readonly Dictionary<int, int> counts = [];                           // output id -> occurrences (frequency/presence)
+    private ulong rngState;
+
+    public SamplingRow(SamplingOptions options, IReadOnlyList<int> promptIds, int choice, ITokenConstraint? constraint, bool logprobs, int topLogprobs)
+    {
+        Options = options;
+        Constraint = constraint;
+        Logprobs = logprobs;
+        TopLogprobs = topLogprobs;
+        seen = options.RepetitionPenalty != 1.0 ? [.. promptIds] : [];
+        rngState = unchecked((ulong)(options.Seed ?? Random.Shared.NextInt64()) + (ulong)choice);
+    }
+
+    public SamplingOptions Options { get; }
+
+    public ITokenConstraint? Constraint { get; }
+
+    public bool Logprobs { get; }
+
+    public int TopLogprobs { get; }
+
+    public bool HasRepetitionPenalty => Options.RepetitionPenalty != 1.0 && seen.Count > 0;
+
+    public bool HasOccurrencePenalty => (Options.FrequencyPenalty != 0 || Options.PresencePenalty != 0) && counts.Count > 0;
+
+    public IEnumerable<int> Seen => seen;
+
+    public IEnumerable<KeyValuePair<int, int>> Counts => counts;
+
+    /// <summary>Records a chosen token for the penalties and the constraint.</summary>
+    public void Accept(int token)
+    {
+        if (Options.RepetitionPenalty != 1.0)
+        {
+            seen.Add(token);
+        }
+
+        if (Options.FrequencyPenalty != 0 || Options.PresencePenalty != 0)
+        {
+            counts[token] = counts.GetValueOrDefault(token) + 1;
+        }
+
+        Constraint?.Accept(token);
+    }
+
+    /// <summary>The next uniform draw in [0, 1) of this row's SplitMix64 stream.</summary>
+    public double NextUniform()
+    {
+        ulong z = rngState += 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        z ^= z >> 31;
+        return (z >> 11) * (1.0 / (1UL << 53));
+    }
+}
+
+/// <summary>The token a row chose, its log-probabilities when asked for, or the error of that row alone (its constraint failed).</summary>
+internal readonly record struct SampledToken(int Token, CobraTokenLogprob? Logprob, Exception? Error = null);
+
+/// <summary>
+/// Picks the next token for every row of a batch in one pass over float32 logits [B, V] with mamba_ssm 1.2's
+/// <c>sample()</c> semantics per row: penalties (CTRL repetition over prompt and output; OpenAI frequency and
+/// presence over the output), the row's constraint mask, then argmax when greedy, else top-k, ÷ temperature,
+/// top-p, and an inverse-CDF draw with the row's own uniform number. One host sync per call (the chosen ids),
+/// plus one more only when some row asked for log-probabilities.
+/// </summary>
+internal static class BatchSampler
+{
+    public static SampledToken[] Sample(Tensor logits, IReadOnlyList<SamplingRow> rows, Text.CobraTokenizer? tokenizer)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        long vocab = logits.shape[1];
+        var device = logits.device;
+        var adjusted = ApplyPenalties(logits, rows, vocab);                      // [B,V]
+        var errors = new Exception?[rows.Count];
+        adjusted = ApplyConstraints(adjusted, rows, vocab, errors);              // [B,V]
+        var chosen = adjusted.argmax(-1);                                        // [B]
+
+        var sampling = Enumerable.Range(0, rows.Count).Where(i => !rows[i].Options.IsGreedy).ToArray();
+        if (sampling.Length > 0)
+        {
+            using var index = torch.tensor(sampling.Select(i => (long)i).ToArray(), device: device); // [S]
+            var picked = Draw(adjusted.index_select(0, index), sampling.Select(i => rows[i]).ToArray(), vocab, device); // [S]
+            chosen = chosen.index_copy(0, index, picked);
+        }
+
+        long[] tokens = chosen.cpu().data<long>().ToArray();                     // the one host sync
+        var result = tokens.Select((t, i) => new SampledToken((int)t, null, errors[i])).ToArray();
+        AddLogprobs(adjusted, chosen, rows, result, tokenizer, device);
+        return result;
+    }
+
+    private static Tensor ApplyPenalties(Tensor logits, IReadOnlyList<SamplingRow> rows, long vocab)
+    {
+        var flatRepeat = new List<long>();
+        var repeatPenalty = new List<float>();
+        var flatCount = new List<long>();
+        var countPenalty = new List<float>();
+        for (int b = 0; b < rows.Count; b++)
+        {
+            var options = rows[b].Options;
+            if (rows[b].HasRepetitionPenalty)
+            {
+                foreach (int id in rows[b].Seen)
+                {
+                    flatRepeat.Add((b * vocab) + id);
+                    repeatPenalty.Add((float)options.RepetitionPenalty);
+                }
+            }
+
+            if (rows[b].HasOccurrencePenalty)
+            {
+                foreach (var (id, count) in rows[b].Counts)
+                {
+                    flatCount.Add((b * vocab) + id);
+                    countPenalty.Add((float)((options.FrequencyPenalty * count) + options.PresencePenalty));
+                }
+            }
+        }
+
+        if (flatRepeat.Count == 0 && flatCount.Count == 0)
+        {
+            return logits;
+        }
+
+        var result = logits.clone();                                             // [B,V]
+        var flat = result.view(-1);                                              // [B*V]
+        if (flatRepeat.Count > 0)
+        {
+            // CTRL: positive logits are divided by the penalty, negative ones multiplied.
+            var index = torch.tensor(flatRepeat.ToArray(), device: logits.device);
+            var penalty = torch.tensor(repeatPenalty.ToArray(), device: logits.device);
+            var values = flat.index_select(0, index);
+            flat.index_copy_(0, index, torch.where(values > 0, values / penalty, values * penalty));
+        }
+
+        if (flatCount.Count > 0)
+        {
+            var index = torch.tensor(flatCount.ToArray(), device: logits.device);
+            flat.index_add_(0, index, torch.tensor(countPenalty.ToArray(), device: logits.device), -1.0);
+        }
+
+        return result;
+    }
+
+    private static Tensor ApplyConstraints(Tensor logits, IReadOnlyList<SamplingRow> rows, long vocab, Exception?[] errors)
+    {
+        var constrained = Enumerable.Range(0, rows.Count).Where(i => rows[i].Constraint is not null).ToArray();
+        if (constrained.Length == 0)
+        {
+            return logits;
+        }
+
+        var allowed = new bool[constrained.Length * vocab];
+        for (int c = 0; c < constrained.Length; c++)
+        {
+            var span = allowed.AsSpan((int)(c * vocab), (int)vocab);
+            try
+            {
+                rows[constrained[c]].Constraint!.FillAllowed(span);
+            }
+            catch (Exception e)
+            {
+                // That row fails alone; its batch-mates are sampled as if it were not there.
+                errors[constrained[c]] = e;
+                span.Fill(true);
+            }
+        }
+
+        var index = torch.tensor(constrained.Select(i => (long)i).ToArray(), device: logits.device); // [C]
+        var mask = torch.tensor(allowed, [constrained.Length, vocab]).to(logits.device); // [C,V]
+        var masked = logits.index_select(0, index).masked_fill(mask.logical_not(), float.NegativeInfinity); // [C,V]
+        return logits.index_copy(0, index, masked);
+    }
+
+    /// <summary>Top-k, temperature, top-p and an inverse-CDF draw for the sampling rows: ids [S].</summary>
+    private static Tensor Draw(Tensor logits, SamplingRow[] rows, long vocab, Device device)
+    {
+        var temperature = torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var scaled = logits / temperature;                                       // [S,V]
+        // Always in descending order, so a row's draw from its own uniform number never depends on its batch-mates.
+        var (sorted, order) = scaled.sort(-1, descending: true);                 // [S,V] most likely first
+        var k = torch.tensor(rows.Select(r => r.Options.TopK > 1 ? (long)r.Options.TopK : vocab).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var rank = torch.arange(vocab, device: device).unsqueeze(0);             // [1,V]
+        sorted = sorted.masked_fill(rank >= k, float.NegativeInfinity);
+
+        // Ascending cumulative mass <= 1 - top_p removed, i.e. mass strictly above a token >= top_p.
+        var p = torch.tensor(rows.Select(r => r.Options.TopP is > 0 and < 1 ? (float)r.Options.TopP : 2f).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var probs = sorted.softmax(-1);                                          // [S,V]
+        var above = probs.cumsum(-1) - probs;                                    // [S,V]
+        sorted = sorted.masked_fill(above >= p, float.NegativeInfinity);
+
+        var cdf = sorted.softmax(-1).to(ScalarType.Float64).cumsum(-1);         // [S,V]
+        var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var target = u * cdf.narrow(1, vocab - 1, 1);                            // [S,1]
+        var position = (cdf < target).sum(-1).clamp_max(vocab - 1);              // [S]
+        return order.gather(1, position.unsqueeze(1)).squeeze(1);
+    }
+
+    private static void AddLogprobs(Tensor adjusted, Tensor chosen, IReadOnlyList<SamplingRow> rows, SampledToken[] result, Text.CobraTokenizer? tokenizer, Device device)
+    {
+        var asking = Enumerable.Range(0, rows.Count).Where(i => rows[i].Logprobs).ToArray();
+        if (asking.Length == 0)
+        {
+            return;
+        }
+
+        var index = torch.tensor(asking.Select(i => (long)i).ToArray(), device: device);
+        var logprobs = adjusted.index_select(0, index).log_softmax(-1);         // [A,V]
+        var own = logprobs.gather(1, chosen.index_select(0, index).unsqueeze(1)).squeeze(1).cpu().data<float>().ToArray(); // [A]
+        int top = Math.Max(1, asking.Max(i => rows[i].TopLogprobs));
+        var (values, ids) = logprobs.topk(top, dim: -1);                         // [A,top]
+        var topValues = values.cpu().data<float>().ToArray();
+        var topIds = ids.cpu().data<long>().ToArray();
+        for (int a = 0; a < asking.Length; a++)
+        {
+            int row = asking[a];
+            var alternatives = Enumerable.Range(0, rows[row].TopLogprobs)
+                .Select(j => ToTop(tokenizer, (int)topIds[(a * top) + j], topValues[(a * top) + j]))
+                .ToArray();
+            var (text, bytes) = TokenText(tokenizer, result[row].Token);
+            result[row] = result[row] with { Logprob = new CobraTokenLogprob(text, own[a], bytes, alternatives) };
+        }
+    }
+
+    private static CobraTopLogprob ToTop(Text.CobraTokenizer? tokenizer, int id, float logprob)
+    {
+        var (text, bytes) = TokenText(tokenizer, id);
+        return new CobraTopLogprob(text, logprob, bytes);
+    }
+
+    /// <summary>A token's own text and bytes (padding rows and special tokens decode to nothing).</summary>
+    private static (string Text, byte[] Bytes) TokenText(Text.CobraTokenizer? tokenizer, int id)
+    {
+        if (tokenizer is null || (uint)id >= (uint)tokenizer.VocabularySize)
+        {
+            return ("", []);
+        }
+
+        var bytes = tokenizer.GetTokenBytes(id);
+        return (Encoding.UTF8.GetString(bytes), bytes);
+    }
+}
