@@ -149,6 +149,12 @@ public sealed class CobraModelOptions
     /// <summary>Handling of conversations with several images.</summary>
     public MultipleImagePolicy MultipleImages { get; set; } = MultipleImagePolicy.UseLatest;
 
+    /// <summary>
+    /// Where conversation state snapshots are shared between processes, as <c>redis://HOST:PORT</c>; null keeps
+    /// them in this process only (the default).
+    /// </summary>
+    public string? StateStore { get; set; }
+
     /// <summary>A copy, so later changes by the caller do not reach a loaded client.</summary>
     internal CobraModelOptions Snapshot() => new()
     {
@@ -159,7 +165,7 @@ public sealed class CobraModelOptions
         MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
         MaxConcurrentImageDecodes = MaxConcurrentImageDecodes, MaxImageBytesInFlight = MaxImageBytesInFlight,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageHosts = [.. RemoteImageHosts], RemoteImageTimeout = RemoteImageTimeout,
-        SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,
+        SystemPrompts = SystemPrompts, MultipleImages = MultipleImages, StateStore = StateStore,
     };
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
@@ -177,6 +183,10 @@ public sealed class CobraModelOptions
         Require(!(AllowDownload && ModelPath is not null), nameof(AllowDownload), "applies to the Hugging Face cache only: leave ModelPath null to download into CacheDirectory.");
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
         Require(CpuThreads is null or >= 1 and <= 4096, nameof(CpuThreads), $"must be null (one per core) or in [1, 4096], not {CpuThreads}.");
+        Require(ModelId.Length is > 0 and <= 96 && ModelId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '+' or '-') && !ModelId.Contains("..", StringComparison.Ordinal) && char.IsAsciiLetterOrDigit(ModelId[0]),
+            nameof(ModelId), $"'{ModelId}' is not a model id: one name of letters, digits and . _ + - (like cobra+3b).");
+        Require(StateStore is null || (Uri.TryCreate(StateStore, UriKind.Absolute, out var store) && store.Scheme is "redis" or "rediss" && store.Host.Length > 0),
+            nameof(StateStore), $"must be null (in-process only) or redis://HOST:PORT (rediss:// for TLS), not '{StateStore}'.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
         Require(MaxQueuedRequests is >= 0 and <= 100_000, nameof(MaxQueuedRequests), $"must be in [0, 100000], not {MaxQueuedRequests}.");
