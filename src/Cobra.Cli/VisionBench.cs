@@ -67,9 +67,12 @@ internal static class VisionBench
         {
             ["preprocess_ms"] = Math.Round(preprocessMs, 1),
             ["towers_and_projector_ms_per_image"] = Math.Round(encodeMs, 1),
-            ["gflops"] = Math.Round(gflops, 1),
-            ["fraction_of_peak"] = Math.Round(gflops / peak, 3),
-            ["tflop_per_image"] = Math.Round(flops / 1e12, 3),
+            ["vision"] = new JsonObject
+            {
+                ["gflops"] = Math.Round(gflops, 1),
+                ["fraction_of_peak"] = Math.Round(gflops / peak, 3),
+                ["tflop_per_image"] = Math.Round(flops / 1e12, 3),
+            },
             ["time_to_first_token_s"] = Math.Round(ttft, 2),
             ["question_tokens"] = questionTokens,
         };
