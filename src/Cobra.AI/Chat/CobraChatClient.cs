@@ -79,7 +79,7 @@ public sealed partial class CobraChatClient : IChatClient
         var (device, precision) = CobraModelComposition.ResolvePlacement(settings);
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report(new CobraLoadProgress("Loading weights", 2, 3));
-        var pipeline = CobraPipeline.Load(files, device, precision);
+        var pipeline = CobraPipeline.Load(files, device, precision, settings.UseManagedCpuKernels);
         progress?.Report(new CobraLoadProgress("Ready", 3, 3));
         LogLoaded(logger, settings.ModelId, device.ToString(), precision.ToString(), pipeline.Model.ParameterCount, clock.Elapsed.TotalSeconds);
         return pipeline;

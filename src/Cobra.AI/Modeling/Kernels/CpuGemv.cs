@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Cobra.AI.Modeling;
+namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>
 /// y = x Wᵀ (+ b) for the few-row inputs of recurrent decoding, with float32 weights on the CPU. Decoding
@@ -42,7 +42,7 @@ internal static class CpuGemv
         using var x = bf16
             ? input.reshape(rows, k / 2, 2).to(ScalarType.Float32).transpose(1, 2).contiguous() // [B,2,K/2]
             : input.reshape(rows, k).contiguous();                               // [B,K]
-        var y = torch.empty([rows, n], ScalarType.Float32);                      // [B,N]
+        var y = torch.empty([rows, n], ScalarType.Float32, torch.CPU);           // [B,N]
         var job = new Job(TensorMemory.Address(x), TensorMemory.Address(weight), TensorMemory.Address(y), rows, (int)n, (int)k, bf16);
 
         long weightBytes = weight.NumberOfElements * weight.ElementSize;
@@ -52,8 +52,9 @@ internal static class CpuGemv
         }
         else
         {
-            int parts = KernelWorkers.Parallelism;
-            KernelWorkers.Run(t => RowRange(job, (int)((long)job.N * t / parts), (int)((long)job.N * (t + 1) / parts)));
+            // Boundaries on whole groups of four rows: each row is summed the same way whatever the thread count.
+            int groups = (job.N + 3) / 4;
+            KernelWorkers.Run((t, parts) => RowRange(job, Math.Min(job.N, (int)((long)groups * t / parts) * 4), Math.Min(job.N, (int)((long)groups * (t + 1) / parts) * 4)));
         }
 
         if (bias is not null)
