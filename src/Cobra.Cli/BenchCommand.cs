@@ -17,7 +17,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes"];
+    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "image-every"];
     internal static readonly HashSet<string> Flags = ["skip-sequential", "json"];
 
     public static int Run(CliArguments cli, TextWriter stdout)
@@ -65,7 +65,7 @@ internal static class BenchCommand
             {
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
-                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), stdout),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();

@@ -34,10 +34,12 @@ internal static class ServeBench
 {
     private const int ImageSize = 384;
 
+    private static int ImageEvery { get; set; } = 4;
+
     /// <summary>The GPT-NeoX tokenizer of a clone of this repository, for the constrained-decoding mask cost when no --tokenizer is given.</summary>
     private const string RepoTokenizer = "tests/fixtures/tokenizer-gpt-neox-20b/tokenizer.json";
 
-    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? maskTokenizer, TextWriter log)
+    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? maskTokenizer, int imageEvery, TextWriter log)
     {
         TorchRuntime.EnsureInitialized();
         var dtype = precision.ToScalarType();
@@ -51,6 +53,7 @@ internal static class ServeBench
             var limits = MeasureLimits(model.LanguageModel, dtype);
             var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
             using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
+            ImageEvery = imageEvery;
             var result = RunAsync(client, llmConfig, limits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
             AddMaskCost(result, maskTokenizer ?? (File.Exists(RepoTokenizer) ? RepoTokenizer : null), llmConfig.PaddedVocabSize, log);
             return result;
@@ -72,7 +75,7 @@ internal static class ServeBench
         var resume = await StreamAsync(client, [new ChatMessage(ChatRole.User, "And what is in the corner?")], 4, cold.ConversationId).ConfigureAwait(false);
         log.WriteLine($"serve: cold image TTFT {cold.FirstToken:F2} s; new conversation about the same image {sameImage.FirstToken:F2} s ({sameImage.FirstToken / cold.FirstToken:F3}x); ConversationId continuation {resume.FirstToken:F2} s ({resume.FirstToken / cold.FirstToken:F3}x)");
 
-        var result = new JsonObject { ["layers"] = config.NLayer, ["tokens_per_request"] = tokens, ["image_every"] = 4 };
+        var result = new JsonObject { ["layers"] = config.NLayer, ["tokens_per_request"] = tokens, ["image_every"] = ImageEvery };
         double single = 0;
         double singleDecode = 0;
         double singleStep = 0;
@@ -151,8 +154,8 @@ internal static class ServeBench
 
     private static readonly Stopwatch BenchClock = Stopwatch.StartNew();
 
-    /// <summary>Every fourth client sends a photo never seen before (so its towers and prefill run); the rest send text.</summary>
-    private static ChatMessage[] Prompt(int client, int run) => client % 4 == 3
+    /// <summary>Every <see cref="ImageEvery"/>-th client (0: none) sends a photo never seen before (so its towers and prefill run); the rest send text.</summary>
+    private static ChatMessage[] Prompt(int client, int run) => ImageEvery > 0 && client % ImageEvery == ImageEvery - 1
         ? [new ChatMessage(ChatRole.User, [new TextContent($"Client {client}: describe this photo in detail, then list the objects."), RandomPng((run * 1000) + client + 100)])]
         : [new ChatMessage(ChatRole.User, $"Client {client} of run {run}: tell me a story about a cobra who learns to read, in three short paragraphs.")];
 
