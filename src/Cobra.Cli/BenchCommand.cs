@@ -65,7 +65,7 @@ internal static class BenchCommand
             {
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
-                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), stdout),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();
