@@ -127,6 +127,22 @@ public sealed class CobraModelOptions
     /// <summary>Handling of conversations with several images.</summary>
     public MultipleImagePolicy MultipleImages { get; set; } = MultipleImagePolicy.UseLatest;
 
+    /// <summary>
+    /// A conversation state store shared by replicas, as the second level behind the in-process cache:
+    /// <c>redis://HOST:PORT</c> (optionally <c>redis://[user]:password@HOST:PORT/DB</c>, <c>rediss://</c> for TLS).
+    /// Null (the default) keeps states in-process only. A store that is down or slow only means recomputing.
+    /// </summary>
+    public string? StateStore { get; set; }
+
+    /// <summary>How long a conversation state snapshot lives in the <see cref="StateStore"/>.</summary>
+    public TimeSpan StateStoreTimeToLive { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Snapshots larger than this are neither written to nor read from the <see cref="StateStore"/> (cobra+3b: 13 MB bf16, 26 MB fp32).</summary>
+    public long StateStoreMaxSnapshotBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Time limit of one <see cref="StateStore"/> operation (a lookup, a write); past it the request recomputes.</summary>
+    public TimeSpan StateStoreTimeout { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>A copy, so later changes by the caller do not reach a loaded client.</summary>
     internal CobraModelOptions Snapshot() => new()
     {
@@ -138,6 +154,7 @@ public sealed class CobraModelOptions
         MaxConcurrentImageDecodes = MaxConcurrentImageDecodes, MaxImageBytesInFlight = MaxImageBytesInFlight,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageHosts = [.. RemoteImageHosts], RemoteImageTimeout = RemoteImageTimeout,
         SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,
+        StateStore = StateStore, StateStoreTimeToLive = StateStoreTimeToLive, StateStoreMaxSnapshotBytes = StateStoreMaxSnapshotBytes, StateStoreTimeout = StateStoreTimeout,
     };
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
@@ -169,6 +186,13 @@ public sealed class CobraModelOptions
         Require(RemoteImageHosts.All(h => !string.IsNullOrWhiteSpace(h)), nameof(RemoteImageHosts), "must not contain empty host names.");
         Require(RemoteImageTimeout > TimeSpan.Zero, nameof(RemoteImageTimeout), "must be positive.");
         Require(AllowedImageRoots.All(r => !string.IsNullOrWhiteSpace(r)), nameof(AllowedImageRoots), "must not contain empty paths.");
+        Require(StateStoreTimeToLive > TimeSpan.Zero, nameof(StateStoreTimeToLive), "must be positive.");
+        Require(StateStoreMaxSnapshotBytes > 0, nameof(StateStoreMaxSnapshotBytes), $"must be positive, not {StateStoreMaxSnapshotBytes}.");
+        Require(StateStoreTimeout > TimeSpan.Zero && StateStoreTimeout <= TimeSpan.FromMinutes(1), nameof(StateStoreTimeout), "must be positive and at most one minute.");
+        if (StateStore is not null)
+        {
+            _ = Generation.StateStore.StateStoreFactory.ToRedisConfiguration(StateStore, StateStoreTimeout);   // throws naming the option
+        }
     }
 }
 

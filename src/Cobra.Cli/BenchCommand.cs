@@ -16,8 +16,8 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients"];
-    private static readonly HashSet<string> Flags = ["skip-sequential", "json"];
+    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "state-store"];
+    private static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
 
     public static int Run(string[] args, TextWriter stdout)
     {
@@ -44,9 +44,9 @@ internal static class BenchCommand
             ["simd_lanes"] = System.Numerics.Vector<float>.Count,
         };
         string part = cli.Get("part") ?? "llm";
-        if (part is not ("llm" or "vision" or "load" or "serve"))
+        if (part is not ("llm" or "vision" or "load" or "serve" or "statestore"))
         {
-            throw new UsageException($"--part must be llm, vision, load or serve, not '{part}'.");
+            throw new UsageException($"--part must be llm, vision, load, serve or statestore, not '{part}'.");
         }
 
         foreach (var precision in precisions)
@@ -57,6 +57,7 @@ internal static class BenchCommand
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), stdout),
                 "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), stdout),
+                "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();

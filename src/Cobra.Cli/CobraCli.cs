@@ -18,12 +18,13 @@ internal static class CobraCli
           serve      Host OpenAI-compatible /v1/chat/completions and /v1/models (503 until the model has loaded).
                      [--model-dir DIR | --cache-dir DIR] [--model-id ID] [--urls http://127.0.0.1:PORT]
                      [--api-key KEY] [--allow-remote-images] [--max-pending N] [--device D] [--precision P]
+                     [--state-store redis://HOST:PORT]
           convert    Write a compact bundle (a hub folder: pos-embeds resampled, unused tensors dropped) to --output DIR.
                      [--model-dir DIR | --cache-dir DIR] [--model-id ID] --output DIR [--precision bf16|fp32]
           download   Fetch (or verify) every model file into the Hugging Face cache (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
                      [--model-id ID] [--cache-dir DIR] [--revision REV]
-          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default), vision, load or serve.
-                     [--part llm|vision|load|serve] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
+          bench      Time the full-size model with random weights (nothing downloaded): --part llm (default), vision, load, serve or statestore.
+                     [--part llm|vision|load|serve|statestore] [--state-store redis://HOST:PORT] [--skip-vision] [--precision fp32|bf16|all] [--prefill-tokens N] [--decode-tokens N] [--layers N]
                      [--threads N] [--skip-sequential] [--question-tokens N] [--tokens-per-request N] [--json]
         """;
 

@@ -15,7 +15,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class ServeCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["model-dir", "cache-dir", "model-id", "urls", "api-key", "device", "precision", "max-pending"];
+    private static readonly HashSet<string> ValueOptions = ["model-dir", "cache-dir", "model-id", "urls", "api-key", "device", "precision", "max-pending", "state-store"];
     private static readonly HashSet<string> Flags = ["allow-remote-images"];
 
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, CancellationToken cancellationToken)
@@ -30,6 +30,7 @@ internal static class ServeCommand
             Precision = cli.Get("precision"),
             AllowRemoteImages = cli.Has("allow-remote-images"),
             AllowDownload = cli.Get("model-dir") is null,
+            StateStore = cli.Get("state-store"),
         };
         var server = new OpenAIServerOptions
         {

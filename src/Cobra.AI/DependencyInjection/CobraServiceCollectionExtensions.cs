@@ -76,5 +76,5 @@ public static class CobraServiceCollectionExtensions
     }
 
     private static CobraChatClient Load(IServiceProvider provider, CobraModelOptions options) =>
-        CobraChatClient.LoadAsync(options, provider.GetService<ILoggerFactory>()).GetAwaiter().GetResult();
+        CobraChatClient.LoadAsync(options, provider.GetService<ILoggerFactory>(), CobraStateStoreServiceCollectionExtensions.Resolve(provider), null, default).GetAwaiter().GetResult();
 }
