@@ -63,6 +63,7 @@ internal static class StateStoreFactory
             AsyncTimeout = ms,
             SyncTimeout = ms,
             ConnectRetry = 1,
+            BacklogPolicy = BacklogPolicy.FailFast,                              // no queueing while disconnected: recompute at once
             Ssl = uri.Scheme == "rediss",
             DefaultDatabase = database,
             ClientName = "cobra",
