@@ -152,17 +152,16 @@ public sealed class ReplicaTests
         Assert.Equal(1, logsB.Count(LogLevel.Warning, "is unavailable"));       // once for the whole outage
         Assert.True(b.StateStore!.Counters.Failures >= 1);
 
-        // Redis back (empty: no persistence): a new conversation on A is shared with B again.
+        // Redis back (empty: no persistence): the same first turn on A is written again and B resumes from it.
         redis.Start();
         bool resumed = false;
         for (int attempt = 0; attempt < 60 && !resumed; attempt++)
         {
-            var fresh = new List<ChatMessage> { new(ChatRole.User, $"Attempt {attempt}: what is a cobra?") };
-            var turn1 = await a.GetResponseAsync(fresh, Sixteen());
+            var turn1 = await a.GetResponseAsync([SceneMessage()], Sixteen());
             await Flush(a);
-            fresh.AddRange([new(ChatRole.Assistant, turn1.Text), new(ChatRole.User, "And then?")]);
-            var turn2 = await b.GetResponseAsync(fresh, Sixteen());
-            Assert.Equal((await cold.GetResponseAsync(fresh, Sixteen())).Text, turn2.Text);
+            var history = SecondTurn(turn1, $"Attempt {attempt}: and then?");
+            var turn2 = await b.GetResponseAsync(history, Sixteen());
+            Assert.Equal((await cold.GetResponseAsync(history, Sixteen())).Text, turn2.Text);
             resumed = turn2.Usage!.CachedInputTokenCount > 0;
             if (!resumed)
             {

@@ -167,7 +167,7 @@ internal sealed partial class DistributedStateStore : IDisposable
     /// <summary>
     /// Queues the state after <paramref name="tokens"/> for the store: encodes it here (call on the inference thread,
     /// it reads tensors), sends it from the background writer. Skipped while the store is down, when the queue is
-    /// full, when this process already wrote that key, or when the snapshot is over the size cap. Never throws.
+    /// full, or when the snapshot is over the size cap. Never throws.
     /// </summary>
     public void Publish(string? imageKey, IReadOnlyList<int> tokens, MambaState state)
     {
@@ -184,12 +184,9 @@ internal sealed partial class DistributedStateStore : IDisposable
                 return;
             }
 
+            // Written again even when this process wrote it before: the store may have lost it (restart, eviction,
+            // TTL), and the rewrite refreshes its TTL. Repeats are rare: the engine stores a prefix once per prefill.
             string key = StateStoreKeys.For(codec.ModelHash, imageKey, tokens, tokens.Count);
-            if (IsRemembered(key))
-            {
-                return;
-            }
-
             long size = codec.ValueBytes(imageKey, tokens.Count);
             if (size > settings.MaxSnapshotBytes)
             {
@@ -201,7 +198,7 @@ internal sealed partial class DistributedStateStore : IDisposable
             var value = codec.Encode(imageKey, tokens, state);
             if (writes.Writer.TryWrite((key, value)))
             {
-                Remember(key);
+                Remember(key);                                                  // lookups leave this prefix to the local cache
             }
             else
             {
@@ -247,7 +244,6 @@ internal sealed partial class DistributedStateStore : IDisposable
                 if (!ShouldTry() || stopping.IsCancellationRequested)
                 {
                     Interlocked.Increment(ref dropped);
-                    Forget(key);
                     continue;
                 }
 
@@ -260,7 +256,6 @@ internal sealed partial class DistributedStateStore : IDisposable
             }
             catch (Exception e)
             {
-                Forget(key);
                 Failed(e is OperationCanceledException ? new TimeoutException($"write exceeded {settings.Timeout.TotalMilliseconds:F0} ms") : e);
             }
             finally
@@ -310,17 +305,6 @@ internal sealed partial class DistributedStateStore : IDisposable
                     rememberedSet.Remove(remembered.Last!.Value);
                     remembered.RemoveLast();
                 }
-            }
-        }
-    }
-
-    private void Forget(string key)
-    {
-        lock (remembered)
-        {
-            if (rememberedSet.Remove(key))
-            {
-                remembered.Remove(key);
             }
         }
     }
