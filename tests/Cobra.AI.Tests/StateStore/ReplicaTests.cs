@@ -86,6 +86,18 @@ public sealed class ReplicaTests
     }
 
     [Fact]
+    public async Task A_replica_without_an_in_process_cache_resumes_its_own_conversations_from_redis()
+    {
+        await RedisServer.Shared.FlushAsync();
+        using var a = await Replica(RedisServer.Shared.Address, cacheSize: 0);
+        var first = await a.GetResponseAsync([SceneMessage()], Sixteen());
+        await Flush(a);
+        var second = await a.GetResponseAsync(SecondTurn(first), Sixteen());
+        Assert.Equal(ImageTokens + Turn1PromptTokens, second.Usage!.CachedInputTokenCount);
+        Assert.Equal(1, a.StateStore!.Counters.Hits);
+    }
+
+    [Fact]
     public async Task A_corrupted_value_or_one_written_by_another_model_is_ignored_and_recomputed()
     {
         var redis = RedisServer.Shared;

@@ -102,7 +102,7 @@ internal sealed partial class DistributedStateStore : IDisposable
                     return null;                                                 // shorter candidates lose to the local cache
                 }
 
-                var value = await cache.GetAsync(key, deadline.Token).WaitAsync(deadline.Token).ConfigureAwait(false);
+                var value = await Bounded(cache.GetAsync(key, deadline.Token), deadline.Token).ConfigureAwait(false);
                 Succeeded();
                 if (value is null)
                 {
@@ -249,7 +249,7 @@ internal sealed partial class DistributedStateStore : IDisposable
 
                 using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping.Token);
                 deadline.CancelAfter(settings.Timeout);
-                await cache.SetAsync(key, value, entry, deadline.Token).WaitAsync(deadline.Token).ConfigureAwait(false);
+                await Bounded(cache.SetAsync(key, value, entry, deadline.Token), deadline.Token).ConfigureAwait(false);
                 Succeeded();
                 Interlocked.Increment(ref written);
                 Interlocked.Add(ref bytesWritten, value.Length);
@@ -263,6 +263,22 @@ internal sealed partial class DistributedStateStore : IDisposable
                 Interlocked.Exchange(ref inFlight, 0);
             }
         }
+    }
+
+    /// <summary>
+    /// Stops waiting for <paramref name="operation"/> when <paramref name="token"/> fires: a cache need not honour its
+    /// token (RedisCache checks it only before sending). An abandoned operation's fault is observed, not leaked.
+    /// </summary>
+    private static Task<T> Bounded<T>(Task<T> operation, CancellationToken token)
+    {
+        _ = operation.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return operation.WaitAsync(token);
+    }
+
+    private static Task Bounded(Task operation, CancellationToken token)
+    {
+        _ = operation.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return operation.WaitAsync(token);
     }
 
     private bool ShouldTry() => Volatile.Read(ref unavailable) == 0 || time.GetTimestamp() >= Interlocked.Read(ref retryAt);

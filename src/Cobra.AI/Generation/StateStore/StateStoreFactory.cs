@@ -24,7 +24,8 @@ internal static class StateStoreFactory
         var llm = pipeline.Model.LanguageModel;
         var identity = ModelFingerprint.Identity(ModelFingerprint.Compute(pipeline.Files), llm.Config, llm.DType);
         var codec = new StateSnapshotCodec(identity, llm.Config, llm.DType, llm.Device, pipeline.ImageTokenCount);
-        var settings = new StateStoreSettings(options.StateStoreTimeToLive, options.StateStoreMaxSnapshotBytes, options.StateStoreTimeout);
+        // Lookups skip prefixes this process wrote (its own cache holds them) only as far as that cache reaches.
+        var settings = new StateStoreSettings(options.StateStoreTimeToLive, options.StateStoreMaxSnapshotBytes, options.StateStoreTimeout, RememberedKeys: options.ConversationCacheSize);
         var boundaries = PromptBoundaries.ForZephyr(pipeline.Tokenizer);
         if (injected is not null)
         {
