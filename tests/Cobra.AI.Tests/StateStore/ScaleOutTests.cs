@@ -128,7 +128,7 @@ public sealed class ScaleOutTests : IDisposable
                 var coldAnswer = await Chat(coldUrl, Turn2(first.Content, question));
                 Assert.Equal(coldAnswer.Content, onB.Content);
                 Assert.Equal(coldAnswer.Content, onA.Content);
-                Assert.Equal(0, onB.Cached);
+                Assert.True(onB.Cached < 16 + 20, $"cached {onB.Cached}");       // B's own image prefix at most
             }
         }
         finally

@@ -191,10 +191,16 @@ public sealed class StateSnapshotCodecTests
         // What the engine stores: the state after each whole prompt, and before each answer's end-of-text.
         int Prompt(int turnCount) => tokenizer.Encode(ZephyrPromptBuilder.Build(turns[..turnCount])).Count;
         int[] expected = [Prompt(4) - 1, Prompt(3), Prompt(2) - 1, Prompt(1)];
-        Assert.Equal(expected, boundaries.Candidates(ids));
+        Assert.Equal(expected, boundaries.Candidates(ids, hasImage: false));
         Assert.All(expected, p => Assert.True(p < ids.Count));
         Assert.Equal(tokenizer.EosTokenId, ids[Prompt(2) - 1]);
-        Assert.Empty(boundaries.Candidates(tokenizer.Encode(ZephyrPromptBuilder.Build(turns[..1]))));  // the first turn has no earlier state
+        var firstTurn = tokenizer.Encode(ZephyrPromptBuilder.Build(turns[..1]));
+        Assert.Empty(boundaries.Candidates(firstTurn, hasImage: false));          // a first turn has no earlier state...
+
+        // ...but with an image, the state after the image and "<|user|>\n" may come from another conversation about it.
+        int userHeader = tokenizer.Encode("<|user|>\n").Count;
+        Assert.Equal([userHeader], boundaries.Candidates(firstTurn, hasImage: true));
+        Assert.Equal([.. expected, userHeader], boundaries.Candidates(ids, hasImage: true));
     }
 
     [Fact]

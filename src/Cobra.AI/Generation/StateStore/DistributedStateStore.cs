@@ -49,7 +49,7 @@ internal sealed partial class DistributedStateStore : IDisposable
     private readonly LinkedList<string> remembered = new();
     private readonly HashSet<string> rememberedSet = new(StringComparer.Ordinal);
     private int unavailable;
-    private int inFlight;
+    private int pending;                                                        // queued or being written
     private long retryAt;
     private long hits, misses, rejected, dropped, written, failures, bytesRead, bytesWritten;
 
@@ -94,7 +94,7 @@ internal sealed partial class DistributedStateStore : IDisposable
         deadline.CancelAfter(settings.Timeout);
         try
         {
-            foreach (int length in boundaries.Candidates(promptIds).Take(settings.MaxProbes))
+            foreach (int length in boundaries.Candidates(promptIds, imageKey is not null).Take(settings.MaxProbes))
             {
                 string key = StateStoreKeys.For(codec.ModelHash, imageKey, promptIds, length);
                 if (IsRemembered(key))
@@ -196,12 +196,14 @@ internal sealed partial class DistributedStateStore : IDisposable
             }
 
             var value = codec.Encode(imageKey, tokens, state);
+            Interlocked.Increment(ref pending);
             if (writes.Writer.TryWrite((key, value)))
             {
                 Remember(key);                                                  // lookups leave this prefix to the local cache
             }
             else
             {
+                Interlocked.Decrement(ref pending);
                 Interlocked.Increment(ref dropped);
             }
         }
@@ -214,7 +216,7 @@ internal sealed partial class DistributedStateStore : IDisposable
     /// <summary>Waits until every queued write has been attempted (tests, the bench).</summary>
     public async Task FlushAsync(CancellationToken cancellationToken)
     {
-        while (writes.Reader.Count > 0 || Volatile.Read(ref inFlight) != 0)
+        while (Volatile.Read(ref pending) != 0)
         {
             await Task.Delay(10, cancellationToken).ConfigureAwait(false);
         }
@@ -238,7 +240,6 @@ internal sealed partial class DistributedStateStore : IDisposable
         var entry = new DistributedCacheEntryOptions { AbsoluteExpirationRelativeToNow = settings.TimeToLive };
         await foreach (var (key, value) in writes.Reader.ReadAllAsync().ConfigureAwait(false))
         {
-            Interlocked.Exchange(ref inFlight, 1);
             try
             {
                 if (!ShouldTry() || stopping.IsCancellationRequested)
@@ -260,7 +261,7 @@ internal sealed partial class DistributedStateStore : IDisposable
             }
             finally
             {
-                Interlocked.Exchange(ref inFlight, 0);
+                Interlocked.Decrement(ref pending);
             }
         }
     }

@@ -39,37 +39,57 @@ internal static class StateStoreKeys
 
 /// <summary>
 /// Where a Zephyr prompt can have a snapshot in the store: the engine stores the state after a whole prompt (it
-/// ends with <c>&lt;|endoftext|&gt;\n&lt;|assistant|&gt;\n</c>) and after an answer that ended with end-of-text (the
-/// state before that token). In a later prompt of the same conversation these are the positions right after each
-/// assistant header and right before the end-of-text that closes each assistant turn. Both token runs are
-/// context-free, since the tokenizer splits the text at the special end-of-text token.
+/// ends with <c>&lt;|endoftext|&gt;\n&lt;|assistant|&gt;\n</c>), after an answer that ended with end-of-text (the
+/// state before that token), and after an image plus the user header every first turn starts with (for new
+/// conversations about that image). In a later prompt these are the positions right after each assistant header,
+/// right before the end-of-text that closes each assistant turn, and right after the leading user header when
+/// there is an image. The token runs are context-free, since the tokenizer splits the text at end-of-text.
 /// </summary>
 internal sealed class PromptBoundaries
 {
     private readonly int endOfText;
     private readonly int[] assistantHeader;
+    private readonly int[] userHeader;
 
-    /// <summary>Boundaries given the end-of-text id and the tokens of <c>&lt;|endoftext|&gt;\n&lt;|assistant|&gt;\n</c>.</summary>
-    public PromptBoundaries(int endOfText, IReadOnlyList<int> assistantHeader)
+    /// <summary>
+    /// Boundaries given the end-of-text id, the tokens of <c>&lt;|endoftext|&gt;\n&lt;|assistant|&gt;\n</c> and those every
+    /// first turn starts with (<c>&lt;|user|&gt;\n</c>; empty for none).
+    /// </summary>
+    public PromptBoundaries(int endOfText, IReadOnlyList<int> assistantHeader, IReadOnlyList<int>? userHeader = null)
     {
         ArgumentNullException.ThrowIfNull(assistantHeader);
         ArgumentOutOfRangeException.ThrowIfZero(assistantHeader.Count, nameof(assistantHeader));
         this.endOfText = endOfText;
         this.assistantHeader = [.. assistantHeader];
+        this.userHeader = [.. userHeader ?? []];
     }
 
     /// <summary>The boundaries of Cobra's Zephyr prompt for <paramref name="tokenizer"/>.</summary>
     public static PromptBoundaries ForZephyr(CobraTokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        return new PromptBoundaries(tokenizer.EosTokenId, tokenizer.Encode("<|endoftext|>\n<|assistant|>\n"));
+        // The engine snapshots after the tokens two unrelated first turns share; found the same way here.
+        var a = tokenizer.Encode(ZephyrPromptBuilder.Build([("user", "A")]));
+        var b = tokenizer.Encode(ZephyrPromptBuilder.Build([("user", "? 7")]));
+        int shared = 0;
+        while (shared < a.Count && shared < b.Count && a[shared] == b[shared])
+        {
+            shared++;
+        }
+
+        return new PromptBoundaries(tokenizer.EosTokenId, tokenizer.Encode("<|endoftext|>\n<|assistant|>\n"), a.Take(shared).ToArray());
     }
 
     /// <summary>Candidate prefix lengths of <paramref name="ids"/> (strict prefixes), longest first.</summary>
-    public IEnumerable<int> Candidates(IReadOnlyList<int> ids)
+    public IEnumerable<int> Candidates(IReadOnlyList<int> ids, bool hasImage)
     {
         ArgumentNullException.ThrowIfNull(ids);
         var found = new List<int>();
+        if (hasImage && userHeader.Length > 0 && userHeader.Length < ids.Count && ids.Take(userHeader.Length).SequenceEqual(userHeader))
+        {
+            found.Add(userHeader.Length);                                        // the image and the first user header
+        }
+
         bool inAnswer = false;
         for (int p = 0; p < ids.Count; p++)
         {
