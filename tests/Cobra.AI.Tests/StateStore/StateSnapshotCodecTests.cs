@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Security.Cryptography;
 using Cobra.AI.Generation.StateStore;
+using Cobra.AI.Generation;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
@@ -204,21 +205,23 @@ public sealed class StateSnapshotCodecTests
     }
 
     [Fact]
-    public void Model_fingerprint_changes_with_the_weights_and_is_stable_otherwise()
+    public void Model_fingerprint_is_the_same_for_two_loads_and_changes_with_a_weight_or_the_precision()
     {
-        using var temp = new TempDirectory();
-        var files = CobraModelFiles.FromHubMirror(temp.CopyOf(Golden.TinyAHub));
-        byte[] first = ModelFingerprint.Compute(files);
-        Assert.Equal(first, ModelFingerprint.Compute(files));
-        using (var stream = File.Open(files.CheckpointPath, FileMode.Open, FileAccess.ReadWrite))
+        var files = CobraModelFiles.FromHubMirror(Golden.TinyAHub);
+        using var first = CobraPipeline.Load(files, torch.CPU, Precision.Float32);
+        using var second = CobraPipeline.Load(files, torch.CPU, Precision.Float32);
+        byte[] fingerprint = ModelFingerprint.Compute(first);
+        Assert.Equal(fingerprint, ModelFingerprint.Compute(second));
+
+        using (torch.no_grad())
         {
-            stream.Position = stream.Length / 2;
-            int b = stream.ReadByte();
-            stream.Position = stream.Length / 2;
-            stream.WriteByte((byte)(b ^ 1));                                      // the tiny checkpoint is hashed whole
+            var weight = second.Model.LanguageModel.state_dict().First(kv => kv.Key.EndsWith("in_proj.weight", StringComparison.Ordinal)).Value;
+            weight.view(-1)[0] = weight.view(-1)[0] + 1e-3f;                      // a sampled position (the first)
         }
 
-        Assert.NotEqual(first, ModelFingerprint.Compute(files));
+        Assert.NotEqual(fingerprint, ModelFingerprint.Compute(second));
+        using var bf16 = CobraPipeline.Load(files, torch.CPU, Precision.BFloat16);
+        Assert.NotEqual(fingerprint, ModelFingerprint.Compute(bf16));
     }
 
     private static byte[] Flip(byte[] value, int at)
@@ -226,25 +229,5 @@ public sealed class StateSnapshotCodecTests
         byte[] copy = (byte[])value.Clone();
         copy[at] ^= 0x10;
         return copy;
-    }
-
-    private sealed class TempDirectory : IDisposable
-    {
-        private readonly string root = Directory.CreateTempSubdirectory("cobra-fingerprint-").FullName;
-
-        public string CopyOf(string source)
-        {
-            string target = Path.Combine(root, "hub");
-            foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
-            {
-                string to = Path.Combine(target, Path.GetRelativePath(source, file));
-                Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-                File.Copy(file, to);
-            }
-
-            return target;
-        }
-
-        public void Dispose() => Directory.Delete(root, recursive: true);
     }
 }

@@ -1,42 +1,41 @@
 using System.Buffers.Binary;
 using System.Security.Cryptography;
 using System.Text;
-using Cobra.AI.Loading;
 using Cobra.AI.Modeling.Mamba;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Cobra.AI.Generation.StateStore;
 
 /// <summary>
 /// A content hash of a loaded model, so that replicas agree on it without coordination and a snapshot of another
-/// model is never loaded. Model files carry no content hash of their own (only converted bundles do, and not in a
-/// place every source exposes), and hashing 6 GB of weights at every start is too slow, so this hashes: every
-/// config and the tokenizer in full, and of each weight file its length, its first and last 1 MiB (safetensors
-/// and pickle headers: every tensor name, shape and offset) and 32 evenly spaced 64 KiB samples. A fine-tune
-/// changes every sample; an edit confined to unsampled bytes of one weight file would go unnoticed.
+/// model is never loaded. Model files carry no content hash of their own (only converted bundles do, and a model
+/// can be built in memory), and hashing 6 GB of weights at every start is too slow, so this hashes what was
+/// loaded: every tensor's name, dtype and shape (projector, LLM, towers), 64 evenly spaced values of each (as
+/// float32, wherever it lives), the tokenizer's size, end-of-text id and the ids of a probe text, and the prompt
+/// length limit. A fine-tune changes the sampled values; an edit confined to unsampled values would go unnoticed.
 /// </summary>
 internal static class ModelFingerprint
 {
-    private const int EdgeBytes = 1 << 20;
-    private const int SampleBytes = 64 << 10;
-    private const int Samples = 32;
-    private const long WholeFileLimit = 8L << 20;
+    private const int SamplesPerTensor = 64;
+    private const string TokenizerProbe = "<|user|>\nWhat is in this image? 1234 naïve ✓<|endoftext|>\n<|assistant|>\n";
 
-    /// <summary>SHA-256 over the model's files as described above.</summary>
-    public static byte[] Compute(CobraModelFiles files)
+    /// <summary>SHA-256 over the pipeline's model and tokenizer as described above. Reads tensors (at load time, before the engine runs).</summary>
+    public static byte[] Compute(CobraPipeline pipeline)
     {
-        ArgumentNullException.ThrowIfNull(files);
+        ArgumentNullException.ThrowIfNull(pipeline);
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         sha.AppendData("cobra-model-fingerprint/1\n"u8);
-        sha.AppendData(Encoding.UTF8.GetBytes(files.ModelId + "\n"));
-        var paths = new List<string?>
+        var model = pipeline.Model;
+        AppendModule(sha, "projector.", model.Projector);
+        AppendModule(sha, "llm.", model.LanguageModel);
+        AppendModule(sha, "vision.", model.Vision);
+
+        Span<byte> word = stackalloc byte[4];
+        foreach (int value in (int[])[pipeline.Tokenizer.VocabularySize, pipeline.Tokenizer.EosTokenId, pipeline.LlmMaxLength, .. pipeline.Tokenizer.Encode(TokenizerProbe)])
         {
-            files.CobraConfigPath, files.LlmConfigPath, files.TokenizerPath, files.CheckpointPath,
-            files.Vision?.DinoWeights, files.Vision?.DinoConfig, files.Vision?.SigLipWeights, files.Vision?.SigLipConfig,
-        };
-        foreach (var path in paths)
-        {
-            AppendFile(sha, path);
+            BinaryPrimitives.WriteInt32LittleEndian(word, value);
+            sha.AppendData(word);
         }
 
         return sha.GetHashAndReset();
@@ -60,50 +59,32 @@ internal static class ModelFingerprint
         return sha.GetHashAndReset();
     }
 
-    private static void AppendFile(IncrementalHash sha, string? path)
+    private static void AppendModule(IncrementalHash sha, string prefix, nn.Module? module)
     {
-        Span<byte> length = stackalloc byte[8];
-        if (path is null)
+        if (module is null)
         {
-            BinaryPrimitives.WriteInt64LittleEndian(length, -1);
-            sha.AppendData(length);
+            sha.AppendData(Encoding.UTF8.GetBytes(prefix + "none\n"));
             return;
         }
 
-        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.RandomAccess);
-        BinaryPrimitives.WriteInt64LittleEndian(length, file.Length);
-        sha.AppendData(length);
-        if (file.Length <= WholeFileLimit)
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        Span<byte> word = stackalloc byte[8];
+        foreach (var (name, tensor) in module.state_dict().OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => (kv.Key, kv.Value)))
         {
-            AppendRange(sha, file, new byte[file.Length], 0, (int)file.Length);
-            return;
-        }
-
-        var buffer = new byte[EdgeBytes];
-        AppendRange(sha, file, buffer, 0, EdgeBytes);
-        AppendRange(sha, file, buffer, file.Length - EdgeBytes, EdgeBytes);
-        long stride = (file.Length - SampleBytes) / (Samples + 1);
-        for (int i = 1; i <= Samples; i++)
-        {
-            AppendRange(sha, file, buffer, i * stride, SampleBytes);
-        }
-    }
-
-    private static void AppendRange(IncrementalHash sha, FileStream file, byte[] buffer, long offset, int count)
-    {
-        var span = buffer.AsSpan(0, count);
-        int read = 0;
-        while (read < count)
-        {
-            int n = RandomAccess.Read(file.SafeFileHandle, span[read..], offset + read);
-            if (n == 0)
+            sha.AppendData(Encoding.UTF8.GetBytes($"{prefix}{name}:{tensor.dtype}:[{string.Join(",", tensor.shape)}]\n"));
+            long count = tensor.numel();
+            if (count == 0)
             {
-                throw new EndOfStreamException($"{file.Name}: shorter than its length while fingerprinting.");
+                continue;
             }
 
-            read += n;
+            var positions = Enumerable.Range(0, SamplesPerTensor).Select(i => i * (count - 1) / (SamplesPerTensor - 1)).Distinct().ToArray();
+            using var index = torch.tensor(positions, device: tensor.device);
+            using var sample = tensor.reshape(-1).index_select(0, index).to(ScalarType.Float32).cpu().contiguous();
+            sha.AppendData(sample.bytes);
+            BinaryPrimitives.WriteInt64LittleEndian(word, count);
+            sha.AppendData(word);
         }
-
-        sha.AppendData(span);
     }
 }

@@ -11,7 +11,7 @@ internal static class StateStoreFactory
 {
     /// <summary>
     /// The store over <paramref name="injected"/> when given, else over Redis at <see cref="CobraModelOptions.StateStore"/>,
-    /// else null (in-process cache only). Computes the model fingerprint (reads samples of the weight files);
+    /// else null (in-process cache only). Computes the model fingerprint (samples the loaded weights);
     /// connects lazily, so a Redis that is down now only means recomputing until it is up.
     /// </summary>
     public static DistributedStateStore? Create(CobraModelOptions options, CobraPipeline pipeline, IDistributedCache? injected, ILogger logger)
@@ -22,7 +22,7 @@ internal static class StateStoreFactory
         }
 
         var llm = pipeline.Model.LanguageModel;
-        var identity = ModelFingerprint.Identity(ModelFingerprint.Compute(pipeline.Files), llm.Config, llm.DType);
+        var identity = ModelFingerprint.Identity(ModelFingerprint.Compute(pipeline), llm.Config, llm.DType);
         var codec = new StateSnapshotCodec(identity, llm.Config, llm.DType, llm.Device, pipeline.ImageTokenCount);
         // Lookups skip prefixes this process wrote (its own cache holds them) only as far as that cache reaches.
         var settings = new StateStoreSettings(options.StateStoreTimeToLive, options.StateStoreMaxSnapshotBytes, options.StateStoreTimeout, RememberedKeys: options.ConversationCacheSize);
