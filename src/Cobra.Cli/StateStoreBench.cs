@@ -10,6 +10,7 @@ using Cobra.AI.Modeling.Vision;
 using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using StackExchange.Redis;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -49,7 +50,21 @@ internal static class StateStoreBench
         var codec = new StateSnapshotCodec(identity, llmConfig, dtype, llm.Device, imageTokens);
         var settings = new StateStoreSettings(TimeSpan.FromMinutes(5), 1L << 30, TimeSpan.FromSeconds(30));
         var boundaries = new PromptBoundaries(EndOfText, AssistantHeader);
-        RedisCache Redis() => new(Options.Create(new RedisCacheOptions { ConfigurationOptions = StateStoreFactory.ToRedisConfiguration(address, settings.Timeout) }));
+        RedisCache Redis()
+        {
+            var redis = new RedisCache(Options.Create(new RedisCacheOptions { ConfigurationOptions = StateStoreFactory.ToRedisConfiguration(address, settings.Timeout) }));
+            try
+            {
+                redis.GetAsync("cobra:bench:connect").GetAwaiter().GetResult();          // connect outside the timings
+            }
+            catch (RedisConnectionException e)
+            {
+                redis.Dispose();
+                throw new UsageException($"--part statestore: no Redis at {address} ({e.Message}); start one: redis-server --port 6379 --save '' --appendonly no.");
+            }
+
+            return redis;
+        }
 
         using var noGrad = torch.no_grad();
         Prefill(model, skipVision ? null : photo, turn1[..8]).Dispose();        // warm-up
