@@ -16,6 +16,11 @@ using var host = builder.Build();
 var chat = host.Services.GetRequiredService<IChatClient>();
 var logger = host.Services.GetRequiredService<ILogger<Program>>();
 
+// Starting the host starts loading the model in the background; readiness (also a health check) tracks it.
+await host.StartAsync();
+var readiness = host.Services.GetRequiredService<Cobra.AI.CobraModelReadiness>();
+logger.LogInformation("Model {State}; the first call waits for it", readiness.State);
+
 List<ChatMessage> history = [];
 foreach (var question in new[] { "Write a short story about a cobra.", "Make it shorter." })
 {
@@ -25,4 +30,5 @@ foreach (var question in new[] { "Write a short story about a cobra.", "Make it 
     logger.LogInformation("Q: {Question} A: {Answer} (cached input tokens: {Cached})", question, response.Text, response.Usage?.CachedInputTokenCount);
 }
 
+await host.StopAsync();
 return 0;

@@ -171,6 +171,8 @@ public sealed class CobraModelOptions
         Require(ModelPath is null || !string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "must be null (use the Hugging Face cache) or a folder path.");
         Require(!(AllowDownload && ModelPath is not null), nameof(AllowDownload), "applies to the Hugging Face cache only: leave ModelPath null to download into CacheDirectory.");
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
+        Require(ModelId.Length is > 0 and <= 96 && ModelId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '+' or '-') && !ModelId.Contains("..", StringComparison.Ordinal) && char.IsAsciiLetterOrDigit(ModelId[0]),
+            nameof(ModelId), $"'{ModelId}' is not a model id: one name of letters, digits and . _ + - (like cobra+3b).");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
         Require(MaxQueuedRequests is >= 0 and <= 100_000, nameof(MaxQueuedRequests), $"must be in [0, 100000], not {MaxQueuedRequests}.");

@@ -16,12 +16,11 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "state-store"];
-    private static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
+    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "state-store"];
+    internal static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
 
-    public static int Run(string[] args, TextWriter stdout)
+    public static int Run(CliArguments cli, TextWriter stdout)
     {
-        var cli = CliArguments.Parse(args, ValueOptions, Flags);
         var precisions = (cli.Get("precision") ?? (cli.Get("part") == "serve" ? "bf16" : "all")) switch
         {
             "all" => new[] { Precision.Float32, Precision.BFloat16 },

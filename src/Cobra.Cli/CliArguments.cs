@@ -1,66 +1,42 @@
+using System.CommandLine;
 using System.Globalization;
 
 namespace Cobra.Cli;
 
-/// <summary>A command-line mistake: reported with the usage text and exit code 2.</summary>
-internal sealed class UsageException(string message) : Exception(message);
-
 /// <summary>
-/// <c>--name value</c>, <c>--name=value</c> and bare <c>--flag</c> options after a command name. Every option
-/// must be declared by the command; unknown, repeated or malformed options are usage errors.
+/// Name-based access to a parsed command whose options are all plain strings and flags (<c>cobra bench</c>,
+/// whose options are declared as name sets by the bench itself): values are checked here, as the bench reads them.
 /// </summary>
-internal sealed class CliArguments
+internal sealed class CliArguments(ParseResult parse, IReadOnlyDictionary<string, Option> options)
 {
-    private readonly Dictionary<string, string?> values = new(StringComparer.Ordinal);
-
-    private CliArguments()
+    /// <summary>A command with one string option per name in <paramref name="valueOptions"/> and one flag per name in <paramref name="flags"/>.</summary>
+    public static (Command Command, Func<ParseResult, CliArguments> Read) Declare(string name, string description, IEnumerable<string> valueOptions, IEnumerable<string> flags, IReadOnlyDictionary<string, string> help)
     {
-    }
-
-    /// <summary>Parses <paramref name="args"/> against the declared value options and flags.</summary>
-    public static CliArguments Parse(IReadOnlyList<string> args, IReadOnlySet<string> valueOptions, IReadOnlySet<string> flags)
-    {
-        var parsed = new CliArguments();
-        for (int i = 0; i < args.Count; i++)
+        var command = new Command(name, description);
+        var declared = new Dictionary<string, Option>(StringComparer.Ordinal);
+        foreach (var value in valueOptions)
         {
-            string arg = args[i];
-            if (!arg.StartsWith("--", StringComparison.Ordinal))
-            {
-                throw new UsageException($"Unexpected argument '{arg}'.");
-            }
-
-            int eq = arg.IndexOf('=', StringComparison.Ordinal);
-            string name = eq < 0 ? arg[2..] : arg[2..eq];
-            string? value;
-            if (flags.Contains(name))
-            {
-                value = eq < 0 ? null : throw new UsageException($"--{name} takes no value.");
-            }
-            else if (valueOptions.Contains(name))
-            {
-                value = eq >= 0 ? arg[(eq + 1)..]
-                    : i + 1 < args.Count ? args[++i]
-                    : throw new UsageException($"--{name} needs a value.");
-            }
-            else
-            {
-                throw new UsageException($"Unknown option --{name}.");
-            }
-
-            if (!parsed.values.TryAdd(name, value))
-            {
-                throw new UsageException($"--{name} is given more than once.");
-            }
+            declared[value] = CliOptions.Text("--" + value, "VALUE", help.GetValueOrDefault(value, ""));
         }
 
-        return parsed;
+        foreach (var flag in flags)
+        {
+            declared[flag] = CliOptions.Flag("--" + flag, help.GetValueOrDefault(flag, ""));
+        }
+
+        foreach (var option in declared.Values.OrderBy(o => o.Name, StringComparer.Ordinal))
+        {
+            command.Options.Add(option);
+        }
+
+        return (command, parse => new CliArguments(parse, declared));
     }
 
     /// <summary>True when the option or flag was given.</summary>
-    public bool Has(string name) => values.ContainsKey(name);
+    public bool Has(string name) => parse.GetResult(options[name]) is { Implicit: false };
 
     /// <summary>The option's value, or null.</summary>
-    public string? Get(string name) => values.TryGetValue(name, out var v) ? v : null;
+    public string? Get(string name) => options[name] is Option<string?> text ? parse.GetValue(text) : null;
 
     /// <summary>An integer option within [min, max], or the default.</summary>
     public int GetInt(string name, int fallback, int min, int max = int.MaxValue)
@@ -74,28 +50,5 @@ internal sealed class CliArguments
         return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) && v >= min && v <= max
             ? v
             : throw new UsageException($"--{name} must be an integer in [{min}, {max}], not '{text}'.");
-    }
-
-    /// <summary>A 64-bit integer option, or null.</summary>
-    public long? GetLong(string name)
-    {
-        string? text = Get(name);
-        return text is null ? null
-            : long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out long v) ? v
-            : throw new UsageException($"--{name} must be an integer, not '{text}'.");
-    }
-
-    /// <summary>A finite number option within [min, max], or the default.</summary>
-    public double GetDouble(string name, double fallback, double min, double max)
-    {
-        string? text = Get(name);
-        if (text is null)
-        {
-            return fallback;
-        }
-
-        return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) && v >= min && v <= max
-            ? v
-            : throw new UsageException($"--{name} must be a number in [{min}, {max}], not '{text}'.");
     }
 }

@@ -1,3 +1,5 @@
+using System.CommandLine;
+using Cobra.AI;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using TorchSharp;
@@ -10,25 +12,31 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class ConvertCommand
 {
-    private static readonly HashSet<string> ValueOptions = ["model-dir", "cache-dir", "model-id", "output", "precision"];
-
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, CancellationToken cancellationToken)
+    public static Command Create(CliContext cli)
     {
-        var cli = CliArguments.Parse(args, ValueOptions, new HashSet<string>());
-        string output = cli.Get("output") ?? throw new UsageException("--output DIR is required.");
-        var dtype = (cli.Get("precision") ?? "bf16") switch
+        var model = new ModelOptionSet(withPlacement: false);
+        var output = CliOptions.Text("--output", "DIR", "Where to write the bundle (a hub-mirror folder).");
+        output.Required = true;
+        var precision = CliOptions.Choice("--precision", "Weight precision of the bundle (default bf16).", "bf16", "fp32");
+        var command = new Command("convert", "Write a compact bundle (a hub folder: pos-embeds resampled, unused tensors dropped) to --output DIR.");
+        model.AddTo(command);
+        command.Options.Add(output);
+        command.Options.Add(precision);
+        command.SetAction((parse, cancellationToken) =>
         {
-            "bf16" => torch.ScalarType.BFloat16,
-            "fp32" => torch.ScalarType.Float32,
-            var other => throw new UsageException($"--precision must be bf16 or fp32, not '{other}'."),
-        };
-        string modelId = cli.Get("model-id") ?? "cobra+3b";
-        IModelFileSource source = cli.Get("model-dir") is { } dir ? new HubMirrorSource(dir) : new HuggingFaceCacheSource(cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot());
-        var files = CobraModelFiles.Resolve(source, modelId);
+            var dtype = parse.GetValue(precision) == "fp32" ? torch.ScalarType.Float32 : torch.ScalarType.BFloat16;
+            return RunAsync(model.Read(parse, allowDownload: false), parse.GetValue(output)!, dtype, cli, cancellationToken);
+        });
+        return command;
+    }
+
+    private static async Task<int> RunAsync(CobraModelOptions model, string output, torch.ScalarType dtype, CliContext cli, CancellationToken cancellationToken)
+    {
+        var files = await CobraModelComposition.ResolveFilesAsync(model, null, null, cancellationToken).ConfigureAwait(false);
         TorchRuntime.EnsureInitialized();
         cancellationToken.ThrowIfCancellationRequested();
         var report = await Task.Run(() => BundleWriter.Write(files, output, dtype), cancellationToken).ConfigureAwait(false);
-        await stdout.WriteLineAsync($"wrote {output}: {report.BundleBytes / 1e6:F1} MB of weights (from {report.SourceBytes / 1e6:F1} MB), content sha256 {report.ContentHash}").ConfigureAwait(false);
+        await cli.Out.WriteLineAsync($"wrote {output}: {report.BundleBytes / 1e6:F1} MB of weights (from {report.SourceBytes / 1e6:F1} MB), content sha256 {report.ContentHash}").ConfigureAwait(false);
         return 0;
     }
 }

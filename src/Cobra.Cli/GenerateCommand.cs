@@ -1,6 +1,8 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Cobra.AI;
 using Cobra.AI.Generation;
 using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
@@ -10,67 +12,122 @@ using TorchSharp;
 
 namespace Cobra.Cli;
 
-/// <summary><c>cobra generate</c>: the scripting entry point (architecture.md, "Public surface").</summary>
+/// <summary>
+/// <c>cobra generate</c>: the scripting entry point (architecture.md, "Public surface"). Parse
+/// (<see cref="Create"/>) → options (<see cref="GenerateOptions"/>) → run (<see cref="RunAsync(GenerateOptions, CliContext, CancellationToken)"/>: model files,
+/// device and precision from <see cref="CobraModelComposition"/>, then <see cref="GenerateAsync"/>).
+/// </summary>
 internal static class GenerateCommand
 {
-    private static readonly HashSet<string> ValueOptions =
-    [
-        "model-dir", "model-id", "cache-dir", "image", "prompt", "messages", "max-new-tokens", "temperature",
-        "top-k", "top-p", "seed", "device", "precision", "logits-out",
-    ];
+    /// <summary>What one <c>cobra generate</c> asks for.</summary>
+    /// <param name="Model">Where the model is and how to place it.</param>
+    /// <param name="Prompt">A single user prompt, or null with <paramref name="MessagesPath"/>.</param>
+    /// <param name="MessagesPath">A JSON conversation file, or null with <paramref name="Prompt"/>.</param>
+    /// <param name="ImagePath">An image file, or null.</param>
+    /// <param name="Sampling">Sampling settings.</param>
+    /// <param name="Json">Print a JSON report instead of the text.</param>
+    /// <param name="LogitsOut">Where to write the step logits (safetensors), or null.</param>
+    internal sealed record GenerateOptions(CobraModelOptions Model, string? Prompt, string? MessagesPath, string? ImagePath, SamplingOptions Sampling, bool Json, string? LogitsOut);
 
-    private static readonly HashSet<string> Flags = ["json"];
-
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    public static Command Create(CliContext cli)
     {
-        var cli = CliArguments.Parse(args, ValueOptions, Flags);
-        if (cli.Has("prompt") == cli.Has("messages"))
+        var model = new ModelOptionSet();
+        var image = CliOptions.Text("--image", "FILE", "An image to ask about.");
+        var prompt = CliOptions.Text("--prompt", "TEXT", "The user's prompt.");
+        var messages = CliOptions.Text("--messages", "FILE", "A JSON array of {\"role\": \"user\"|\"assistant\", \"content\": TEXT} turns ending with a user turn.");
+        var maxNewTokens = CliOptions.Int("--max-new-tokens", "Most tokens to generate.", 512, 1, 1_000_000);
+        var temperature = CliOptions.Number("--temperature", "Sampling temperature; 0 is greedy (default 0, or 1 with --top-k/--top-p).", 0, 100);
+        var topK = CliOptions.Int("--top-k", "Sample from the K most likely tokens; 0 is off.", 0, 0);
+        var topP = CliOptions.Number("--top-p", "Nucleus sampling mass in [0, 1]; 0 is off.", 0, 1);
+        var seed = CliOptions.Long("--seed", "Random seed for sampling.");
+        var json = CliOptions.Flag("--json", "Print token ids, text, usage and timings as JSON.");
+        var logitsOut = CliOptions.Text("--logits-out", "FILE", "Write the prefill and step logits to a safetensors file.");
+        var command = new Command("generate", "Generate a reply for one prompt or a conversation, optionally about an image.");
+        model.AddTo(command);
+        foreach (var option in new Option[] { image, prompt, messages, maxNewTokens, temperature, topK, topP, seed, json, logitsOut })
         {
-            throw new UsageException("Give exactly one of --prompt TEXT or --messages FILE.");
+            command.Options.Add(option);
         }
 
-        if (cli.Has("model-dir") && cli.Has("cache-dir"))
+        command.Validators.Add(result =>
         {
-            throw new UsageException("Give --model-dir DIR (a hub-mirror folder) or --cache-dir DIR (a Hugging Face cache), not both.");
-        }
-        var sampling = ReadSampling(cli);
+            if ((result.GetResult(prompt) is null) == (result.GetResult(messages) is null))
+            {
+                result.AddError("Give exactly one of --prompt TEXT or --messages FILE.");
+            }
+        });
+        command.SetAction((parse, cancellationToken) =>
+        {
+            // Greedy unless a temperature > 0 is given; --top-k or --top-p alone imply temperature 1, as in
+            // upstream's generate(top_k=..., top_p=...); --top-k 1 is greedy.
+            bool sampleAsked = parse.GetResult(topK) is { Implicit: false } || parse.GetResult(topP) is { Implicit: false };
+            var sampling = new SamplingOptions
+            {
+                MaxNewTokens = parse.GetValue(maxNewTokens),
+                Temperature = parse.GetValue(temperature) ?? (sampleAsked ? 1.0 : 0.0),
+                TopK = parse.GetValue(topK),
+                TopP = parse.GetValue(topP) ?? 0,
+                Seed = parse.GetValue(seed),
+            };
+            var options = new GenerateOptions(model.Read(parse), parse.GetValue(prompt), parse.GetValue(messages), parse.GetValue(image), sampling, parse.GetValue(json), parse.GetValue(logitsOut));
+            return RunAsync(options, cli, cancellationToken);
+        });
+        return command;
+    }
 
-        var turns = cli.Has("prompt")
-            ? [("user", cli.Get("prompt")!)]
-            : await ReadMessagesAsync(cli.Get("messages")!, stderr, cancellationToken).ConfigureAwait(false);
+    /// <summary>Reads the conversation, resolves (downloading if needed) the model files and placement, then generates.</summary>
+    public static async Task<int> RunAsync(GenerateOptions options, CliContext cli, CancellationToken cancellationToken)
+    {
+        var turns = options.Prompt is { } text
+            ? [("user", text)]
+            : await ReadMessagesAsync(options.MessagesPath!, cli.Err, cancellationToken).ConfigureAwait(false);
 
         var clock = Stopwatch.StartNew();
-        var device = TorchPlacement.ParseDevice(cli.Get("device"));
-        var precision = TorchPlacement.ParsePrecision(cli.Get("precision"), device);
+        var (device, precision) = CobraModelComposition.ResolvePlacement(options.Model);
         if (precision == Precision.Float16)
         {
-            await stderr.WriteLineAsync("cobra: warning: fp16 is sensitive to overflow in Cobra and very slow on CPUs; prefer bf16 or fp32.").ConfigureAwait(false);
+            await cli.Err.WriteLineAsync("cobra: warning: fp16 is sensitive to overflow in Cobra and very slow on CPUs; prefer bf16 or fp32.").ConfigureAwait(false);
         }
 
-        var files = await ResolveOrDownloadAsync(cli, stderr, cancellationToken).ConfigureAwait(false);
+        var bar = new DownloadProgressBar(cli.Err, cli.ErrorIsTerminal);
+        CobraModelFiles files;
+        try
+        {
+            files = await CobraModelComposition.ResolveFilesAsync(options.Model, bar, DownloadCommand.Notice(cli, bar), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            bar.Done();
+        }
 
+        return await GenerateAsync(options, turns, files, device, precision, clock, cli, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The generation itself: load, encode, generate, print.</summary>
+    private static async Task<int> GenerateAsync(GenerateOptions options, List<(string Role, string Content)> turns, CobraModelFiles files, torch.Device device, Precision precision, Stopwatch clock, CliContext cli, CancellationToken cancellationToken)
+    {
         // The image is decoded (and rejected, if bad) before any model work.
-        var image = cli.Get("image") is { } imagePath ? ImageLoader.LoadFile(imagePath, new ImageLimits()) : null;
+        var image = options.ImagePath is { } imagePath ? ImageLoader.LoadFile(imagePath, new ImageLimits()) : null;
         using var engine = new InferenceEngine(CobraPipeline.Load(files, device, precision), new EngineSettings { MaxActive = 1, CacheEntries = 0 }, NullLogger.Instance);
         var loadTime = clock.Elapsed;
         var promptIds = engine.Pipeline.EncodePrompt(turns);
-        var request = new GenerationRequest(promptIds, image is null ? null : engine.Pipeline.ResizeForTowers(image), ImageKey: null, sampling, StopSequences: []) { CaptureLogits = cli.Has("logits-out") };
+        var request = new GenerationRequest(promptIds, image is null ? null : engine.Pipeline.ResizeForTowers(image), ImageKey: null, options.Sampling, StopSequences: []) { CaptureLogits = options.LogitsOut is not null };
         var result = await RunAsync(engine, request, cancellationToken).ConfigureAwait(false);
         string text = engine.Pipeline.Tokenizer.DecodeForOutput(result.Choice.OutputIds);
 
-        if (cli.Get("logits-out") is { } logitsPath)
+        if (options.LogitsOut is { } logitsPath)
         {
             WriteLogits(logitsPath, result.Choice.Logits!);
         }
 
-        if (cli.Has("json"))
+        if (options.Json)
         {
             int imageTokens = image is null ? 0 : engine.Pipeline.ImageTokenCount;
-            await stdout.WriteLineAsync(ToJson(promptIds, imageTokens, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping })).ConfigureAwait(false);
+            await cli.Out.WriteLineAsync(ToJson(promptIds, imageTokens, result, text, loadTime).ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping })).ConfigureAwait(false);
         }
         else
         {
-            await stdout.WriteLineAsync(text).ConfigureAwait(false);
+            await cli.Out.WriteLineAsync(text).ConfigureAwait(false);
         }
 
         return 0;
@@ -96,48 +153,6 @@ internal static class GenerateCommand
         using var scope = torch.NewDisposeScope();
         var steps = torch.tensor(rows.SelectMany(r => r).ToArray(), [rows.Count, rows[0].Length]); // [N,V]
         SafetensorsWriter.Write(path, [("prefill_logits", steps[0]), ("step_logits", steps)]);
-    }
-
-    /// <summary>
-    /// A hub-mirror folder when given; else the Hugging Face cache, downloading what is missing first (with a
-    /// progress bar) unless <c>HF_HUB_OFFLINE</c> is set, in which case the error names the missing file.
-    /// </summary>
-    private static async Task<CobraModelFiles> ResolveOrDownloadAsync(CliArguments cli, TextWriter stderr, CancellationToken cancellationToken)
-    {
-        string modelId = cli.Get("model-id") ?? "cobra+3b";
-        if (cli.Get("model-dir") is { } modelDir)
-        {
-            return CobraModelFiles.Resolve(new HubMirrorSource(modelDir), modelId);
-        }
-
-        string cache = cli.Get("cache-dir") ?? HuggingFaceCacheSource.DefaultRoot();
-        try
-        {
-            return CobraModelFiles.Resolve(new HuggingFaceCacheSource(cache), modelId);
-        }
-        catch (FileNotFoundException) when (!ModelDownload.Offline)
-        {
-            await stderr.WriteLineAsync($"cobra: {modelId} is not complete in {cache}; downloading it.").ConfigureAwait(false);
-            await DownloadCommand.FetchAsync(modelId, cache, "main", stderr, cancellationToken).ConfigureAwait(false);
-            return CobraModelFiles.Resolve(new HuggingFaceCacheSource(cache), modelId);
-        }
-    }
-
-    /// <summary>
-    /// Greedy unless a temperature &gt; 0 is given; --top-k or --top-p alone imply temperature 1, as in
-    /// upstream's <c>generate(top_k=..., top_p=...)</c>; --top-k 1 is greedy.
-    /// </summary>
-    private static SamplingOptions ReadSampling(CliArguments cli)
-    {
-        bool sampleAsked = cli.Has("top-k") || cli.Has("top-p");
-        return new SamplingOptions
-        {
-            MaxNewTokens = cli.GetInt("max-new-tokens", 512, 1, 1_000_000),
-            Temperature = cli.GetDouble("temperature", sampleAsked ? 1.0 : 0.0, 0, 100),
-            TopK = cli.GetInt("top-k", 0, 0),
-            TopP = cli.GetDouble("top-p", 0, 0, 1),
-            Seed = cli.GetLong("seed"),
-        };
     }
 
     /// <summary>

@@ -1,10 +1,16 @@
 using Cobra.Cli;
 
+// Ctrl+C: stops the running answer in `cobra chat`; otherwise (or pressed again) cancels the command.
+var interrupts = new CliInterrupts();
 using var cancel = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) =>
 {
     e.Cancel = true;
-    cancel.Cancel();
+    if (!interrupts.TryInterrupt())
+    {
+        cancel.Cancel();
+    }
 };
 
-return await CobraCli.RunAsync(args, Console.Out, Console.Error, cancel.Token).ConfigureAwait(false);
+var cli = new CliContext(Console.Out, Console.Error, Console.In, ErrorIsTerminal: !Console.IsErrorRedirected, interrupts);
+return await CobraCli.RunAsync(args, cli, inputIsTerminal: !Console.IsInputRedirected, cancel.Token).ConfigureAwait(false);

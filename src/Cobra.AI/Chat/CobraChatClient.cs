@@ -69,13 +69,10 @@ public sealed partial class CobraChatClient : IChatClient
         var settings = options.Snapshot();
         settings.Validate();
         var logger = (ILogger?)loggerFactory?.CreateLogger<CobraChatClient>() ?? NullLogger.Instance;
-        if (settings.ModelPath is null && settings.AllowDownload && !ModelDownload.Offline)
-        {
-            var report = progress is null ? null : new Progress<DownloadProgress>(p => progress.Report(new CobraLoadProgress($"Downloading {p.Repo}/{p.File}", 1, 3)));
-            await ModelDownload.RunAsync(settings.ModelId, settings.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot(), "main", report, cancellationToken).ConfigureAwait(false);
-        }
-
-        var pipeline = await Task.Run(() => LoadPipeline(settings, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
+        progress?.Report(new CobraLoadProgress("Resolving model files", 1, 3));
+        var report = progress is null ? null : new Progress<DownloadProgress>(p => progress.Report(new CobraLoadProgress($"Downloading {p.Repo}/{p.File}", 1, 3)));
+        var files = await CobraModelComposition.ResolveFilesAsync(settings, report, CobraModelComposition.LogTo(logger), cancellationToken).ConfigureAwait(false);
+        var pipeline = await Task.Run(() => LoadPipeline(settings, files, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
         DistributedStateStore? store;                                             // [state-store] optional second level (issue 13)
         try
         {
@@ -92,16 +89,10 @@ public sealed partial class CobraChatClient : IChatClient
         return new CobraChatClient(engine, settings, http, logger);
     }
 
-    private static CobraPipeline LoadPipeline(CobraModelOptions settings, ILogger logger, IProgress<CobraLoadProgress>? progress, CancellationToken cancellationToken)
+    private static CobraPipeline LoadPipeline(CobraModelOptions settings, CobraModelFiles files, ILogger logger, IProgress<CobraLoadProgress>? progress, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        progress?.Report(new CobraLoadProgress("Resolving model files", 1, 3));
-        IModelFileSource source = settings.ModelPath is not null
-            ? new HubMirrorSource(settings.ModelPath)
-            : new HuggingFaceCacheSource(settings.CacheDirectory ?? HuggingFaceCacheSource.DefaultRoot());
-        var files = CobraModelFiles.Resolve(source, settings.ModelId);
-        var device = TorchPlacement.ParseDevice(settings.Device);
-        var precision = TorchPlacement.ParsePrecision(settings.Precision, device);
+        var (device, precision) = CobraModelComposition.ResolvePlacement(settings);
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report(new CobraLoadProgress("Loading weights", 2, 3));
         var pipeline = CobraPipeline.Load(files, device, precision);

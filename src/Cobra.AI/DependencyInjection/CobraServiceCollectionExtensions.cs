@@ -1,6 +1,7 @@
 using Cobra.AI;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -9,8 +10,11 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class CobraServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers a singleton <see cref="IChatClient"/> backed by a Cobra model. Options are validated now; the
-    /// model loads when the client is first resolved and is disposed with the container.
+    /// Registers a singleton <see cref="IChatClient"/> backed by a Cobra model, a <see cref="CobraModelReadiness"/>
+    /// (also a health check) and a hosted service that starts loading the model when a host starts, in the
+    /// background. Options are validated now. A call made before the model is ready awaits the load with the
+    /// call's cancellation (without a host, the first call starts it); a failed load throws
+    /// <see cref="InvalidOperationException"/> with the cause on every call. The model is disposed with the container.
     /// </summary>
     /// <param name="services">The service collection.</param>
     /// <param name="configure">Sets the model options.</param>
@@ -19,7 +23,7 @@ public static class CobraServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         var options = Configure(configure);
-        return services.AddChatClient(provider => Load(provider, options));
+        return Register(services, null, options);
     }
 
     /// <summary>As <see cref="AddCobraChatClient(IServiceCollection, Action{CobraModelOptions}?)"/>, with options bound from a configuration section.</summary>
@@ -30,7 +34,7 @@ public static class CobraServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         var options = Bind(section);
-        return services.AddChatClient(provider => Load(provider, options));
+        return Register(services, null, options);
     }
 
     /// <summary>Registers a keyed singleton Cobra <see cref="IChatClient"/>.</summary>
@@ -42,7 +46,7 @@ public static class CobraServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         var options = Configure(configure);
-        return services.AddKeyedChatClient(serviceKey, provider => Load(provider, options));
+        return Register(services, serviceKey, options);
     }
 
     /// <summary>Registers a keyed singleton Cobra <see cref="IChatClient"/> with options from a configuration section.</summary>
@@ -54,7 +58,7 @@ public static class CobraServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         var options = Bind(section);
-        return services.AddKeyedChatClient(serviceKey, provider => Load(provider, options));
+        return Register(services, serviceKey, options);
     }
 
     private static CobraModelOptions Configure(Action<CobraModelOptions>? configure)
@@ -75,6 +79,21 @@ public static class CobraServiceCollectionExtensions
         return options;
     }
 
-    private static CobraChatClient Load(IServiceProvider provider, CobraModelOptions options) =>
-        CobraChatClient.LoadAsync(options, provider.GetService<ILoggerFactory>(), CobraStateStoreServiceCollectionExtensions.Resolve(provider), null, default).GetAwaiter().GetResult();
+    /// <summary>One loader per registration (keyed ones under their key); the client and the readiness share it.</summary>
+    private static ChatClientBuilder Register(IServiceCollection services, object? serviceKey, CobraModelOptions options)
+    {
+        CobraChatClientLoader CreateLoader(IServiceProvider provider) => new(options, provider.GetService<ILoggerFactory>(), CobraStateStoreServiceCollectionExtensions.Resolve(provider));
+        if (serviceKey is null)
+        {
+            services.AddSingleton(CreateLoader);
+            services.AddSingleton(provider => new CobraModelReadiness(provider.GetRequiredService<CobraChatClientLoader>()));
+            services.AddSingleton<IHostedService>(provider => new CobraModelLoadService(provider.GetRequiredService<CobraChatClientLoader>()));
+            return services.AddChatClient(provider => new DeferredCobraChatClient(provider.GetRequiredService<CobraChatClientLoader>()));
+        }
+
+        services.AddKeyedSingleton(serviceKey, (provider, _) => CreateLoader(provider));
+        services.AddKeyedSingleton(serviceKey, (provider, key) => new CobraModelReadiness(provider.GetRequiredKeyedService<CobraChatClientLoader>(key)));
+        services.AddSingleton<IHostedService>(provider => new CobraModelLoadService(provider.GetRequiredKeyedService<CobraChatClientLoader>(serviceKey)));
+        return services.AddKeyedChatClient(serviceKey, provider => new DeferredCobraChatClient(provider.GetRequiredKeyedService<CobraChatClientLoader>(serviceKey)));
+    }
 }

@@ -1,5 +1,11 @@
 namespace Cobra.AI.Loading;
 
+/// <summary>What a model download did.</summary>
+/// <param name="Paths">Snapshot paths of every file.</param>
+/// <param name="Repaired">Cached files that no longer matched their hash and were fetched again.</param>
+/// <param name="Warnings">Files that could be checked by size only, and why.</param>
+internal sealed record ModelDownloadResult(IReadOnlyList<string> Paths, int Repaired, IReadOnlyList<string> Warnings);
+
 /// <summary>
 /// Fetches every file a Cobra model needs into the Hugging Face cache, in the order upstream's
 /// <c>cobra.load</c> reads them: the run config (which names the LLM and vision backbones), the checkpoint,
@@ -12,20 +18,25 @@ internal static class ModelDownload
 
     /// <summary>
     /// Downloads (or verifies) all files of <paramref name="modelId"/> into <paramref name="cacheRoot"/> from
-    /// <c>HF_ENDPOINT</c> with <c>HF_TOKEN</c>; returns the snapshot paths and how many cached files had to be
-    /// fetched again because they no longer matched their hash.
+    /// <c>HF_ENDPOINT</c> with <c>HF_TOKEN</c>.
     /// </summary>
-    public static async Task<(IReadOnlyList<string> Paths, int Repaired)> RunAsync(string modelId, string cacheRoot, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
+    /// <returns>The snapshot paths, how many cached files were fetched again because they no longer matched their
+    /// hash, and what could not be verified by hash.</returns>
+    public static async Task<ModelDownloadResult> RunAsync(string modelId, string cacheRoot, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
     {
-        using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false }) { Timeout = Timeout.InfiniteTimeSpan };
+        HubNames.ValidateModelId(modelId);
+        HubNames.ValidateRevision(revision);
+        // No automatic redirects: the downloader follows them itself and decides per hop whether the token goes along.
+        using var http = new HttpClient(new SocketsHttpHandler { AllowAutoRedirect = false, ConnectTimeout = TimeSpan.FromSeconds(30) }) { Timeout = Timeout.InfiniteTimeSpan };
         var hub = new HubDownloader(http, HubDownloader.DefaultEndpoint(), cacheRoot, Environment.GetEnvironmentVariable("HF_TOKEN"));
         var paths = await RunAsync(hub, modelId, revision, progress, cancellationToken).ConfigureAwait(false);
-        return (paths, hub.RepairedFiles);
+        return new ModelDownloadResult(paths, hub.RepairedFiles, hub.Warnings);
     }
 
     /// <summary>Downloads (or verifies) all files through <paramref name="hub"/>; returns their snapshot paths.</summary>
     public static async Task<IReadOnlyList<string>> RunAsync(HubDownloader hub, string modelId, string revision, IProgress<DownloadProgress>? progress, CancellationToken cancellationToken)
     {
+        HubNames.ValidateModelId(modelId);
         var paths = new List<string>();
         async Task<string?> Get(string repo, string file, bool required, string rev = "main")
         {

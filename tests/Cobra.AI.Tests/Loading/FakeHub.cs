@@ -10,51 +10,82 @@ namespace Cobra.AI.Tests.Loading;
 /// A loopback stand-in for the Hugging Face Hub serving a hub-mirror folder the way the Hub does:
 /// <c>/{repo}/resolve/{rev}/{file}</c>; large files answer HEAD with a 302 to <c>/lfs/...</c> carrying
 /// X-Linked-Etag (sha256) and X-Linked-Size; small files carry a git-blob-sha1 ETag; X-Repo-Commit everywhere;
-/// Range requests honoured. Failures can be injected per file.
+/// Range requests honoured. Failures can be injected per file. A second listener on another port (another
+/// origin, <see cref="CdnEndpoint"/>) serves the same files, as the Hub's LFS CDN does.
 /// </summary>
 internal sealed class FakeHub : IDisposable
 {
     private readonly string root;
     private readonly HttpListener listener = new();
+    private readonly HttpListener cdn = new();
     private readonly Task loop;
+    private readonly Task cdnLoop;
 
     public FakeHub(string root)
     {
         this.root = root;
-        int port;
-        using (var probe = new TcpListener(IPAddress.Loopback, 0))
-        {
-            probe.Start();
-            port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        }
-
-        Endpoint = $"http://127.0.0.1:{port}";
-        listener.Prefixes.Add(Endpoint + "/");
-        listener.Start();
-        loop = Task.Run(ServeAsync);
+        Endpoint = Start(listener);
+        CdnEndpoint = Start(cdn);
+        loop = Task.Run(() => ServeAsync(listener));
+        cdnLoop = Task.Run(() => ServeAsync(cdn));
     }
 
     public string Endpoint { get; }
 
-    /// <summary>file path (repo/file) -> what goes wrong: "cut", "corrupt", "401", "404", "500", "slow".</summary>
+    /// <summary>Another origin serving the same files (the LFS CDN of "redirect-away").</summary>
+    public string CdnEndpoint { get; }
+
+    /// <summary>
+    /// file path (repo/file) -> what goes wrong: "cut" (the first transfer stops halfway), "corrupt", "401", "404",
+    /// "500" (always, Retry-After: 0), "500-once", "429-once" (Retry-After: 1), "cut-always" (every transfer stops after 64 KiB), "slow", "no-hash" (an ETag that is
+    /// no hash), "bad-commit" (X-Repo-Commit with a path in it), "redirect-away" (the LFS redirect goes to <see cref="CdnEndpoint"/>), "moved-once" (a bare 307 to the same path), "no-range-cut" (Range ignored, every transfer stops halfway), "redirect-insecure" (the LFS redirect is plain http to another host).
+    /// </summary>
     public ConcurrentDictionary<string, string> Failures { get; } = new();
 
     public ConcurrentQueue<string> RangeRequests { get; } = new();
+
+    /// <summary>Every request: origin (scheme://host:port), method, path and its Authorization header.</summary>
+    public ConcurrentQueue<(string Origin, string Method, string Path, string? Authorization)> Requests { get; } = new();
+
+    private static string Start(HttpListener server)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            int port;
+            using (var probe = new TcpListener(IPAddress.Loopback, 0))
+            {
+                probe.Start();
+                port = ((IPEndPoint)probe.LocalEndpoint).Port;
+            }
+
+            string endpoint = $"http://127.0.0.1:{port}";
+            server.Prefixes.Clear();
+            server.Prefixes.Add(endpoint + "/");
+            try
+            {
+                server.Start();
+                return endpoint;
+            }
+            catch (HttpListenerException) when (attempt < 5)
+            {
+            }
+        }
+    }
 
     public static string Commit(string repo) => Convert.ToHexStringLower(SHA1.HashData(Encoding.UTF8.GetBytes(repo)));
 
     private static bool IsLfs(string file) => file.EndsWith(".safetensors", StringComparison.Ordinal) || file.EndsWith(".pt", StringComparison.Ordinal) || file.EndsWith(".bin", StringComparison.Ordinal);
 
-    private async Task ServeAsync()
+    private async Task ServeAsync(HttpListener server)
     {
-        while (listener.IsListening)
+        while (server.IsListening)
         {
             HttpListenerContext context;
             try
             {
-                context = await listener.GetContextAsync();
+                context = await server.GetContextAsync();
             }
-            catch (Exception) when (!listener.IsListening)
+            catch (Exception) when (!server.IsListening)
             {
                 return;
             }
@@ -88,27 +119,61 @@ internal sealed class FakeHub : IDisposable
 
             string key = $"{repo}/{file}";
             string local = Path.Combine(root, repo, file);
+            Requests.Enqueue(($"{context.Request.Url.Scheme}://{context.Request.Url.Authority}", context.Request.HttpMethod, path, context.Request.Headers["Authorization"]));
             Failures.TryGetValue(key, out var failure);
+            if (failure == "moved-once" && !lfsDownload)
+            {
+                Failures.TryRemove(key, out _);
+                response.StatusCode = 307;                                      // a renamed repo: no file headers, just a relative redirect
+                response.Headers["Location"] = "/" + string.Join('/', context.Request.Url.AbsolutePath.TrimStart('/').Split('/'));
+                response.Close();
+                return;
+            }
+
+            if (failure is "500-once" or "429-once")
+            {
+                Failures.TryRemove(key, out _);
+                response.StatusCode = failure is "500-once" ? 500 : 429;
+                response.Headers["Retry-After"] = failure is "500-once" ? "0" : "1";
+                response.Close();
+                return;
+            }
+
             if (failure is "401" or "404" or "500" || !File.Exists(local))
             {
                 response.StatusCode = failure is "401" ? 401 : failure is "500" ? 500 : 404;
+                if (failure is "500")
+                {
+                    response.Headers["Retry-After"] = "0";
+                }
+
                 response.Close();
                 return;
             }
 
             byte[] content = await File.ReadAllBytesAsync(local);
-            response.Headers["X-Repo-Commit"] = Commit(repo);
+            response.Headers["X-Repo-Commit"] = failure == "bad-commit" ? "../../../escaped" : Commit(repo);
+            if (failure == "no-hash")
+            {
+                response.Headers["ETag"] = "\"not-a-hash-1\"";
+            }
+
             if (!lfsDownload && IsLfs(file))
             {
                 response.StatusCode = 302;
-                response.Headers["Location"] = $"/lfs/{repo}/{file}";
-                response.Headers["X-Linked-Etag"] = $"\"{Convert.ToHexStringLower(SHA256.HashData(content))}\"";
+                response.Headers["Location"] = failure switch
+                {
+                    "redirect-away" => $"{CdnEndpoint}/lfs/{repo}/{file}",
+                    "redirect-insecure" => $"http://cdn.example.invalid/lfs/{repo}/{file}",
+                    _ => $"/lfs/{repo}/{file}",
+                };
+                response.Headers["X-Linked-Etag"] = failure == "no-hash" ? "\"not-a-hash-1\"" : $"\"{Convert.ToHexStringLower(SHA256.HashData(content))}\"";
                 response.Headers["X-Linked-Size"] = content.Length.ToString(System.Globalization.CultureInfo.InvariantCulture);
                 response.Close();
                 return;
             }
 
-            if (!IsLfs(file))
+            if (!IsLfs(file) && failure != "no-hash")
             {
                 byte[] blob = [.. Encoding.ASCII.GetBytes($"blob {content.Length}\0"), .. content];
                 response.Headers["ETag"] = $"\"{Convert.ToHexStringLower(SHA1.HashData(blob))}\"";
@@ -128,7 +193,7 @@ internal sealed class FakeHub : IDisposable
             }
 
             long start = 0;
-            if (context.Request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
+            if (failure != "no-range-cut" && context.Request.Headers["Range"] is { } range && range.StartsWith("bytes=", StringComparison.Ordinal))
             {
                 RangeRequests.Enqueue(key);
                 start = long.Parse(range["bytes=".Length..].TrimEnd('-').Split('-')[0], System.Globalization.CultureInfo.InvariantCulture);
@@ -138,6 +203,24 @@ internal sealed class FakeHub : IDisposable
 
             response.ContentLength64 = content.Length - start;
             var body = content.AsMemory((int)start);
+            if (failure == "cut-always" && body.Length > 65536)
+            {
+                // Every transfer of a large file stops after 64 KiB: only resuming again and again completes it.
+                await response.OutputStream.WriteAsync(body[..65536]);
+                await response.OutputStream.FlushAsync();
+                response.Abort();
+                return;
+            }
+
+            if (failure == "no-range-cut")
+            {
+                // Ignores Range and stops halfway every time: resuming never gets further.
+                await response.OutputStream.WriteAsync(body[..(body.Length / 2)]);
+                await response.OutputStream.FlushAsync();
+                response.Abort();
+                return;
+            }
+
             if (failure == "cut")
             {
                 Failures.TryRemove(key, out _);                                  // only the first attempt is cut
@@ -178,9 +261,11 @@ internal sealed class FakeHub : IDisposable
     {
         listener.Stop();
         listener.Close();
+        cdn.Stop();
+        cdn.Close();
         try
         {
-            loop.Wait(TimeSpan.FromSeconds(5));
+            Task.WaitAll([loop, cdnLoop], TimeSpan.FromSeconds(5));
         }
         catch (AggregateException)
         {

@@ -258,9 +258,9 @@ public sealed class ReplicaTests
         var services = new ServiceCollection();
         services.AddCobraChatClient(configuration.GetSection("Cobra"));
         using var provider = services.BuildServiceProvider();
-        var client = provider.GetRequiredService<IChatClient>().GetRequiredService<CobraChatClient>();
-        await client.GetResponseAsync([SceneMessage()], Sixteen());
-        await Flush(client);
+        var chat = provider.GetRequiredService<IChatClient>();
+        await chat.GetResponseAsync([SceneMessage()], Sixteen());               // the model loads on first use
+        await Flush(chat.GetRequiredService<CobraChatClient>());
         await using var connection = await redis.ConnectAsync();
         var key = connection.GetServer(redis.Host, redis.Port).Keys(pattern: "cobra:state:*").First();
         var ttl = await connection.GetDatabase().KeyTimeToLiveAsync(key);
