@@ -33,12 +33,14 @@ public sealed class StateSnapshotCodecTests
     internal static MambaState RandomState(ScalarType dtype, long positions, int seed = 1, MambaConfig? config = null)
     {
         using var noGrad = torch.no_grad();
-        torch.manual_seed(seed);
+        using var generator = new torch.Generator((ulong)seed);                  // not the global one other tests draw from
         var state = MambaState.Zeros(config ?? Config, 1, dtype, torch.CPU);
         foreach (var layer in state.Layers)
         {
-            layer.Conv.copy_(torch.randn(layer.Conv.shape, ScalarType.Float32).to(dtype));
-            layer.Ssm.copy_(torch.randn(layer.Ssm.shape, ScalarType.Float32).to(dtype));
+            using var conv = torch.randn(layer.Conv.shape, ScalarType.Float32, generator: generator);
+            using var ssm = torch.randn(layer.Ssm.shape, ScalarType.Float32, generator: generator);
+            layer.Conv.copy_(conv.to(dtype));
+            layer.Ssm.copy_(ssm.to(dtype));
         }
 
         state.TokenCount = positions;
