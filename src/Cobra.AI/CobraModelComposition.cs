@@ -65,9 +65,19 @@ internal static partial class CobraModelComposition
         return result;
     }
 
-    /// <summary>The device and precision the options ask for (<see cref="ArgumentException"/> naming a bad value).</summary>
+    /// <summary>
+    /// The device and precision the options ask for (<see cref="ArgumentException"/> naming a bad value), after
+    /// the process-wide CPU runtime settings (<see cref="CobraModelOptions.TuneNativeRuntime"/>,
+    /// <see cref="CobraModelOptions.CpuThreads"/>) are applied.
+    /// </summary>
     public static (torch.Device Device, Precision Precision) ResolvePlacement(CobraModelOptions options)
     {
+        TorchRuntime.EnsureInitialized(options.TuneNativeRuntime);
+        if (options.CpuThreads is int threads)
+        {
+            TorchRuntime.SetCpuThreads(threads);
+        }
+
         var device = TorchPlacement.ParseDevice(options.Device);
         return (device, TorchPlacement.ParsePrecision(options.Precision, device));
     }

@@ -53,6 +53,28 @@ public sealed class CobraModelOptions
     /// <summary><c>fp32</c>, <c>bf16</c>, <c>fp16</c>, or null for the device default (fp32 on CPU, bf16 on CUDA).</summary>
     public string? Precision { get; set; }
 
+    /// <summary>
+    /// Run CPU tensors through the managed SIMD kernels (decode GEMV, fused selective scan); default true.
+    /// False runs the device-generic torch-op path that CUDA takes (libtorch linear, chunked scan) on the
+    /// CPU as well. The environment variable <c>COBRA_MANAGED_KERNELS=0</c> also turns them off.
+    /// </summary>
+    public bool UseManagedCpuKernels { get; set; } = true;
+
+    /// <summary>
+    /// Threads for CPU compute: libtorch's intra-op pool and the managed kernels' workers. Null (the default)
+    /// leaves both at one per core. Process-wide, like libtorch's own setting: the last model loaded with a
+    /// value decides.
+    /// </summary>
+    public int? CpuThreads { get; set; }
+
+    /// <summary>
+    /// Before libtorch loads, set <c>THP_MEM_ALLOC_ENABLE=1</c> (huge pages for CPU tensors) and
+    /// <c>OMP_WAIT_POLICY=PASSIVE</c> (OpenMP workers sleep between ops instead of spinning on the cores the
+    /// managed kernels use), each unless already set; default true. Process-wide: native libraries read their
+    /// environment once, so only the first model loaded in a process (or the first TorchSharp use) decides.
+    /// </summary>
+    public bool TuneNativeRuntime { get; set; } = true;
+
     /// <summary>Requests decoded together in one batch; more wait in the queue.</summary>
     public int MaxConcurrentRequests { get; set; } = 4;
 
@@ -147,7 +169,7 @@ public sealed class CobraModelOptions
     internal CobraModelOptions Snapshot() => new()
     {
         ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
-        Device = Device, Precision = Precision, MaxConcurrentRequests = MaxConcurrentRequests,
+        Device = Device, Precision = Precision, UseManagedCpuKernels = UseManagedCpuKernels, CpuThreads = CpuThreads, TuneNativeRuntime = TuneNativeRuntime, MaxConcurrentRequests = MaxConcurrentRequests,
         ConversationCacheSize = ConversationCacheSize, ConversationCacheBytes = ConversationCacheBytes, MaxQueuedRequests = MaxQueuedRequests,
         MaxConversations = MaxConversations, MaxConversationBytes = MaxConversationBytes, MaxChoices = MaxChoices, PrefillChunkTokens = PrefillChunkTokens,
         MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
@@ -171,6 +193,7 @@ public sealed class CobraModelOptions
         Require(ModelPath is null || !string.IsNullOrWhiteSpace(ModelPath), nameof(ModelPath), "must be null (use the Hugging Face cache) or a folder path.");
         Require(!(AllowDownload && ModelPath is not null), nameof(AllowDownload), "applies to the Hugging Face cache only: leave ModelPath null to download into CacheDirectory.");
         Require(!string.IsNullOrWhiteSpace(ModelId), nameof(ModelId), "must not be empty.");
+        Require(CpuThreads is null or >= 1 and <= 4096, nameof(CpuThreads), $"must be null (one per core) or in [1, 4096], not {CpuThreads}.");
         Require(ModelId.Length is > 0 and <= 96 && ModelId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '+' or '-') && !ModelId.Contains("..", StringComparison.Ordinal) && char.IsAsciiLetterOrDigit(ModelId[0]),
             nameof(ModelId), $"'{ModelId}' is not a model id: one name of letters, digits and . _ + - (like cobra+3b).");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,7 +17,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "state-store"];
+    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "state-store"];
     internal static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
 
     public static int Run(CliArguments cli, TextWriter stdout)
@@ -34,13 +35,15 @@ internal static class BenchCommand
         var config = new MambaConfig { DModel = 2560, NLayer = cli.GetInt("layers", 64, 1, 64), VocabSize = 50277 };
 
         TorchRuntime.EnsureInitialized();
-        torch.set_num_threads(threads);
+        long readBytes = cli.GetInt("read-bytes", 2048, 64, 1 << 20) * (1L << 20); // MiB
+        TorchRuntime.SetCpuThreads(threads);                                     // libtorch and the managed kernels alike
         var report = new JsonObject
         {
             ["model"] = $"Mamba-2.8B dims (d_model {config.DModel}, {config.NLayer} layers, d_inner {config.DInner}, d_state {config.DState}, vocab {config.PaddedVocabSize}), random weights",
             ["threads"] = threads,
             ["prefill_tokens"] = prefillTokens,
             ["simd_lanes"] = System.Numerics.Vector<float>.Count,
+            ["managed_kernels"] = ManagedKernels.Resolve(true),
         };
         string part = cli.Get("part") ?? "llm";
         if (part is not ("llm" or "vision" or "load" or "serve" or "statestore"))
@@ -48,14 +51,21 @@ internal static class BenchCommand
             throw new UsageException($"--part must be llm, vision, load, serve or statestore, not '{part}'.");
         }
 
+        // The limits every figure is held against, probed in this process at this thread count.
+        var limits = MachineLimits.Measure(readBytes, threads, gemms: part is "llm" or "vision", stdout);
+        report["limits"] = limits;
+        report["read_gb_s"] = limits["read_gb_s"]!.DeepClone();
+        report["bf16_peak_gflops"] = limits["bf16_peak_gflops"]!.DeepClone();
+        report["fp32_peak_gflops"] = limits["fp32_peak_gflops"]!.DeepClone();
+
         foreach (var precision in precisions)
         {
             ResetPeakRss();
             report[precision == Precision.Float32 ? "fp32" : "bf16"] = part switch
             {
-                "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), stdout),
-                "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), stdout),
-                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), stdout),
+                "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
+                "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 16, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), stdout),
                 "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
@@ -67,7 +77,7 @@ internal static class BenchCommand
         return 0;
     }
 
-    private static JsonObject BenchPrecision(MambaConfig config, Precision precision, int prefillTokens, int decodeTokens, bool sequential, TextWriter log)
+    private static JsonObject BenchPrecision(MambaConfig config, Precision precision, int prefillTokens, int decodeTokens, bool sequential, JsonObject limits, TextWriter log)
     {
         var dtype = precision.ToScalarType();
         var name = precision == Precision.Float32 ? "fp32" : "bf16";
@@ -116,8 +126,44 @@ internal static class BenchCommand
         }
 
         result["prefill_s"] = prefill;
-        result["decode"] = BenchDecode(model, embeds, decodeTokens, limitMs, dramLimitMs, name, log);
+
+        // The default path (what the engine runs), median of three, against the compute peak.
+        double prefillS = Median(3, () =>
+        {
+            using var state = model.NewState();
+            model.Forward(embeds, state).Dispose();
+        });
+        double prefillGflops = prefillTokens * GemmFlopsPerToken(config) / prefillS / 1e9;
+        double peak = PeakGflops(limits, precision);
+        result["prefill"] = new JsonObject
+        {
+            ["seconds"] = Math.Round(prefillS, 3),
+            ["gflops"] = Math.Round(prefillGflops, 1),
+            ["fraction_of_peak"] = Math.Round(prefillGflops / peak, 3),
+        };
+        log.WriteLine($"[{name}] prefill {prefillTokens} tokens: {prefillS:F2} s, {prefillGflops:F0} GFLOP/s = {prefillGflops / peak:P0} of the {peak:F0} GFLOP/s peak");
+
+        double readLimitMs = weightBytes / (limits["read_gb_s"]!.GetValue<double>() * 1e9) * 1e3;
+        var decode = BenchDecode(model, embeds, decodeTokens, limitMs, dramLimitMs, name, log);
+        decode["read_limit_ms_per_token"] = Math.Round(readLimitMs, 1);
+        decode["ratio_to_read_limit"] = Math.Round(decode["median_ms_per_token"]!.GetValue<double>() / readLimitMs, 3);
+        log.WriteLine($"[{name}] decode {decode["median_ms_per_token"]} ms/token = {decode["ratio_to_read_limit"]}x the memory read limit ({readLimitMs:F0} ms)");
+        result["decode"] = decode;
         return result;
+    }
+
+    /// <summary>GEMM FLOPs of one token through every layer (in_proj, x_proj, dt_proj, out_proj), as performance.md counts them.</summary>
+    internal static double GemmFlopsPerToken(MambaConfig c) =>
+        2.0 * c.NLayer * (((double)c.DModel * 2 * c.DInner) + ((double)c.DInner * (c.DtRank + (2 * c.DState))) + ((double)c.DtRank * c.DInner) + ((double)c.DInner * c.DModel));
+
+    /// <summary>The peak a compute-bound phase in <paramref name="precision"/> is held against.</summary>
+    internal static double PeakGflops(JsonObject limits, Precision precision) =>
+        limits[precision == Precision.BFloat16 ? "bf16_peak_gflops" : "fp32_peak_gflops"]!.GetValue<double>();
+
+    internal static double Median(int runs, Action action)
+    {
+        var times = Enumerable.Range(0, runs).Select(_ => Time(action)).Order().ToArray();
+        return times[runs / 2];
     }
 
     private static JsonObject BenchDecode(MambaForCausalLM model, Tensor embeds, int decodeTokens, double limitMs, double dramLimitMs, string name, TextWriter log)

@@ -21,6 +21,8 @@ internal static class CobraCli
         ["question-tokens"] = "Question tokens after the image (vision part, default 30).",
         ["tokens-per-request"] = "Tokens per request (serve part).",
         ["clients"] = "Concurrent client counts, comma-separated (serve part).",
+        ["read-bytes"] = "MiB of distinct buffers the memory-read probe reads (default 2048).",
+        ["tokenizer"] = "A GPT-NeoX tokenizer.json for the structured-output mask cost (serve part; default: the repository fixture).",
         ["skip-sequential"] = "Skip the slow sequential scan.",
         ["json"] = "Print the report as JSON.",
         ["state-store"] = "Redis for the statestore part (default redis://127.0.0.1:6379).",

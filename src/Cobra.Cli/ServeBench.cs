@@ -34,7 +34,10 @@ internal static class ServeBench
 {
     private const int ImageSize = 384;
 
-    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, TextWriter log)
+    /// <summary>The GPT-NeoX tokenizer of a clone of this repository, for the constrained-decoding mask cost when no --tokenizer is given.</summary>
+    private const string RepoTokenizer = "tests/fixtures/tokenizer-gpt-neox-20b/tokenizer.json";
+
+    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? maskTokenizer, TextWriter log)
     {
         TorchRuntime.EnsureInitialized();
         var dtype = precision.ToScalarType();
@@ -48,7 +51,9 @@ internal static class ServeBench
             var limits = MeasureLimits(model.LanguageModel, dtype);
             var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
             using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
-            return RunAsync(client, llmConfig, limits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
+            var result = RunAsync(client, llmConfig, limits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
+            AddMaskCost(result, maskTokenizer ?? (File.Exists(RepoTokenizer) ? RepoTokenizer : null), llmConfig.PaddedVocabSize, log);
+            return result;
         }
         finally
         {
@@ -122,6 +127,23 @@ internal static class ServeBench
         result["threads"] = torch.get_num_threads();
         result["peak_rss_mib"] = Process.GetCurrentProcess().PeakWorkingSet64 >> 20;
         return result;
+    }
+
+    /// <summary>Structured output's cost per step: one token mask over the real GPT-NeoX vocabulary, beside the decode step.</summary>
+    private static void AddMaskCost(JsonObject result, string? tokenizerPath, int paddedVocab, TextWriter log)
+    {
+        if (tokenizerPath is null)
+        {
+            log.WriteLine($"serve: constrained-decoding mask cost not measured: pass --tokenizer PATH (the GPT-NeoX tokenizer.json; a clone has {RepoTokenizer})");
+            return;
+        }
+
+        var mask = Cobra.AI.Generation.Constrained.ConstraintBench.Run(CobraTokenizer.FromFile(tokenizerPath), paddedVocab, 2000);
+        double step = result["single_stream_step_ms"]!.GetValue<double>();
+        log.WriteLine($"serve: constrained decoding: {mask}; mean mask {mask.MeanMilliseconds / step:P1} of a single-stream step");
+        result["constraint_mask_mean_ms"] = Math.Round(mask.MeanMilliseconds, 3);
+        result["constraint_mask_worst_state_ms"] = Math.Round(mask.WorstMilliseconds, 3);
+        result["constraint_mask_fraction_of_step"] = Math.Round(mask.MeanMilliseconds / step, 4);
     }
 
     /// <summary>One streamed answer; FirstAt and LastAt are seconds on the process-wide bench clock.</summary>

@@ -47,7 +47,13 @@ internal static class StateStoreBench
         int published = turn1.Length + answer.Length;                            // the state before the answer's end-of-text
 
         var identity = ModelFingerprint.Identity(System.Security.Cryptography.SHA256.HashData("cobra bench statestore"u8), llmConfig, dtype);
-        var codec = new StateSnapshotCodec(identity, llmConfig, dtype, llm.Device, imageTokens);
+        ScalarType stateType;
+        using (var probe = llm.NewState())
+        {
+            stateType = probe.Layers[0].Ssm.dtype;                               // the engine keeps states in fp32
+        }
+
+        var codec = new StateSnapshotCodec(identity, llmConfig, stateType, llm.Device, imageTokens);
         var settings = new StateStoreSettings(TimeSpan.FromMinutes(5), 1L << 30, TimeSpan.FromSeconds(30));
         var boundaries = new PromptBoundaries(EndOfText, AssistantHeader);
         RedisCache Redis()

@@ -21,7 +21,7 @@ internal static class VisionBench
 {
     private const int ImageSize = 384;
 
-    public static JsonObject Run(MambaConfig llmConfig, Precision precision, int questionTokens, TextWriter log)
+    public static JsonObject Run(MambaConfig llmConfig, Precision precision, int questionTokens, JsonObject limits, TextWriter log)
     {
         var dtype = precision.ToScalarType();
         string name = precision == Precision.Float32 ? "fp32" : "bf16";
@@ -48,7 +48,10 @@ internal static class VisionBench
             using var scope = torch.NewDisposeScope();
             model.EncodeImage(dinoPixels, siglipPixels);
         }) * 1e3;
-        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encodeMs:F0} ms per 384px image");
+        double flops = TowerFlops(dinoConfig, ImageSize) + TowerFlops(siglipConfig, ImageSize) + ProjectorFlops(vision, projector);
+        double gflops = flops / (encodeMs / 1e3) / 1e9;
+        double peak = BenchCommand.PeakGflops(limits, precision);
+        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encodeMs:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {gflops / peak:P0} of the {peak:F0} GFLOP/s peak)");
 
         var question = torch.randint(2, 50000, [1, questionTokens]);
         double ttft = Median(2, () =>
@@ -64,10 +67,27 @@ internal static class VisionBench
         {
             ["preprocess_ms"] = Math.Round(preprocessMs, 1),
             ["towers_and_projector_ms_per_image"] = Math.Round(encodeMs, 1),
+            ["vision"] = new JsonObject
+            {
+                ["gflops"] = Math.Round(gflops, 1),
+                ["fraction_of_peak"] = Math.Round(gflops / peak, 3),
+                ["tflop_per_image"] = Math.Round(flops / 1e12, 3),
+            },
             ["time_to_first_token_s"] = Math.Round(ttft, 2),
             ["question_tokens"] = questionTokens,
         };
     }
+
+    /// <summary>Matmul FLOPs of one image through a tower up to its feature block (patch conv, qkv, attention, proj, MLP).</summary>
+    internal static double TowerFlops(VitConfig c, int imageSize)
+    {
+        double g = imageSize / c.PatchSize, p = g * g, n = p + c.PrefixTokens, d = c.EmbedDim, h = c.MlpHidden;
+        double block = (2 * n * d * 3 * d) + (2 * 2 * n * n * d) + (2 * n * d * d) + (2 * 2 * n * d * h);
+        return (2 * p * 3 * c.PatchSize * c.PatchSize * d) + ((c.FeatureBlock + 1) * block);
+    }
+
+    private static double ProjectorFlops(DinoSigLipEncoder vision, Projector projector) =>
+        2.0 * vision.PatchTokens * projector.parameters().Where(t => t.dim() == 2).Sum(t => (double)t.NumberOfElements);
 
     private static (Tensor Dino, Tensor SigLip) Prepare(RgbImage photo)
     {
@@ -82,9 +102,5 @@ internal static class VisionBench
         return new RgbImage(width, height, pixels);
     }
 
-    private static double Median(int runs, Action action)
-    {
-        var times = Enumerable.Range(0, runs).Select(_ => BenchCommand.Time(action)).Order().ToArray();
-        return times[runs / 2];
-    }
+    private static double Median(int runs, Action action) => BenchCommand.Median(runs, action);
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Cobra.AI.Chat;
 using Cobra.AI.Generation;
+using Cobra.AI.Generation.Constrained;
 using Cobra.AI.Generation.StateStore;
 using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
@@ -95,7 +96,7 @@ public sealed partial class CobraChatClient : IChatClient
         var (device, precision) = CobraModelComposition.ResolvePlacement(settings);
         cancellationToken.ThrowIfCancellationRequested();
         progress?.Report(new CobraLoadProgress("Loading weights", 2, 3));
-        var pipeline = CobraPipeline.Load(files, device, precision);
+        var pipeline = CobraPipeline.Load(files, device, precision, settings.UseManagedCpuKernels);
         progress?.Report(new CobraLoadProgress("Ready", 3, 3));
         LogLoaded(logger, settings.ModelId, device.ToString(), precision.ToString(), pipeline.Model.ParameterCount, clock.Elapsed.TotalSeconds);
         return pipeline;
@@ -274,7 +275,7 @@ public sealed partial class CobraChatClient : IChatClient
     {
         var prompt = ChatRequestMapper.ToCobraPrompt(messages, chatOptions, options, logger);
         prompt.Sampling.Validate();
-        var constraint = StructuredOutput.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize);
+        var constraint = JsonConstraints.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize, prompt.Sampling.MaxNewTokens);
         TowerImages? image = null;
         string? imageKey = null;
         if (prompt.Image is not null)

@@ -1,3 +1,4 @@
+using Cobra.AI.Generation.Constrained;
 using System.Text;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -43,8 +43,11 @@ internal sealed class CobraPipeline : IDisposable
     /// <summary>How images are prepared; null when the model folder has no vision towers.</summary>
     public ImageSettings? Images { get; }
 
-    /// <summary>Loads tokenizer, LLM, vision towers and projector onto <paramref name="device"/>.</summary>
-    public static CobraPipeline Load(CobraModelFiles files, Device device, Precision precision)
+    /// <summary>
+    /// Loads tokenizer, LLM, vision towers and projector onto <paramref name="device"/>; the managed CPU
+    /// kernels run unless <paramref name="useManagedCpuKernels"/> is false or <c>COBRA_MANAGED_KERNELS=0</c>.
+    /// </summary>
+    public static CobraPipeline Load(CobraModelFiles files, Device device, Precision precision, bool useManagedCpuKernels = true)
     {
         TorchRuntime.EnsureInitialized();
         if (!files.LlmBackboneId.EndsWith("zephyr", StringComparison.Ordinal))
@@ -54,6 +57,7 @@ internal sealed class CobraPipeline : IDisposable
 
         var tokenizer = CobraTokenizer.FromFile(files.TokenizerPath);
         var (model, images) = CobraModelLoader.Load(files, precision.ToScalarType(), device);
+        ManagedKernels.Configure(model, ManagedKernels.Resolve(useManagedCpuKernels));
         if (tokenizer.VocabularySize > model.LanguageModel.Config.PaddedVocabSize)
         {
             model.Dispose();

@@ -1,3 +1,4 @@
+using Cobra.AI.Generation.Constrained;
 namespace Cobra.AI.Generation;
 
 /// <summary>Why a choice stopped, in OpenAI's vocabulary.</summary>

@@ -1,3 +1,4 @@
+using Cobra.AI.Generation.Constrained;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Cobra.AI.Generation.StateStore;
@@ -33,9 +34,9 @@ internal sealed record EngineSettings
 
     /// <summary>
     /// While streams decode, the pending work of one iteration (prefill chunks, tower blocks) is held to this
-    /// multiple of a decode step, so a running stream's gap between tokens stays near (1 + this) steps.
+    /// multiple of a decode step (at least one unit of work), so a running stream's gap between tokens stays near (1 + this) steps.
     /// </summary>
-    public double PendingWorkPerStep { get; init; } = 1.0;
+    public double PendingWorkPerStep { get; init; } = 2.0;
 }
 
 /// <summary>
@@ -56,8 +57,12 @@ internal sealed record EngineSettings
 /// </summary>
 internal sealed partial class InferenceEngine : IDisposable
 {
-    /// <summary>Shortest prefill chunk while streams decode (a chunk costs a pass over the weights whatever its length).</summary>
-    private const int MinStreamingChunk = 8;
+    /// <summary>
+    /// Shortest prefill chunk while streams decode. A chunk has a fixed cost of about two decode steps whatever
+    /// its length (measured at d_model 2560, bf16, 2 cores: 8 tokens 105 ms, 16 tokens 116 ms, 32 tokens 136 ms,
+    /// one decode step 48 ms), so shorter chunks buy little latency and cost most of the prefill's throughput.
+    /// </summary>
+    private const int MinStreamingChunk = 16;
 
     private readonly CobraPipeline pipeline;
     private readonly EngineSettings settings;
@@ -506,10 +511,13 @@ internal sealed partial class InferenceEngine : IDisposable
         // One length for every row: the shortest distance to a row's end or snapshot point, within the chunk cap and the time box.
         int length = rows.Min(j => j.NextBoundary - j.Position);
         length = Math.Min(length, settings.PrefillChunkTokens);
-        if (streaming && !double.IsNaN(prefillTokenMs))
+        if (streaming)
         {
-            // Short chunks pay the weight reads of a whole pass for few tokens: never below MinStreamingChunk.
-            length = Math.Clamp((int)(budgetMs / prefillTokenMs / rows.Count), Math.Min(MinStreamingChunk, length), length);
+            // Short chunks pay the weight reads of a whole pass for few tokens: never below MinStreamingChunk;
+            // before the first measurement, exactly that.
+            length = double.IsNaN(prefillTokenMs)
+                ? Math.Min(MinStreamingChunk, length)
+                : Math.Clamp((int)(budgetMs / prefillTokenMs / rows.Count), Math.Min(MinStreamingChunk, length), length);
         }
 
         var clock = Stopwatch.StartNew();
@@ -625,7 +633,7 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             var constraint = request.Constraint?.Invoke();
             var row = new SamplingRow(request.Sampling, request.PromptIds, i, constraint, request.Logprobs, request.TopLogprobs);
-            choices[i] = new Choice(job, i, i == 0 ? state : state.Clone(), row, new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences), request.CaptureLogits);
+            choices[i] = new Choice(job, i, i == 0 ? state : state.Clone(), row, new StreamingTextDecoder(pipeline.Tokenizer, request.StopSequences, verbatim: constraint is not null), request.CaptureLogits);
         }
 
         job.Choices = choices;
@@ -646,7 +654,7 @@ internal sealed partial class InferenceEngine : IDisposable
 
         try
         {
-            int units = streaming && !double.IsNaN(visionUnitMs) ? Math.Max(1, (int)(budgetMs / visionUnitMs)) : int.MaxValue;
+            int units = !streaming ? int.MaxValue : double.IsNaN(visionUnitMs) ? 1 : Math.Max(1, (int)(budgetMs / visionUnitMs));
             for (int i = 0; i < units; i++)
             {
                 var unit = Stopwatch.StartNew();

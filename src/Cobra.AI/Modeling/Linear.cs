@@ -1,3 +1,4 @@
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -10,7 +11,7 @@ namespace Cobra.AI.Modeling;
 /// Parameters are allocated uninitialised: they are always loaded from a checkpoint (or filled by a test).
 /// Field names are the state-dict keys (TorchSharp registers fields by name).
 /// </summary>
-internal sealed class Linear : nn.Module<Tensor, Tensor>
+internal sealed class Linear : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
 {
 #pragma warning disable IDE1006 // state-dict key names
     private readonly Parameter weight;
@@ -26,6 +27,9 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <inheritdoc />
+    public bool UseManagedKernels { get; set; } = true;
+
     /// <summary>[out, in].</summary>
     public Parameter Weight => weight;
 
@@ -33,12 +37,30 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
     public Parameter? Bias => bias;
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor input) => Apply(input, weight, bias);
+    public override Tensor forward(Tensor input) => Apply(input, weight, bias, UseManagedKernels);
 
     /// <summary>x Wᵀ without the bias (mamba_ssm applies dt_proj's bias later, in float32).</summary>
-    public Tensor ForwardWithoutBias(Tensor input) => Apply(input, weight, null);
+    public Tensor ForwardWithoutBias(Tensor input) => Apply(input, weight, null, UseManagedKernels);
 
-    /// <summary>x Wᵀ (+ b): the streaming GEMV for decode-sized inputs on the CPU, libtorch otherwise.</summary>
-    public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias) =>
-        CpuGemv.Supports(input, weight) ? CpuGemv.Linear(input, weight, bias) : F.linear(input, weight, bias);
+    /// <summary>
+    /// x Wᵀ (+ b): the managed streaming GEMV for decode-sized inputs on the CPU (when
+    /// <paramref name="managedKernels"/>), libtorch otherwise. A biased input
+    /// of more than two dimensions goes in as 2-D rows: libtorch then runs one addmm, which adds the bias to
+    /// the float32 accumulator before the single rounding (as the GPU's GEMM epilogue does), where an N-D
+    /// input takes matmul + add and rounds a bf16 output twice.
+    /// </summary>
+    public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias, bool managedKernels)
+    {
+        if (managedKernels && CpuGemv.Supports(input, weight))
+        {
+            return CpuGemv.Linear(input, weight, bias);
+        }
+
+        if (bias is null || input.dim() == 2)
+        {
+            return F.linear(input, weight, bias);
+        }
+
+        return F.linear(input.reshape(-1, input.shape[^1]), weight, bias).view([.. input.shape[..^1], weight.shape[0]]);
+    }
 }

@@ -26,10 +26,19 @@ internal sealed class StreamingTextDecoder
     private int emitted;
     private string? final;
 
+    private readonly bool verbatim;
+
     /// <summary>Starts an empty answer.</summary>
-    public StreamingTextDecoder(CobraTokenizer tokenizer, IReadOnlyList<string>? stopSequences)
+    /// <param name="tokenizer">The vocabulary.</param>
+    /// <param name="stopSequences">Strings that end the answer.</param>
+    /// <param name="verbatim">
+    /// Decode the bytes as they are, without transformers' clean-up or the strip (structured output: a JSON
+    /// string's " ," or leading space is content).
+    /// </param>
+    public StreamingTextDecoder(CobraTokenizer tokenizer, IReadOnlyList<string>? stopSequences, bool verbatim = false)
     {
         this.tokenizer = tokenizer;
+        this.verbatim = verbatim;
         this.stopSequences = stopSequences?.Where(s => !string.IsNullOrEmpty(s)).Distinct().ToArray() ?? [];
         longestStop = this.stopSequences.Length == 0 ? 0 : this.stopSequences.Max(s => s.Length);
     }
@@ -77,7 +86,7 @@ internal sealed class StreamingTextDecoder
             return Stop(cut);
         }
 
-        string text = PythonString.StripEnd(clean + Tail());
+        string text = verbatim ? clean + Tail() : PythonString.StripEnd(clean + Tail());
         return EmitFinal(text);
     }
 
@@ -96,6 +105,13 @@ internal sealed class StreamingTextDecoder
     /// <summary>Cleans and moves to <see cref="clean"/> the longest raw prefix that no later text can change.</summary>
     private void CommitSafeRaw()
     {
+        if (verbatim)
+        {
+            clean.Append(raw);
+            raw.Clear();
+            return;
+        }
+
         int safe = raw.Length;
 
         // Trailing whitespace is stripped if the answer ends here.
@@ -178,6 +194,11 @@ internal sealed class StreamingTextDecoder
     /// <summary>The open raw tail as it would read if the answer ended now (cleaned; left-stripped when nothing is committed).</summary>
     private string Tail()
     {
+        if (verbatim)
+        {
+            return raw.ToString();
+        }
+
         string tail = CobraTokenizer.CleanUpTokenization(raw.ToString());
         return clean.Length == 0 ? PythonString.Strip(tail) : tail;
     }
@@ -192,7 +213,7 @@ internal sealed class StreamingTextDecoder
 
         // The candidate answer now: committed text plus the open tail, stripped at the end as DecodeForOutput does.
         int from = Math.Max(0, searchedUpTo - longestStop + 1);
-        string window = clean.ToString(from, clean.Length - from) + PythonString.StripEnd(Tail());
+        string window = clean.ToString(from, clean.Length - from) + End(Tail());
         int cut = -1;
         foreach (var stop in stopSequences)
         {
@@ -210,9 +231,11 @@ internal sealed class StreamingTextDecoder
     private string Stop(int cut)
     {
         Stopped = true;
-        string whole = clean + PythonString.StripEnd(Tail());
-        return EmitFinal(PythonString.StripEnd(whole[..cut]));
+        string whole = clean + End(Tail());
+        return EmitFinal(End(whole[..cut]));
     }
+
+    private string End(string text) => verbatim ? text : PythonString.StripEnd(text);
 
     /// <summary>How much of <see cref="clean"/> may be shown: not a suffix that may still become a stop sequence, nor whitespace before it.</summary>
     private int SafeEmitLength()
@@ -230,7 +253,7 @@ internal sealed class StreamingTextDecoder
             }
         }
 
-        while (safe > emitted && PythonString.IsSpace(clean[safe - 1]))
+        while (!verbatim && safe > emitted && PythonString.IsSpace(clean[safe - 1]))
         {
             safe--;
         }

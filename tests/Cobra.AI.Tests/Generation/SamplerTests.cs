@@ -1,3 +1,4 @@
+using Cobra.AI.Generation.Constrained;
 using Cobra.AI.Generation;
 using Cobra.AI.Modeling;
 using TorchSharp;

@@ -11,17 +11,18 @@ namespace Cobra.AI.Tests.Modeling;
 /// The kit's image cases at every tap, fp32 on the CPU. Each stage is fed the kit's stored input for that
 /// stage, so a failure points at one stage; one test also runs the whole chain from the stored pixels.
 /// </summary>
-public sealed class CobraVisionParityTests : IDisposable
+public abstract class CobraVisionParityTests : IDisposable
 {
     private readonly CobraModel model;
     private readonly ImageSettings images;
 
-    public CobraVisionParityTests()
+    protected CobraVisionParityTests(bool managedKernels)
     {
         TorchRuntime.EnsureInitialized();
         var files = CobraModelFiles.FromHubMirror(Golden.TinyAHub);
         var (loaded, settings) = CobraModelLoader.Load(files, ScalarType.Float32, torch.CPU);
         model = loaded;
+        ManagedKernels.Configure(model, managedKernels);
         images = settings!;
     }
 
@@ -131,3 +132,9 @@ public sealed class CobraVisionParityTests : IDisposable
 
     public void Dispose() => model.Dispose();
 }
+
+/// <summary>The golden image cases with the managed CPU kernels.</summary>
+public sealed class CobraVisionParityManagedKernelTests() : CobraVisionParityTests(managedKernels: true);
+
+/// <summary>The golden image cases on the device-generic path CUDA runs, on the CPU.</summary>
+public sealed class CobraVisionParityDeviceGenericTests() : CobraVisionParityTests(managedKernels: false);

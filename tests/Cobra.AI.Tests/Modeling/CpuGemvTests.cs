@@ -1,4 +1,5 @@
 using Cobra.AI.Modeling;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;

@@ -105,7 +105,7 @@ public sealed class MambaConsistencyTests
         using var s16 = bf16.NewState();
         var l32 = fp32.Forward(fp32.Embed(torch.tensor(ids).unsqueeze(0)), s32, allPositions: true);
         var l16 = bf16.Forward(bf16.Embed(torch.tensor(ids).unsqueeze(0)), s16, allPositions: true);
-        Assert.Equal(ScalarType.BFloat16, s16.Layers[0].Ssm.dtype);
+        Assert.Equal(ScalarType.Float32, s16.Layers[0].Ssm.dtype);                  // carried in float32, rounded when a step reads it
         Assert.Equal(ScalarType.Float32, l16.dtype);
         double relative = ((l16 - l32).norm() / l32.norm()).item<float>();
         Assert.InRange(relative, 1e-5, 3e-2);                                    // rounded, but only by bf16 rounding

@@ -1,6 +1,7 @@
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -11,19 +12,20 @@ namespace Cobra.AI.Tests.Modeling;
 /// The kit's <c>text_only</c> case end to end at every tap it stores: fp32 on CPU must match upstream's
 /// outputs within the kit README §8 tolerances, and the greedy ids exactly.
 /// </summary>
-public sealed class MambaParityTests : IDisposable
+public abstract class MambaParityTests : IDisposable
 {
     private readonly SafetensorsFile expected;
     private readonly MambaForCausalLM model;
     private readonly long[] promptIds;
     private readonly long[] greedyIds;
 
-    public MambaParityTests()
+    protected MambaParityTests(bool managedKernels)
     {
         TorchRuntime.EnsureInitialized();
         var files = CobraModelFiles.FromHubMirror(Golden.TinyAHub);
         using var checkpoint = PyTorchCheckpoint.Open(Path.ChangeExtension(files.CheckpointPath, ".pt"));
         model = LanguageModelLoader.Load(LanguageModelLoader.ReadConfig(files.LlmConfigPath), checkpoint, ScalarType.Float32, torch.CPU);
+        ManagedKernels.Configure(model, managedKernels);
         expected = SafetensorsFile.Open(Golden.Expected("text_only"));
         promptIds = Golden.Ids(expected, "input_ids");
         greedyIds = Golden.Ids(expected, "decode.greedy_ids");
@@ -119,3 +121,9 @@ public sealed class MambaParityTests : IDisposable
         expected.Dispose();
     }
 }
+
+/// <summary>The golden LLM cases with the managed CPU kernels (decode GEMV, fused scan).</summary>
+public sealed class MambaParityManagedKernelTests() : MambaParityTests(managedKernels: true);
+
+/// <summary>The golden LLM cases on the device-generic path CUDA runs (libtorch linear, chunked scan), on the CPU.</summary>
+public sealed class MambaParityDeviceGenericTests() : MambaParityTests(managedKernels: false);

@@ -1,5 +1,6 @@
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;

@@ -42,7 +42,7 @@ internal sealed class StateSnapshotCodec
     /// <summary>A codec for states of one model, in one dtype, living on one device.</summary>
     /// <param name="modelHash">The model's identity (<see cref="ModelFingerprint.Identity"/>), 32 bytes.</param>
     /// <param name="config">The LLM configuration (state shapes).</param>
-    /// <param name="dtype">The dtype of both state tensors.</param>
+    /// <param name="dtype">The dtype of both state tensors (the engine's state dtype, not necessarily the weights').</param>
     /// <param name="device">Where decoded states go.</param>
     /// <param name="imageTokens">LLM positions an image occupies (a state with an image holds those too).</param>
     public StateSnapshotCodec(byte[] modelHash, MambaConfig config, ScalarType dtype, Device device, int imageTokens)
@@ -226,9 +226,16 @@ internal sealed class StateSnapshotCodec
         int keyBytes = BinaryPrimitives.ReadInt32LittleEndian(value.AsSpan(HeaderBytes - 8));
         long positions = BinaryPrimitives.ReadInt64LittleEndian(value.AsSpan(HeaderBytes - 16));
         int at = HeaderBytes + Math.Max(0, keyBytes) + (4 * prefixLength);
-        var state = MambaState.Zeros(config, 1, dtype, device);
+        var state = MambaState.Zeros(config, 1, device);
         try
         {
+            if (state.Layers[0].Ssm.dtype != dtype || state.Layers[0].Conv.dtype != dtype)
+            {
+                rejection = $"this engine keeps states in {state.Layers[0].Ssm.dtype}, the codec reads {dtype}";
+                state.Dispose();
+                return null;
+            }
+
             using (torch.no_grad())
             {
                 foreach (var layer in state.Layers)

@@ -1,8 +1,10 @@
+using Cobra.AI.Modeling.Mamba;
 using Microsoft.Extensions.Caching.Distributed;
 using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using StackExchange.Redis;
+using static TorchSharp.torch;
 
 namespace Cobra.AI.Generation.StateStore;
 
@@ -23,7 +25,13 @@ internal static class StateStoreFactory
 
         var llm = pipeline.Model.LanguageModel;
         var identity = ModelFingerprint.Identity(ModelFingerprint.Compute(pipeline), llm.Config, llm.DType);
-        var codec = new StateSnapshotCodec(identity, llm.Config, llm.DType, llm.Device, pipeline.ImageTokenCount);
+        ScalarType stateType;
+        using (var probe = MambaState.Zeros(llm.Config, 1, TorchSharp.torch.CPU))
+        {
+            stateType = probe.Layers[0].Ssm.dtype;                               // fp32 even for bf16 weights
+        }
+
+        var codec = new StateSnapshotCodec(identity, llm.Config, stateType, llm.Device, pipeline.ImageTokenCount);
         // Lookups skip prefixes this process wrote (its own cache holds them) only as far as that cache reaches.
         var settings = new StateStoreSettings(options.StateStoreTimeToLive, options.StateStoreMaxSnapshotBytes, options.StateStoreTimeout, RememberedKeys: options.ConversationCacheSize);
         var boundaries = PromptBoundaries.ForZephyr(pipeline.Tokenizer);

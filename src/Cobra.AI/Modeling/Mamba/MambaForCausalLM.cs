@@ -8,7 +8,7 @@ namespace Cobra.AI.Modeling.Mamba;
 /// Keys: backbone.*; a checkpoint's <c>lm_head.weight</c> feeds the same tensor (<see cref="TiedKeys"/>).
 /// Every call runs under no-grad on the caller's thread; callers own the dispose scope.
 /// </summary>
-internal sealed class MambaForCausalLM : nn.Module
+internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
 {
 #pragma warning disable IDE1006 // field name is the state-dict key
     private readonly MambaModel backbone;
@@ -38,11 +38,14 @@ internal sealed class MambaForCausalLM : nn.Module
     /// <summary>Where the parameters live.</summary>
     public Device Device { get; }
 
+    /// <inheritdoc />
+    public bool UseManagedKernels { get; set; } = true;
+
     /// <summary>The backbone.</summary>
     public MambaModel Backbone => backbone;
 
-    /// <summary>A zero state for <paramref name="batchSize"/> sequences, in the cache dtype.</summary>
-    public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, DType, Device);
+    /// <summary>A zero state for <paramref name="batchSize"/> sequences (float32, see <see cref="MambaState.Zeros"/>).</summary>
+    public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, Device);
 
     /// <summary>Token embeddings [B, L, d_model] of ids [B, L].</summary>
     public Tensor Embed(Tensor ids) =>
@@ -56,15 +59,15 @@ internal sealed class MambaForCausalLM : nn.Module
     /// <param name="inputsEmbeds">Input embeddings (image tokens can be spliced in before the text).</param>
     /// <param name="state">Recurrent state, updated in place.</param>
     /// <param name="allPositions">Return logits for every position, not just the last.</param>
-    /// <param name="scan">Scan implementation; defaults to <see cref="SelectiveScan.Run"/>.</param>
+    /// <param name="scan">Scan implementation; defaults to <see cref="SelectiveScan.Run"/> (<see cref="SelectiveScan.DeviceGeneric"/> without the managed kernels).</param>
     /// <param name="trace">Receives intermediate tensors by golden-kit tap name (valid only during the call).</param>
     public Tensor Forward(Tensor inputsEmbeds, MambaState state, bool allPositions = false, ScanImplementation? scan = null, Action<string, Tensor>? trace = null)
     {
         using var _ = torch.no_grad();
-        scan ??= SelectiveScan.Run;
+        scan ??= UseManagedKernels ? SelectiveScan.Run : SelectiveScan.DeviceGeneric;
         var embeds = inputsEmbeds.to(DType).to(Device);                          // [B,L,D]
         trace?.Invoke("llm.inputs_embeds", embeds);
-        var hidden = Backbone.Forward(embeds, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Forward(x, layerState, scan), trace);
+        var hidden = Backbone.Forward(embeds, state, scan, trace);
         state.TokenCount += inputsEmbeds.shape[1];
         var last = allPositions ? hidden : hidden.narrow(1, hidden.shape[1] - 1, 1).squeeze(1);
         return Logits(last);
@@ -77,13 +80,13 @@ internal sealed class MambaForCausalLM : nn.Module
     public Tensor Step(Tensor tokenIds, MambaState state)
     {
         using var _ = torch.no_grad();
-        var hidden = Embed(tokenIds.reshape(-1, 1));                              // [B,1,D]
-        var final = Backbone.Forward(hidden, state, (i, layerState, x) => Backbone.Layers[i].Mixer.Step(x.squeeze(1), layerState).unsqueeze(1), trace: null);
+        var hidden = Embed(tokenIds.reshape(-1, 1)).squeeze(1);                  // [B,D]
+        var final = Backbone.Step(hidden, state);                                // [B,D]
         state.TokenCount += 1;
-        return Logits(final.squeeze(1));                                         // [B,V]
+        return Logits(final);                                                    // [B,V]
     }
 
     /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>
     private Tensor Logits(Tensor hidden) =>
-        Linear.Apply(hidden, Backbone.Embedding, null).to(ScalarType.Float32);
+        Linear.Apply(hidden, Backbone.Embedding, null, UseManagedKernels).to(ScalarType.Float32);
 }

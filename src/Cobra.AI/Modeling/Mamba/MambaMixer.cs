@@ -66,7 +66,7 @@ internal sealed class MambaMixer : nn.Module
         // 3. Input-dependent Δ, B, C.
         var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,L,Di], [B,L,N], [B,L,N]
 
-        // 4. Selective scan from the layer's SSM state; the state is kept in the cache dtype.
+        // 4. Selective scan from the layer's float32 SSM state, which it leaves un-rounded (as one long scan would).
         var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, A(), bm, cm, D, z, dt_proj.Bias!), state.Ssm);
         state.Ssm.copy_(lastState);                                              // [B,Di,N]
 
@@ -77,8 +77,10 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>
     /// Recurrent path for one new token per sequence: <paramref name="hidden"/> [B, d_model] and the layer
     /// state after all previous positions; updates the state in place. Follows mamba_ssm's Triton
-    /// <c>selective_state_update</c>: float32 arithmetic, output from the un-rounded new state, state stored
-    /// back in the cache dtype.
+    /// <c>selective_state_update</c> over a cache in the model dtype: the state is read rounded to that dtype,
+    /// the arithmetic is float32 and the output comes from the un-rounded new state. The state tensor stays
+    /// float32 and the rounding happens on every read, which is the same thing (and leaves a prefill's
+    /// float32 state intact until the first step reads it).
     /// </summary>
     public Tensor Step(Tensor hidden, MambaLayerState state)
     {
@@ -98,7 +100,8 @@ internal sealed class MambaMixer : nn.Module
 
         // 3. h = exp(ΔA) h + Δ B x̃;  y = C·h + D x̃;  out = y SiLU(z).
         var decay = (delta.unsqueeze(-1) * A()).exp_();                          // [B,Di,N]
-        var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, state.Ssm.to(ScalarType.Float32), 1); // [B,Di,N]
+        var cached = dtype == ScalarType.Float32 ? state.Ssm : state.Ssm.to(dtype).to(ScalarType.Float32); // [B,Di,N]
+        var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, cached, 1); // [B,Di,N]
         state.Ssm.copy_(h);
         var y = (h * cm.to(ScalarType.Float32).unsqueeze(1)).sum(-1)            // [B,Di]
                 + (xf * D.to(ScalarType.Float32));

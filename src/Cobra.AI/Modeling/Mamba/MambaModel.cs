@@ -5,8 +5,10 @@ using static TorchSharp.torch;
 namespace Cobra.AI.Modeling.Mamba;
 
 /// <summary>
-/// One pre-norm Mamba block with mamba_ssm's fused add + RMSNorm: the residual stream is carried in float32
-/// across blocks and the mixer sees the normalised stream in the model dtype. Keys: norm, mixer.
+/// One pre-norm Mamba block (mamba_ssm <c>Block</c>, as HF's <c>modeling_mamba.py</c> runs it) with the fused
+/// add + RMSNorm: r = h + r (h alone for the first block) in float32, then h = Mixer(RMSNorm(r)), the norm's
+/// output in the model dtype. The residual stream r stays float32 across blocks (<c>residual_in_fp32</c>).
+/// Keys: norm, mixer.
 /// </summary>
 internal sealed class MambaBlock : nn.Module
 {
@@ -29,6 +31,28 @@ internal sealed class MambaBlock : nn.Module
 
     /// <summary>The SSM mixer.</summary>
     public MambaMixer Mixer => mixer;
+
+    /// <summary>
+    /// Full-sequence path over <paramref name="hidden"/> [B, L, D] (model dtype) and the float32
+    /// <paramref name="residual"/> [B, L, D] (null for the first block): returns the mixer output and the new
+    /// residual. The caller's tensors are left untouched.
+    /// </summary>
+    public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, MambaLayerState state, ScanImplementation scan)
+    {
+        var r = AddResidual(hidden, residual);                                  // [B,L,D] float32
+        return (mixer.Forward(norm.Normalize(r, hidden.dtype), state, scan), r);
+    }
+
+    /// <summary>Recurrent path for one token per sequence: <paramref name="hidden"/> and <paramref name="residual"/> are [B, D].</summary>
+    public (Tensor Hidden, Tensor Residual) Step(Tensor hidden, Tensor? residual, MambaLayerState state)
+    {
+        var r = AddResidual(hidden, residual);                                  // [B,D] float32
+        return (mixer.Step(norm.Normalize(r, hidden.dtype), state), r);
+    }
+
+    /// <summary>r = float32(h) + r; the first block's residual is a copy, so the caller's input survives.</summary>
+    internal static Tensor AddResidual(Tensor hidden, Tensor? residual) =>
+        residual is null ? hidden.to(ScalarType.Float32, copy: true) : residual + hidden.to(ScalarType.Float32);
 }
 
 /// <summary>
@@ -60,23 +84,27 @@ internal sealed class MambaModel : nn.Module
     public IList<MambaBlock> Layers => layers;
 
     /// <summary>
-    /// Runs every block over <paramref name="hidden"/> [B, L, d_model] from <paramref name="state"/> (updated
-    /// in place) and returns the final normalised hidden states [B, L, d_model] in the model dtype.
+    /// Full-sequence path: every block over <paramref name="hidden"/> [B, L, D] from <paramref name="state"/>
+    /// (updated in place); returns the final normalised hidden states [B, L, D] in the model dtype.
     /// </summary>
-    public Tensor Forward(Tensor hidden, MambaState state, Func<int, MambaLayerState, Tensor, Tensor> mixerCall, Action<string, Tensor>? trace)
+    public Tensor Forward(Tensor hidden, MambaState state, ScanImplementation scan, Action<string, Tensor>? trace) =>
+        Run(hidden, (i, h, r) => layers[i].Forward(h, r, state.Layers[i], scan), trace);
+
+    /// <summary>Recurrent path: one token per sequence, <paramref name="hidden"/> [B, D]; returns [B, D].</summary>
+    public Tensor Step(Tensor hidden, MambaState state) =>
+        Run(hidden, (i, h, r) => layers[i].Step(h, r, state.Layers[i]), trace: null);
+
+    private Tensor Run(Tensor hidden, Func<int, Tensor, Tensor?, (Tensor Hidden, Tensor Residual)> block, Action<string, Tensor>? trace)
     {
         var dtype = hidden.dtype;
-        Tensor? residual = null;                                                 // [B,L,D] float32
-        var mixerOut = hidden;                                                   // [B,L,D]
+        Tensor? residual = null;                                                 // float32
+        var mixerOut = hidden;
         for (int i = 0; i < layers.Count; i++)
         {
             // One scope per block, so a long prompt holds one block's temporaries at a time.
             using var scope = torch.NewDisposeScope();
-            // The first residual is a copy: the caller's input must survive this call untouched.
-            var nextResidual = residual is null ? mixerOut.to(ScalarType.Float32, copy: true) : residual + mixerOut.to(ScalarType.Float32);
+            var (nextOut, nextResidual) = block(i, mixerOut, residual);
             trace?.Invoke($"llm.layer{i}.residual_in", nextResidual);
-            var normed = layers[i].Norm.Normalize(nextResidual, dtype);          // [B,L,D]
-            var nextOut = mixerCall(i, state.Layers[i], normed);                 // [B,L,D]
             trace?.Invoke($"llm.layer{i}.mixer_out", nextOut);
 
             // Keep the new residual and mixer output; release the previous block's (never the caller's input).
@@ -92,8 +120,7 @@ internal sealed class MambaModel : nn.Module
             mixerOut = nextOut;
         }
 
-        var finalResidual = residual is null ? mixerOut.to(ScalarType.Float32) : residual + mixerOut.to(ScalarType.Float32);
-        var final = norm_f.Normalize(finalResidual, dtype);                       // [B,L,D]
+        var final = norm_f.Normalize(MambaBlock.AddResidual(mixerOut, residual), dtype);
         trace?.Invoke("llm.final_hidden", final);
         return final;
     }

@@ -56,17 +56,20 @@ internal sealed class MambaState : IDisposable
     public long BatchSize => Layers[0].Ssm.shape[0];
 
     /// <summary>
-    /// The zero state upstream starts every prefill from. The SSM state dtype is the model dtype
-    /// (bf16 in the reference's bf16 runs: mamba_ssm allocates its caches with the parameter dtype).
+    /// The zero state upstream starts every prefill from, in float32 whatever the model dtype. The reference
+    /// scans a whole prompt with the state in float32 and rounds it to its bf16 cache once, at the end; keeping
+    /// float32 here lets a prompt prefilled in chunks (or resumed from a snapshot) carry exactly what one
+    /// prefill would, and the decode step applies the cache's rounding when it reads the state
+    /// (<see cref="MambaMixer.Step"/>). The conv state holds pre-conv inputs, already model-dtype values.
     /// </summary>
-    public static MambaState Zeros(MambaConfig config, long batchSize, ScalarType dtype, Device device)
+    public static MambaState Zeros(MambaConfig config, long batchSize, Device device)
     {
         var layers = new MambaLayerState[config.NLayer];
         for (int i = 0; i < layers.Length; i++)
         {
             layers[i] = new MambaLayerState(
-                torch.zeros([batchSize, config.DInner, config.DConv], dtype, device).DetachFromDisposeScope(),
-                torch.zeros([batchSize, config.DInner, config.DState], dtype, device).DetachFromDisposeScope());
+                torch.zeros([batchSize, config.DInner, config.DConv], ScalarType.Float32, device).DetachFromDisposeScope(),
+                torch.zeros([batchSize, config.DInner, config.DState], ScalarType.Float32, device).DetachFromDisposeScope());
         }
 
         return new MambaState(layers, 0);

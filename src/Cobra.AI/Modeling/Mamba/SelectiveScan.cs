@@ -1,3 +1,4 @@
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -41,7 +42,11 @@ internal static class SelectiveScan
     public static (Tensor Output, Tensor LastState) Run(in ScanInputs inputs, Tensor? initialState) =>
         inputs.U.device_type == DeviceType.CPU
             ? SelectiveScanCpu.Run(inputs, initialState)
-            : Chunked(inputs, initialState);
+            : DeviceGeneric(inputs, initialState);
+
+    /// <summary>The torch-op path every device runs (CUDA's, and the CPU's with the managed kernels off).</summary>
+    public static (Tensor Output, Tensor LastState) DeviceGeneric(in ScanInputs inputs, Tensor? initialState) =>
+        Chunked(inputs, initialState);
 
     /// <summary>
     /// The reference: materialise exp(ΔA) and ΔBx̃ for every position, then step through the sequence

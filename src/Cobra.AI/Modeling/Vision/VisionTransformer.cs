@@ -49,6 +49,9 @@ internal sealed class VisionTransformer : nn.Module
     /// <summary>Patches per side at the run image size.</summary>
     public int GridSize { get; }
 
+    /// <summary>The blocks (through the feature block, or all of them with the unused tail).</summary>
+    public IReadOnlyList<VitBlock> Blocks => [.. blocks];
+
     /// <summary>Prefix positions stored in pos_embed (none with <c>no_embed_class</c>).</summary>
     public int PosEmbedPrefix => config.NoEmbedClass ? 0 : config.PrefixTokens;
 

@@ -1,9 +1,10 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using Cobra.AI.Modeling.Mamba;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Cobra.AI.Modeling.Mamba;
+namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>
 /// The selective scan as one fused CPU kernel, the way mamba_ssm's CUDA kernel runs it: each thread owns a
@@ -25,7 +26,7 @@ internal static class SelectiveScanCpu
         cm = cm.contiguous();                                                     // [B,L,N]
         var aByState = a.t().contiguous();                                        // [N,D]: lanes over channels
         var stateByState = initialState is null                                   // [B,N,D]
-            ? torch.zeros([u.shape[0], a.shape[1], u.shape[2]], ScalarType.Float32)
+            ? torch.zeros([u.shape[0], a.shape[1], u.shape[2]], ScalarType.Float32, torch.CPU)
             : initialState.to(ScalarType.Float32).transpose(1, 2).contiguous();
         var output = torch.empty_like(u);                                         // [B,L,D]
 
@@ -38,8 +39,7 @@ internal static class SelectiveScanCpu
         int workItems = shape.Batch * blocksPerBatch;
 
         // Each part takes a contiguous run of channel blocks, so neighbouring blocks share cache lines.
-        int parts = KernelWorkers.Parallelism;
-        KernelWorkers.Run(part =>
+        KernelWorkers.Run((part, parts) =>
         {
             int end = (int)((long)workItems * (part + 1) / parts);
             for (int item = (int)((long)workItems * part / parts); item < end; item++)

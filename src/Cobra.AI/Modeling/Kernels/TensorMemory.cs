@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
-namespace Cobra.AI.Modeling;
+namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>Raw access to CPU tensor memory for the managed SIMD kernels.</summary>
 internal static class TensorMemory

@@ -1,0 +1,280 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cobra.Cli;
+
+/// <summary>
+/// The machine's limits, probed in the bench's own process with the thread count the bench runs at, so every
+/// figure can be held against them (performance.md): memory read bandwidth, the fp32 FMA peak of a
+/// register-only microkernel at the widest vector width, and libtorch's GEMM ceilings at the model's shapes.
+/// Every figure is the median of at least three runs.
+/// </summary>
+internal static class MachineLimits
+{
+    private const int Runs = 3;
+
+    /// <summary>The model's GEMM shapes (m, k, n): prefill in_proj and out_proj at 256 tokens, a tower fc1, and a square one.</summary>
+    private static readonly (string Name, long M, long K, long N)[] GemmShapes =
+    [
+        ("llm_in_proj_m256", 256, 2560, 10240),
+        ("llm_out_proj_m256", 256, 5120, 2560),
+        ("vit_fc1_m734", 734, 1024, 4096),
+        ("square_2048", 2048, 2048, 2048),
+    ];
+
+    /// <summary>Runs every probe; <paramref name="readBytes"/> is the total size of the distinct read buffers.</summary>
+    public static JsonObject Measure(long readBytes, int threads, bool gemms, TextWriter log)
+    {
+        double read = ReadBandwidthGBs(readBytes, threads);
+        double fma = Fp32FmaPeakGflops(threads);
+        log.WriteLine($"limits: memory read {read:F1} GB/s over {readBytes >> 20} MiB, fp32 FMA peak {fma:F0} GFLOP/s ({VectorBits} bit vectors, {threads} threads)");
+        var result = new JsonObject
+        {
+            ["threads"] = threads,
+            ["vector_bits"] = VectorBits,
+            ["read_bytes"] = readBytes,
+            ["read_gb_s"] = Math.Round(read, 2),
+            ["fp32_fma_peak_gflops"] = Math.Round(fma, 1),
+        };
+
+        double bestBf16 = 0, bestFp32 = 0;
+        if (gemms)
+        {
+            var shapes = new JsonObject();
+            foreach (var (name, m, k, n) in GemmShapes)
+            {
+                double bf16 = GemmGflops(ScalarType.BFloat16, m, k, n);
+                double fp32 = GemmGflops(ScalarType.Float32, m, k, n);
+                shapes[name] = new JsonObject { ["bf16_gflops"] = Math.Round(bf16, 1), ["fp32_gflops"] = Math.Round(fp32, 1) };
+                bestBf16 = Math.Max(bestBf16, bf16);
+                bestFp32 = Math.Max(bestFp32, fp32);
+                log.WriteLine($"limits: libtorch GEMM {name} ({m}x{k}x{n}): bf16 {bf16:F0}, fp32 {fp32:F0} GFLOP/s");
+            }
+
+            result["libtorch_gemm"] = shapes;
+        }
+
+        // .NET 10 exposes no AVX-512 BF16 dot-product intrinsics, so the bf16 peak cannot be probed directly:
+        // the best libtorch bf16 GEMM is a lower bound of it (fractions held against it are upper bounds), and
+        // on a CPU with avx512_bf16 one dot-product instruction does twice an fp32 FMA's work (an upper bound).
+        result["fp32_peak_gflops"] = Math.Round(Math.Max(fma, bestFp32), 1);
+        result["bf16_peak_gflops"] = Math.Round(bestBf16, 1);
+        result["bf16_peak_source"] = "best libtorch bf16 GEMM (a lower bound of the peak: no BF16 dot-product intrinsics in .NET 10)";
+        if (CpuFlags().Contains("avx512_bf16"))
+        {
+            result["bf16_peak_upper_bound_gflops"] = Math.Round(2 * fma, 1);
+        }
+
+        return result;
+    }
+
+    /// <summary>Bits per vector of the widest hardware-accelerated width the probes use.</summary>
+    public static int VectorBits => Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 128;
+
+    /// <summary>
+    /// A plain vectorised read (sum) of <paramref name="bytes"/> spread over distinct 64 MiB buffers, split over
+    /// <paramref name="threads"/> threads; GB/s (1e9 bytes), median of <see cref="Runs"/>.
+    /// </summary>
+    public static double ReadBandwidthGBs(long bytes, int threads)
+    {
+        const int BufferFloats = 16 << 20;                                       // 64 MiB
+        int count = (int)Math.Max(1, bytes / (BufferFloats * (long)sizeof(float)));
+        var buffers = new float[count][];
+        for (int i = 0; i < count; i++)
+        {
+            buffers[i] = GC.AllocateUninitializedArray<float>(BufferFloats);
+            Array.Fill(buffers[i], 1f);                                          // touch every page
+        }
+
+        // Thread t reads its slice of every buffer, so all threads stream from DRAM together.
+        int slice = BufferFloats / threads / 64 * 64;
+        float sink = 0;
+        var times = new double[Runs];
+        for (int r = 0; r < Runs; r++)
+        {
+            var partial = new float[threads];
+            times[r] = OnThreads(threads, t =>
+            {
+                float acc = 0;
+                foreach (var buffer in buffers)
+                {
+                    acc += Sum(buffer, t * slice, slice);
+                }
+
+                partial[t] = acc;
+            });
+            sink += partial.Sum();
+        }
+
+        GC.KeepAlive(sink);
+        return (double)slice * sizeof(float) * threads * count / Median(times) / 1e9;
+    }
+
+    /// <summary>Peak fp32 FMA rate: 12 independent register accumulators per thread, nothing read from memory.</summary>
+    public static double Fp32FmaPeakGflops(int threads)
+    {
+        const int Iterations = 4_000_000;
+        int lanes = VectorBits / 32;
+        var times = new double[Runs];
+        for (int r = 0; r < Runs; r++)
+        {
+            var sink = new float[threads];
+            times[r] = OnThreads(threads, t => sink[t] = VectorBits == 512 ? Fma512(Iterations) : Fma256(Iterations));
+        }
+
+        return 2.0 * lanes * 12 * Iterations * threads / Median(times) / 1e9;
+    }
+
+    /// <summary>libtorch's linear at [m, k] x [n, k]ᵀ in <paramref name="dtype"/>: GFLOP/s, median of <see cref="Runs"/>.</summary>
+    public static double GemmGflops(ScalarType dtype, long m, long k, long n)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var x = torch.randn([m, k], dtype: dtype);
+        var w = torch.randn([n, k], dtype: dtype);
+        torch.nn.functional.linear(x, w).Dispose();                             // warm-up
+        int reps = Math.Max(1, (int)(4e9 / (2.0 * m * k * n)));
+        var times = new double[Runs];
+        for (int r = 0; r < Runs; r++)
+        {
+            times[r] = BenchCommand.Time(() =>
+            {
+                for (int i = 0; i < reps; i++)
+                {
+                    torch.nn.functional.linear(x, w).Dispose();
+                }
+            }) / reps;
+        }
+
+        return 2.0 * m * k * n / Median(times) / 1e9;
+    }
+
+    private static double Median(double[] values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted[sorted.Length / 2];
+    }
+
+    /// <summary>Runs body(0..threads-1) on dedicated threads released together; seconds from release to the last finish.</summary>
+    private static double OnThreads(int threads, Action<int> body)
+    {
+        using var start = new Barrier(threads + 1);
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            start.SignalAndWait();
+            body(t);
+        })).ToArray();
+        foreach (var worker in workers)
+        {
+            worker.Start();
+        }
+
+        start.SignalAndWait();
+        var clock = Stopwatch.StartNew();
+        foreach (var worker in workers)
+        {
+            worker.Join();
+        }
+
+        return clock.Elapsed.TotalSeconds;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Sum(float[] buffer, int from, int count)
+    {
+        ref float p = ref MemoryMarshal.GetArrayDataReference(buffer);
+        nuint start = (nuint)from, end = (nuint)(from + count);
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (nuint i = start; i + 64 <= end; i += 64)
+            {
+                a0 += Vector512.LoadUnsafe(ref p, i);
+                a1 += Vector512.LoadUnsafe(ref p, i + 16);
+                a2 += Vector512.LoadUnsafe(ref p, i + 32);
+                a3 += Vector512.LoadUnsafe(ref p, i + 48);
+            }
+
+            return Vector512.Sum(a0 + a1 + a2 + a3);
+        }
+
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        for (nuint i = start; i + 32 <= end; i += 32)
+        {
+            b0 += Vector256.LoadUnsafe(ref p, i);
+            b1 += Vector256.LoadUnsafe(ref p, i + 8);
+            b2 += Vector256.LoadUnsafe(ref p, i + 16);
+            b3 += Vector256.LoadUnsafe(ref p, i + 24);
+        }
+
+        return Vector256.Sum(b0 + b1 + b2 + b3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Fma512(int iterations)
+    {
+        var x = Vector512.Create(0.999f);
+        var y = Vector512.Create(1e-7f);
+        Vector512<float> a0 = Vector512.Create(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (int i = 0; i < iterations; i++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, x, y);
+            a1 = Vector512.FusedMultiplyAdd(a1, x, y);
+            a2 = Vector512.FusedMultiplyAdd(a2, x, y);
+            a3 = Vector512.FusedMultiplyAdd(a3, x, y);
+            a4 = Vector512.FusedMultiplyAdd(a4, x, y);
+            a5 = Vector512.FusedMultiplyAdd(a5, x, y);
+            a6 = Vector512.FusedMultiplyAdd(a6, x, y);
+            a7 = Vector512.FusedMultiplyAdd(a7, x, y);
+            a8 = Vector512.FusedMultiplyAdd(a8, x, y);
+            a9 = Vector512.FusedMultiplyAdd(a9, x, y);
+            a10 = Vector512.FusedMultiplyAdd(a10, x, y);
+            a11 = Vector512.FusedMultiplyAdd(a11, x, y);
+        }
+
+        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Fma256(int iterations)
+    {
+        var x = Vector256.Create(0.999f);
+        var y = Vector256.Create(1e-7f);
+        Vector256<float> a0 = Vector256.Create(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (int i = 0; i < iterations; i++)
+        {
+            a0 = Vector256.FusedMultiplyAdd(a0, x, y);
+            a1 = Vector256.FusedMultiplyAdd(a1, x, y);
+            a2 = Vector256.FusedMultiplyAdd(a2, x, y);
+            a3 = Vector256.FusedMultiplyAdd(a3, x, y);
+            a4 = Vector256.FusedMultiplyAdd(a4, x, y);
+            a5 = Vector256.FusedMultiplyAdd(a5, x, y);
+            a6 = Vector256.FusedMultiplyAdd(a6, x, y);
+            a7 = Vector256.FusedMultiplyAdd(a7, x, y);
+            a8 = Vector256.FusedMultiplyAdd(a8, x, y);
+            a9 = Vector256.FusedMultiplyAdd(a9, x, y);
+            a10 = Vector256.FusedMultiplyAdd(a10, x, y);
+            a11 = Vector256.FusedMultiplyAdd(a11, x, y);
+        }
+
+        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+    }
+
+    private static HashSet<string> CpuFlags()
+    {
+        try
+        {
+            string? line = File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal)) : null;
+            return line is null ? [] : [.. line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries)];
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+    }
+}

@@ -1,0 +1,29 @@
+using Cobra.Cli;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Cobra.AI.Tests.Bench;
+
+/// <summary>The bench's limit probes produce finite positive figures at small sizes (no timing asserts).</summary>
+public sealed class MachineLimitsTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Probes_report_the_limits_the_bench_holds_figures_against()
+    {
+        var log = new StringWriter();
+        var limits = MachineLimits.Measure(readBytes: 128L << 20, threads: 1, gemms: false, log);
+        output.WriteLine(log.ToString());
+        Assert.Equal(1, limits["threads"]!.GetValue<int>());
+        Assert.InRange(limits["read_gb_s"]!.GetValue<double>(), 1e-3, 1e4);
+        Assert.InRange(limits["fp32_peak_gflops"]!.GetValue<double>(), 1e-3, 1e5);
+        Assert.Contains(limits["vector_bits"]!.GetValue<int>(), new[] { 128, 256, 512 });
+        Assert.Contains("lower bound", limits["bf16_peak_source"]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Libtorch_gemm_probe_counts_two_flops_per_multiply_add()
+    {
+        double gflops = MachineLimits.GemmGflops(TorchSharp.torch.ScalarType.Float32, 64, 64, 64);
+        Assert.InRange(gflops, 1e-3, 1e5);
+    }
+}
