@@ -159,7 +159,7 @@ public sealed class CobraModelOptions
     /// <summary>How long a conversation state snapshot lives in the <see cref="StateStore"/>.</summary>
     public TimeSpan StateStoreTimeToLive { get; set; } = TimeSpan.FromHours(1);
 
-    /// <summary>Snapshots larger than this are neither written to nor read from the <see cref="StateStore"/> (cobra+3b: 13 MB bf16, 26 MB fp32).</summary>
+    /// <summary>Snapshots larger than this are neither written to nor read from the <see cref="StateStore"/> (cobra+3b: 26 MB, the fp32 state).</summary>
     public long StateStoreMaxSnapshotBytes { get; set; } = 64L * 1024 * 1024;
 
     /// <summary>Time limit of one <see cref="StateStore"/> operation (a lookup, a write); past it the request recomputes.</summary>
