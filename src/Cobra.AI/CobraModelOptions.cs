@@ -150,10 +150,20 @@ public sealed class CobraModelOptions
     public MultipleImagePolicy MultipleImages { get; set; } = MultipleImagePolicy.UseLatest;
 
     /// <summary>
-    /// Where conversation state snapshots are shared between processes, as <c>redis://HOST:PORT</c>; null keeps
-    /// them in this process only (the default).
+    /// A conversation state store shared by replicas, as the second level behind the in-process cache:
+    /// <c>redis://HOST:PORT</c> (optionally <c>redis://[user]:password@HOST:PORT/DB</c>, <c>rediss://</c> for TLS).
+    /// Null (the default) keeps states in-process only. A store that is down or slow only means recomputing.
     /// </summary>
     public string? StateStore { get; set; }
+
+    /// <summary>How long a conversation state snapshot lives in the <see cref="StateStore"/>.</summary>
+    public TimeSpan StateStoreTimeToLive { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Snapshots larger than this are neither written to nor read from the <see cref="StateStore"/> (cobra+3b: 26 MB, the fp32 state).</summary>
+    public long StateStoreMaxSnapshotBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Time limit of one <see cref="StateStore"/> operation (a lookup, a write); past it the request recomputes.</summary>
+    public TimeSpan StateStoreTimeout { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>A copy, so later changes by the caller do not reach a loaded client.</summary>
     internal CobraModelOptions Snapshot() => new()
@@ -165,7 +175,8 @@ public sealed class CobraModelOptions
         MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
         MaxConcurrentImageDecodes = MaxConcurrentImageDecodes, MaxImageBytesInFlight = MaxImageBytesInFlight,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageHosts = [.. RemoteImageHosts], RemoteImageTimeout = RemoteImageTimeout,
-        SystemPrompts = SystemPrompts, MultipleImages = MultipleImages, StateStore = StateStore,
+        SystemPrompts = SystemPrompts, MultipleImages = MultipleImages,
+        StateStore = StateStore, StateStoreTimeToLive = StateStoreTimeToLive, StateStoreMaxSnapshotBytes = StateStoreMaxSnapshotBytes, StateStoreTimeout = StateStoreTimeout,
     };
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid option.</summary>
@@ -185,8 +196,6 @@ public sealed class CobraModelOptions
         Require(CpuThreads is null or >= 1 and <= 4096, nameof(CpuThreads), $"must be null (one per core) or in [1, 4096], not {CpuThreads}.");
         Require(ModelId.Length is > 0 and <= 96 && ModelId.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '+' or '-') && !ModelId.Contains("..", StringComparison.Ordinal) && char.IsAsciiLetterOrDigit(ModelId[0]),
             nameof(ModelId), $"'{ModelId}' is not a model id: one name of letters, digits and . _ + - (like cobra+3b).");
-        Require(StateStore is null || (Uri.TryCreate(StateStore, UriKind.Absolute, out var store) && store.Scheme is "redis" or "rediss" && store.Host.Length > 0),
-            nameof(StateStore), $"must be null (in-process only) or redis://HOST:PORT (rediss:// for TLS), not '{StateStore}'.");
         Require(MaxConcurrentRequests is >= 1 and <= 256, nameof(MaxConcurrentRequests), $"must be in [1, 256], not {MaxConcurrentRequests}.");
         Require(ConversationCacheSize is >= 0 and <= 4096, nameof(ConversationCacheSize), $"must be in [0, 4096], not {ConversationCacheSize}.");
         Require(MaxQueuedRequests is >= 0 and <= 100_000, nameof(MaxQueuedRequests), $"must be in [0, 100000], not {MaxQueuedRequests}.");
@@ -202,6 +211,13 @@ public sealed class CobraModelOptions
         Require(RemoteImageHosts.All(h => !string.IsNullOrWhiteSpace(h)), nameof(RemoteImageHosts), "must not contain empty host names.");
         Require(RemoteImageTimeout > TimeSpan.Zero, nameof(RemoteImageTimeout), "must be positive.");
         Require(AllowedImageRoots.All(r => !string.IsNullOrWhiteSpace(r)), nameof(AllowedImageRoots), "must not contain empty paths.");
+        Require(StateStoreTimeToLive > TimeSpan.Zero, nameof(StateStoreTimeToLive), "must be positive.");
+        Require(StateStoreMaxSnapshotBytes > 0, nameof(StateStoreMaxSnapshotBytes), $"must be positive, not {StateStoreMaxSnapshotBytes}.");
+        Require(StateStoreTimeout > TimeSpan.Zero && StateStoreTimeout <= TimeSpan.FromMinutes(1), nameof(StateStoreTimeout), "must be positive and at most one minute.");
+        if (StateStore is not null)
+        {
+            _ = Generation.StateStore.StateStoreFactory.ToRedisConfiguration(StateStore, StateStoreTimeout);   // throws naming the option
+        }
     }
 }
 

@@ -17,8 +17,8 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "image-every"];
-    internal static readonly HashSet<string> Flags = ["skip-sequential", "json"];
+    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "image-every", "state-store"];
+    internal static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
 
     public static int Run(CliArguments cli, TextWriter stdout)
     {
@@ -46,9 +46,9 @@ internal static class BenchCommand
             ["managed_kernels"] = ManagedKernels.Resolve(true),
         };
         string part = cli.Get("part") ?? "llm";
-        if (part is not ("llm" or "vision" or "load" or "serve"))
+        if (part is not ("llm" or "vision" or "load" or "serve" or "statestore"))
         {
-            throw new UsageException($"--part must be llm, vision, load or serve, not '{part}'.");
+            throw new UsageException($"--part must be llm, vision, load, serve or statestore, not '{part}'.");
         }
 
         // The limits every figure is held against, probed in this process at this thread count.
@@ -66,6 +66,7 @@ internal static class BenchCommand
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
                 "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), stdout),
+                "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();

@@ -12,7 +12,7 @@ internal static class CobraCli
 {
     private static readonly Dictionary<string, string> BenchHelp = new(StringComparer.Ordinal)
     {
-        ["part"] = "llm (default), vision, load or serve.",
+        ["part"] = "llm (default), vision, load, serve or statestore.",
         ["precision"] = "fp32, bf16 or all (default).",
         ["prefill-tokens"] = "Prompt tokens to prefill (default 800).",
         ["decode-tokens"] = "Tokens to decode (default 32).",
@@ -26,6 +26,8 @@ internal static class CobraCli
         ["tokenizer"] = "A GPT-NeoX tokenizer.json for the structured-output mask cost (serve part; default: the repository fixture).",
         ["skip-sequential"] = "Skip the slow sequential scan.",
         ["json"] = "Print the report as JSON.",
+        ["state-store"] = "Redis for the statestore part (default redis://127.0.0.1:6379).",
+        ["skip-vision"] = "statestore part: a text conversation, no vision towers.",
     };
 
     /// <summary>Runs the tool with the console's streams.</summary>
@@ -88,7 +90,7 @@ internal static class CobraCli
         }
 
         var (bench, readBench) = CliArguments.Declare(
-            "bench", "Time the full-size model with random weights (nothing downloaded): --part llm (default), vision, load or serve.",
+            "bench", "Time the full-size model with random weights (nothing downloaded): --part llm (default), vision, load, serve or statestore.",
             BenchCommand.ValueOptions, BenchCommand.Flags, BenchHelp);
         bench.SetAction(parse => BenchCommand.Run(readBench(parse), cli.Out));
         root.Subcommands.Add(GenerateCommand.Create(cli));

@@ -3,10 +3,12 @@ using System.Runtime.CompilerServices;
 using Cobra.AI.Chat;
 using Cobra.AI.Generation;
 using Cobra.AI.Generation.Constrained;
+using Cobra.AI.Generation.StateStore;
 using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Caching.Distributed;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -58,7 +60,11 @@ public sealed partial class CobraChatClient : IChatClient
     /// <param name="progress">Receives loading stages.</param>
     /// <param name="cancellationToken">Cancels loading.</param>
     /// <returns>A ready client; dispose it to free the model.</returns>
-    public static async Task<CobraChatClient> LoadAsync(CobraModelOptions options, ILoggerFactory? loggerFactory, IProgress<CobraLoadProgress>? progress = null, CancellationToken cancellationToken = default)
+    public static Task<CobraChatClient> LoadAsync(CobraModelOptions options, ILoggerFactory? loggerFactory, IProgress<CobraLoadProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        LoadAsync(options, loggerFactory, null, progress, cancellationToken);
+
+    /// <summary>Loads the model with <paramref name="stateStore"/> (from a container) as its distributed conversation state store.</summary>
+    internal static async Task<CobraChatClient> LoadAsync(CobraModelOptions options, ILoggerFactory? loggerFactory, IDistributedCache? stateStore, IProgress<CobraLoadProgress>? progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
         var settings = options.Snapshot();
@@ -68,7 +74,18 @@ public sealed partial class CobraChatClient : IChatClient
         var report = progress is null ? null : new Progress<DownloadProgress>(p => progress.Report(new CobraLoadProgress($"Downloading {p.Repo}/{p.File}", 1, 3)));
         var files = await CobraModelComposition.ResolveFilesAsync(settings, report, CobraModelComposition.LogTo(logger), cancellationToken).ConfigureAwait(false);
         var pipeline = await Task.Run(() => LoadPipeline(settings, files, logger, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
-        var engine = new InferenceEngine(pipeline, ToEngineSettings(settings), logger);
+        DistributedStateStore? store;                                             // [state-store] optional second level (issue 13)
+        try
+        {
+            store = await Task.Run(() => StateStoreFactory.Create(settings, pipeline, stateStore, logger), cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            pipeline.Dispose();
+            throw;
+        }
+
+        var engine = new InferenceEngine(pipeline, ToEngineSettings(settings), logger, store);
         var http = ImageResolver.CreateHttpClient(settings);
         return new CobraChatClient(engine, settings, http, logger);
     }
@@ -131,6 +148,9 @@ public sealed partial class CobraChatClient : IChatClient
 
     /// <summary>Requests being decoded right now (diagnostics).</summary>
     internal int ActiveRequests => engine.ActiveCount;
+
+    /// <summary>The distributed conversation state store, or null (tests, diagnostics).</summary>
+    internal DistributedStateStore? StateStore => engine.StateStore;
 
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
@@ -266,8 +286,10 @@ public sealed partial class CobraChatClient : IChatClient
         }
 
         var ids = engine.Pipeline.EncodePrompt(prompt.Turns);
+        var remote = engine.StateStore is { } store ? await store.FindLongestAsync(imageKey, ids, cancellationToken).ConfigureAwait(false) : null; // [state-store]
         return new GenerationRequest(ids, image, imageKey, prompt.Sampling, prompt.StopSequences)
         {
+            Remote = remote,
             Choices = prompt.Choices,
             Logprobs = prompt.Logprobs,
             TopLogprobs = prompt.TopLogprobs,

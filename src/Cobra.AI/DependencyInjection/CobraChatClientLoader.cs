@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Caching.Distributed;
 using Microsoft.Extensions.Logging;
 
 namespace Cobra.AI;
@@ -15,16 +16,18 @@ internal sealed class CobraChatClientLoader : IDisposable
 {
     private readonly CobraModelOptions options;
     private readonly ILoggerFactory? loggerFactory;
+    private readonly IDistributedCache? stateStore;
     private readonly CancellationTokenSource stopping = new();
     private readonly Lock gate = new();
     private Task<CobraChatClient>? load;
     private volatile string? stage;
     private int disposed;
 
-    public CobraChatClientLoader(CobraModelOptions options, ILoggerFactory? loggerFactory)
+    public CobraChatClientLoader(CobraModelOptions options, ILoggerFactory? loggerFactory, IDistributedCache? stateStore = null)
     {
         this.options = options;
         this.loggerFactory = loggerFactory;
+        this.stateStore = stateStore;                                            // [state-store] AddCobraDistributedStateStore
     }
 
     public CobraModelState State => load switch
@@ -49,7 +52,7 @@ internal sealed class CobraChatClientLoader : IDisposable
         lock (gate)
         {
             // Task.Run: the caller (a host starting, a request thread) never runs the synchronous parts of loading.
-            return load ??= Task.Run(() => CobraChatClient.LoadAsync(options, loggerFactory, new Progress(this), stopping.Token), stopping.Token);
+            return load ??= Task.Run(() => CobraChatClient.LoadAsync(options, loggerFactory, stateStore, new Progress(this), stopping.Token), stopping.Token);
         }
     }
 

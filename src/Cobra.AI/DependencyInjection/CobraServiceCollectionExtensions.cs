@@ -82,7 +82,7 @@ public static class CobraServiceCollectionExtensions
     /// <summary>One loader per registration (keyed ones under their key); the client and the readiness share it.</summary>
     private static ChatClientBuilder Register(IServiceCollection services, object? serviceKey, CobraModelOptions options)
     {
-        CobraChatClientLoader CreateLoader(IServiceProvider provider) => new(options, provider.GetService<ILoggerFactory>());
+        CobraChatClientLoader CreateLoader(IServiceProvider provider) => new(options, provider.GetService<ILoggerFactory>(), CobraStateStoreServiceCollectionExtensions.Resolve(provider));
         if (serviceKey is null)
         {
             services.AddSingleton(CreateLoader);

@@ -33,6 +33,9 @@ internal sealed record GenerationRequest(IReadOnlyList<int> PromptIds, TowerImag
 
     /// <summary>Copy the float32 logits that chose each token into <see cref="ChoiceCompleted.Logits"/> (the CLI's --logits-out).</summary>
     public bool CaptureLogits { get; init; }
+
+    /// <summary>A snapshot of a prefix of this conversation from the distributed state store, not yet decoded (issue 13).</summary>
+    public StateStore.RemoteSnapshot? Remote { get; init; }
 }
 
 /// <summary>Something the engine reports about a request, in order: text deltas, each choice's end, then one completion.</summary>

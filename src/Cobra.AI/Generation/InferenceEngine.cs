@@ -1,6 +1,7 @@
 using Cobra.AI.Generation.Constrained;
 using System.Diagnostics;
 using System.Threading.Channels;
+using Cobra.AI.Generation.StateStore;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
 using Cobra.AI.Text;
@@ -68,6 +69,7 @@ internal sealed partial class InferenceEngine : IDisposable
     private readonly ILogger logger;
     private readonly Thread thread;
     private readonly ConversationStateCache cache;
+    private readonly DistributedStateStore? stateStore;                         // [state-store] second level, owned
     private readonly LinkedList<Job> queue = new();                             // guarded by itself
     private readonly SemaphoreSlim wake = new(0);
     private readonly List<Job> admitted = [];                                    // FIFO: prefilling and decoding requests
@@ -92,9 +94,10 @@ internal sealed partial class InferenceEngine : IDisposable
     private double visionUnitMs = double.NaN;
 
     /// <summary>Starts the inference thread for <paramref name="pipeline"/> (owned from now on).</summary>
-    public InferenceEngine(CobraPipeline pipeline, EngineSettings settings, ILogger logger)
+    public InferenceEngine(CobraPipeline pipeline, EngineSettings settings, ILogger logger, DistributedStateStore? stateStore = null)
     {
         this.pipeline = pipeline;
+        this.stateStore = stateStore;
         this.settings = settings with
         {
             MaxActive = Math.Max(1, settings.MaxActive),
@@ -111,6 +114,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
     /// <summary>The model this engine runs.</summary>
     public CobraPipeline Pipeline => pipeline;
+
+    /// <summary>The distributed second level of the conversation cache, or null (owned; the client looks up in it).</summary>
+    public DistributedStateStore? StateStore => stateStore;
 
     /// <summary>Tensors alive on the inference thread after its last loop iteration (a leak check for tests and diagnostics).</summary>
     public long LiveTensorCount => Volatile.Read(ref liveTensors);
@@ -197,6 +203,7 @@ internal sealed partial class InferenceEngine : IDisposable
         wake.Release();
         thread.Join();
         wake.Dispose();
+        stateStore?.Dispose();
         pipeline.Dispose();
     }
 
@@ -297,6 +304,12 @@ internal sealed partial class InferenceEngine : IDisposable
         var llm = pipeline.Model.LanguageModel;
         int imageTokens = request.Image is null ? 0 : pipeline.ImageTokenCount;
         var cached = cache.Lookup(request.ImageKey, request.PromptIds);
+        if (request.Remote is { } remote && remote.PrefixLength > (cached?.Length ?? 0) && stateStore?.Decode(remote, request.ImageKey, request.PromptIds) is { } fromStore)
+        {
+            cached?.State.Dispose();                                            // [state-store] a longer prefix from another replica
+            cached = (fromStore, remote.PrefixLength);
+        }
+
         job.State = cached?.State ?? llm.NewState();
         int reused = cached?.Length ?? 0;
         job.TextIds = request.PromptIds.Skip(reused).ToArray();
@@ -561,6 +574,7 @@ internal sealed partial class InferenceEngine : IDisposable
                 if (job.Position == job.SnapshotAt)
                 {
                     cache.Store(job.Request.ImageKey, job.Request.PromptIds.Take(sharedPromptPrefix).ToArray(), job.State!);
+                    stateStore?.Publish(job.Request.ImageKey, job.Request.PromptIds.Take(sharedPromptPrefix).ToArray(), job.State!); // [state-store]
                 }
 
                 if (job.Position == job.PrefillLength)
@@ -610,6 +624,7 @@ internal sealed partial class InferenceEngine : IDisposable
     {
         var request = job.Request;
         cache.Store(request.ImageKey, request.PromptIds, job.State!);
+        stateStore?.Publish(request.ImageKey, request.PromptIds, job.State!);   // [state-store]
         job.FirstToken = job.Clock.Elapsed;
         var state = job.State!;
         job.State = null;
@@ -671,14 +686,24 @@ internal sealed partial class InferenceEngine : IDisposable
         var job = choice.Job;
         var request = job.Request;
         decoding.Remove(choice);
+        // [state-store] choice 0's turn end, when it ended with end-of-text (where the next prompt can find it)
+        bool publish = stateStore is not null && choice.Index == 0 && choice.Output[^1] == pipeline.Tokenizer.EosTokenId;
         if (choice.State is not null)
         {
             cache.Store(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], choice.State);
+            if (publish)
+            {
+                stateStore!.Publish(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], choice.State);
+            }
         }
         else if (batchMembers.IndexOf(choice) is var row and >= 0 && batch is not null)
         {
             using var own = batch.Select([row]);
             cache.Store(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], own);
+            if (publish)
+            {
+                stateStore!.Publish(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], own);
+            }
         }
 
         if (reason == FinishReason.Length && choice.Row.Constraint is { IsComplete: false })
