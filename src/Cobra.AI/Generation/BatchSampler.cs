@@ -1,4 +1,5 @@
 using Cobra.AI.Generation.Constrained;
+using Cobra.AI.Modeling;
 using System.Text;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -147,13 +148,13 @@ internal static class BatchSampler
             var index = torch.tensor(flatRepeat.ToArray(), device: logits.device);
             var penalty = torch.tensor(repeatPenalty.ToArray(), device: logits.device);
             var values = flat.index_select(0, index);
-            flat.index_copy_(0, index, torch.where(values > 0, values / penalty, values * penalty));
+            flat.index_copy_(0, index, torch.where(values > Scalars.Zero, values / penalty, values * penalty));
         }
 
         if (flatCount.Count > 0)
         {
             var index = torch.tensor(flatCount.ToArray(), device: logits.device);
-            flat.index_add_(0, index, torch.tensor(countPenalty.ToArray(), device: logits.device), -1.0);
+            flat.index_add_(0, index, torch.tensor(countPenalty.ToArray(), device: logits.device), Scalars.MinusOne);
         }
 
         return result;
@@ -185,7 +186,7 @@ internal static class BatchSampler
 
         var index = torch.tensor(constrained.Select(i => (long)i).ToArray(), device: logits.device); // [C]
         var mask = torch.tensor(allowed, [constrained.Length, vocab]).to(logits.device); // [C,V]
-        var masked = logits.index_select(0, index).masked_fill(mask.logical_not(), float.NegativeInfinity); // [C,V]
+        var masked = logits.index_select(0, index).masked_fill(mask.logical_not(), Scalars.NegativeInfinity); // [C,V]
         return logits.index_copy(0, index, masked);
     }
 
@@ -198,18 +199,19 @@ internal static class BatchSampler
         var (sorted, order) = scaled.sort(-1, descending: true);                 // [S,V] most likely first
         var k = torch.tensor(rows.Select(r => r.Options.TopK > 1 ? (long)r.Options.TopK : vocab).ToArray(), device: device).unsqueeze(1); // [S,1]
         var rank = torch.arange(vocab, device: device).unsqueeze(0);             // [1,V]
-        sorted = sorted.masked_fill(rank >= k, float.NegativeInfinity);
+        sorted = sorted.masked_fill(rank >= k, Scalars.NegativeInfinity);
 
         // Ascending cumulative mass <= 1 - top_p removed, i.e. mass strictly above a token >= top_p.
         var p = torch.tensor(rows.Select(r => r.Options.TopP is > 0 and < 1 ? (float)r.Options.TopP : 2f).ToArray(), device: device).unsqueeze(1); // [S,1]
         var probs = sorted.softmax(-1);                                          // [S,V]
         var above = probs.cumsum(-1) - probs;                                    // [S,V]
-        sorted = sorted.masked_fill(above >= p, float.NegativeInfinity);
+        sorted = sorted.masked_fill(above >= p, Scalars.NegativeInfinity);
 
         var cdf = sorted.softmax(-1).to(ScalarType.Float64).cumsum(-1);         // [S,V]
         var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1); // [S,1]
         var target = u * cdf.narrow(1, vocab - 1, 1);                            // [S,1]
-        var position = (cdf < target).sum(-1).clamp_max(vocab - 1);              // [S]
+        using var last = (vocab - 1).ToScalar();
+        var position = (cdf < target).sum(-1).clamp_max(last);                   // [S]
         return order.gather(1, position.unsqueeze(1)).squeeze(1);
     }
 

@@ -101,7 +101,7 @@ internal sealed class MambaMixer : nn.Module
         // 3. h = exp(ΔA) h + Δ B x̃;  y = C·h + D x̃;  out = y SiLU(z).
         var decay = (delta.unsqueeze(-1) * A()).exp_();                          // [B,Di,N]
         var cached = dtype == ScalarType.Float32 ? state.Ssm : state.Ssm.to(dtype).to(ScalarType.Float32); // [B,Di,N]
-        var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, cached, 1); // [B,Di,N]
+        var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, cached, Scalars.One); // [B,Di,N]
         state.Ssm.copy_(h);
         var y = (h * cm.to(ScalarType.Float32).unsqueeze(1)).sum(-1)            // [B,Di]
                 + (xf * D.to(ScalarType.Float32));

@@ -10,7 +10,7 @@ namespace Cobra.AI.Modeling.Mamba;
 /// </summary>
 internal sealed class RmsNorm : nn.Module
 {
-    private readonly double epsilon;
+    private readonly Scalar epsilon;                                        // kept alive by the module (see Scalars)
 #pragma warning disable IDE1006 // state-dict key name
     private readonly Parameter weight;
 #pragma warning restore IDE1006
@@ -19,7 +19,7 @@ internal sealed class RmsNorm : nn.Module
     public RmsNorm(long width, double epsilon, ScalarType dtype, Device device)
         : base(nameof(RmsNorm))
     {
-        this.epsilon = epsilon;
+        this.epsilon = epsilon.ToScalar();
         weight = new Parameter(torch.empty([width], dtype, device), requires_grad: false);
         RegisterComponents();
     }

@@ -126,7 +126,7 @@ internal static class SelectiveScan
         {
             var decay = (deltaSteps[t].unsqueeze(-1) * a).exp_();                // [B,nC,D,N]
             var input = deltaUSteps[t].unsqueeze(-1) * bSteps[t].unsqueeze(2);   // [B,nC,D,N]
-            h = torch.addcmul(input, decay, h, 1);                                  // [B,nC,D,N]
+            h = torch.addcmul(input, decay, h, Scalars.One);                               // [B,nC,D,N]
             if (ys is not null)
             {
                 ys[t] = (h * cSteps![t].unsqueeze(2)).sum(-1);                   // [B,nC,D]
