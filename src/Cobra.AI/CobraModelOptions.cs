@@ -99,6 +99,12 @@ public sealed class CobraModelOptions
     /// <summary>Bytes of remembered conversations (messages, images by encoded size).</summary>
     public long MaxConversationBytes { get; set; } = 256L << 20;
 
+    /// <summary>
+    /// Largest prompt accepted, in characters over all turns (system text included), checked before tokenising so a
+    /// huge body cannot tie up a thread; prompts within it are cut to the model's <c>llm_max_length</c> tokens as upstream does.
+    /// </summary>
+    public int MaxPromptCharacters { get; set; } = 1_000_000;
+
     /// <summary>Most completions one request may ask for (<see cref="CobraAdditionalProperties.ChoiceCount"/>).</summary>
     public int MaxChoices { get; set; } = 8;
 
@@ -171,7 +177,7 @@ public sealed class CobraModelOptions
         ModelPath = ModelPath, ModelId = ModelId, CacheDirectory = CacheDirectory, AllowDownload = AllowDownload,
         Device = Device, Precision = Precision, UseManagedCpuKernels = UseManagedCpuKernels, CpuThreads = CpuThreads, TuneNativeRuntime = TuneNativeRuntime, MaxConcurrentRequests = MaxConcurrentRequests,
         ConversationCacheSize = ConversationCacheSize, ConversationCacheBytes = ConversationCacheBytes, MaxQueuedRequests = MaxQueuedRequests,
-        MaxConversations = MaxConversations, MaxConversationBytes = MaxConversationBytes, MaxChoices = MaxChoices, PrefillChunkTokens = PrefillChunkTokens,
+        MaxConversations = MaxConversations, MaxConversationBytes = MaxConversationBytes, MaxChoices = MaxChoices, PrefillChunkTokens = PrefillChunkTokens, MaxPromptCharacters = MaxPromptCharacters,
         MaxImageBytes = MaxImageBytes, MaxImagePixels = MaxImagePixels,
         MaxConcurrentImageDecodes = MaxConcurrentImageDecodes, MaxImageBytesInFlight = MaxImageBytesInFlight,
         AllowedImageRoots = [.. AllowedImageRoots], AllowRemoteImages = AllowRemoteImages, RemoteImageHosts = [.. RemoteImageHosts], RemoteImageTimeout = RemoteImageTimeout,
@@ -202,6 +208,7 @@ public sealed class CobraModelOptions
         Require(ConversationCacheBytes >= 0, nameof(ConversationCacheBytes), $"must not be negative, not {ConversationCacheBytes}.");
         Require(MaxConversations >= 0, nameof(MaxConversations), $"must not be negative, not {MaxConversations}.");
         Require(MaxConversationBytes >= 0, nameof(MaxConversationBytes), $"must not be negative, not {MaxConversationBytes}.");
+        Require(MaxPromptCharacters > 0, nameof(MaxPromptCharacters), $"must be positive, not {MaxPromptCharacters}.");
         Require(MaxChoices is >= 1 and <= 128, nameof(MaxChoices), $"must be in [1, 128], not {MaxChoices}.");
         Require(PrefillChunkTokens is >= 1 and <= 65536, nameof(PrefillChunkTokens), $"must be in [1, 65536], not {PrefillChunkTokens}.");
         Require(MaxImageBytes > 0, nameof(MaxImageBytes), $"must be positive, not {MaxImageBytes}.");

@@ -275,6 +275,12 @@ public sealed partial class CobraChatClient : IChatClient
     {
         var prompt = ChatRequestMapper.ToCobraPrompt(messages, chatOptions, options, logger);
         prompt.Sampling.Validate();
+        long characters = prompt.Turns.Sum(t => (long)t.Content.Length);
+        if (characters > options.MaxPromptCharacters)
+        {
+            throw new ArgumentException($"The prompt has {characters} characters, over CobraModelOptions.MaxPromptCharacters = {options.MaxPromptCharacters}.", nameof(messages));
+        }
+
         var constraint = JsonConstraints.Compile(prompt.ResponseFormat, engine.Pipeline.Tokenizer, engine.Pipeline.Model.LanguageModel.Config.PaddedVocabSize, prompt.Sampling.MaxNewTokens);
         TowerImages? image = null;
         string? imageKey = null;

@@ -122,6 +122,15 @@ public sealed class ConversationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_prompt_over_the_character_limit_is_refused_before_tokenising_and_the_client_stays_healthy()
+    {
+        using var small = await CobraChatClientTests.Load(o => o.MaxPromptCharacters = 1000);
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => small.GetResponseAsync(new string('a', 1001), Tokens(2)));
+        Assert.Contains("MaxPromptCharacters", e.Message, StringComparison.Ordinal);
+        Assert.False(string.IsNullOrEmpty((await small.GetResponseAsync(new string('a', 900), Tokens(2))).ConversationId));
+    }
+
+    [Fact]
     public async Task Staggered_concurrent_requests_equal_sequential_ones()
     {
         var prompts = Enumerable.Range(0, 8).Select(i => i % 2 == 0
