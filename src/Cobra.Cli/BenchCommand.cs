@@ -65,7 +65,7 @@ internal static class BenchCommand
             {
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
-                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), stdout),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), limits, stdout),
                 "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), stdout),
                 _ => LoadBench.Run(config, precision, stdout),
             };

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Numerics;
-using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using Cobra.AI;
 using Cobra.AI.Generation;
@@ -8,8 +6,6 @@ using Cobra.AI.Imaging;
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
-using Cobra.AI.Modeling.Projection;
-using Cobra.AI.Modeling.Vision;
 using Cobra.AI.Text;
 using Microsoft.Extensions.AI;
 using SixLabors.ImageSharp;
@@ -32,14 +28,14 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class ServeBench
 {
-    private const int ImageSize = 384;
+    private const int ImageSize = RandomCobraModel.ImageSize;
 
     private static int ImageEvery { get; set; } = 4;
 
     /// <summary>The GPT-NeoX tokenizer of a clone of this repository, for the constrained-decoding mask cost when no --tokenizer is given.</summary>
     private const string RepoTokenizer = "tests/fixtures/tokenizer-gpt-neox-20b/tokenizer.json";
 
-    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? maskTokenizer, int imageEvery, TextWriter log)
+    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? maskTokenizer, int imageEvery, JsonObject limits, TextWriter log)
     {
         TorchRuntime.EnsureInitialized();
         var dtype = precision.ToScalarType();
@@ -49,12 +45,12 @@ internal static class ServeBench
         {
             string tokenizerPath = Path.Combine(root, "tokenizer.json");
             File.WriteAllText(tokenizerPath, ByteLevelTokenizer());
-            var model = BuildModel(llmConfig, dtype);
-            var limits = MeasureLimits(model.LanguageModel, dtype);
+            var model = RandomCobraModel.Build(llmConfig, dtype, withUnusedTail: false);
+            var decodeLimits = MeasureLimits(model.LanguageModel, dtype, limits["read_gb_s"]!.GetValue<double>());
             var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
             using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
             ImageEvery = imageEvery;
-            var result = RunAsync(client, llmConfig, limits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
+            var result = RunAsync(client, llmConfig, decodeLimits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
             AddMaskCost(result, maskTokenizer ?? (File.Exists(RepoTokenizer) ? RepoTokenizer : null), llmConfig.PaddedVocabSize, log);
             return result;
         }
@@ -198,61 +194,11 @@ internal static class ServeBench
 
     private static double Percentile(double[] sorted, int p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100.0 * sorted.Length) - 1, 0, sorted.Length - 1)];
 
-    private static CobraModel BuildModel(MambaConfig llmConfig, ScalarType dtype)
-    {
-        var dinoConfig = VisionLoader.RealArchitecture(VisionTowerFiles.DinoArchitecture);
-        var siglipConfig = VisionLoader.RealArchitecture(VisionTowerFiles.SigLipArchitecture);
-        var dino = new VisionTransformer(dinoConfig, ImageSize / dinoConfig.PatchSize, dtype, torch.CPU, withUnusedTail: false);
-        var siglip = new VisionTransformer(siglipConfig, ImageSize / siglipConfig.PatchSize, dtype, torch.CPU, withUnusedTail: false);
-        MambaRandomInit.Fill(dino, 1);
-        MambaRandomInit.Fill(siglip, 2);
-        var vision = new DinoSigLipEncoder(dino, siglip);
-        var projector = Projector.Create("no-align+fused-gelu-mlp", vision.FeatureWidth, llmConfig.DModel, dtype, torch.CPU);
-        MambaRandomInit.Fill(projector, 3);
-        var llm = new MambaForCausalLM(llmConfig, dtype, torch.CPU);
-        MambaRandomInit.Fill(llm, 4);
-        return new CobraModel(vision, projector, llm);
-    }
-
-    /// <summary>Memory read rate (a vectorised sum over 1 GiB of distinct buffers) and the GEMM rate at the decode shapes of 64 rows, both in this process.</summary>
-    private static (double ReadGbPerSecond, double GemmGflops, long WeightBytes) MeasureLimits(MambaForCausalLM llm, ScalarType dtype)
+    /// <summary>The decode ceiling's inputs: the read rate the bench probed, and the GEMM rate at the decode shape of 64 rows, in this process.</summary>
+    private static (double ReadGbPerSecond, double GemmGflops, long WeightBytes) MeasureLimits(MambaForCausalLM llm, ScalarType dtype, double readGbPerSecond)
     {
         long weightBytes = llm.parameters().Sum(p => p.NumberOfElements * p.ElementSize);
-        var buffers = Enumerable.Range(0, 16).Select(_ => new float[1 << 24]).ToArray();   // 16 × 64 MiB
-        foreach (var b in buffers)
-        {
-            b.AsSpan().Fill(1f);
-        }
-
-        double read = Median(3, () =>
-        {
-            float total = 0;
-            Parallel.ForEach(buffers, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, b =>
-            {
-                var sum = Vector<float>.Zero;
-                foreach (var v in MemoryMarshal.Cast<float, Vector<float>>(b))
-                {
-                    sum += v;
-                }
-
-                _ = Vector.Sum(sum);
-            });
-            return total;
-        });
-        double readGbs = buffers.Sum(b => (double)b.Length * sizeof(float)) / read / 1e9;
-
-        using var scope = torch.NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var x = torch.randn([64, 2560], dtype: dtype);
-        var w = torch.randn([10240, 2560], dtype: dtype);
-        double gemm = Median(3, () => { torch.nn.functional.linear(x, w).Dispose(); return 0; });
-        return (readGbs, 2.0 * 64 * 2560 * 10240 / gemm / 1e9, weightBytes);
-    }
-
-    private static double Median(int runs, Func<float> action)
-    {
-        action();
-        return Enumerable.Range(0, runs).Select(_ => BenchCommand.Time(() => action())).Order().ElementAt(runs / 2);
+        return (readGbPerSecond, MachineLimits.GemmGflops(dtype, 64, llm.Config.DModel, 2L * llm.Config.DInner), weightBytes);
     }
 
     private static DataContent RandomPng(int seed)

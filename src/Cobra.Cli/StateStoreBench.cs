@@ -2,11 +2,8 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Cobra.AI.Generation.StateStore;
 using Cobra.AI.Imaging;
-using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Mamba;
-using Cobra.AI.Modeling.Projection;
-using Cobra.AI.Modeling.Vision;
 using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -25,7 +22,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class StateStoreBench
 {
-    private const int ImageSize = 384;
+    private const int ImageSize = RandomCobraModel.ImageSize;
     private const int EndOfText = 0;
     private static readonly int[] AssistantHeader = [EndOfText, 187, 29, 93, 515, 5567, 49651, 187];
 
@@ -33,9 +30,9 @@ internal static class StateStoreBench
     {
         var dtype = precision.ToScalarType();
         string name = precision == Precision.Float32 ? "fp32" : "bf16";
-        using var model = BuildModel(llmConfig, dtype, skipVision);
+        using var model = RandomCobraModel.Build(llmConfig, dtype, withVision: !skipVision);
         var llm = model.LanguageModel;
-        var photo = RandomPhoto(640, 480);
+        var photo = RandomCobraModel.RandomPhoto(640, 480);
         int imageTokens = model.Vision?.PatchTokens ?? 0;
 
         // Turn 1 = question + header; its answer; turn 2 = turn 1 + answer + end-of-text + new question + header.
@@ -153,33 +150,5 @@ internal static class StateStoreBench
         var last = model.LanguageModel.Forward(model.InputEmbeddings(image, ids), state);
         logits?.Invoke(last.MoveToOuterDisposeScope());
         return state;
-    }
-
-    private static CobraModel BuildModel(MambaConfig llmConfig, ScalarType dtype, bool skipVision)
-    {
-        var llm = new MambaForCausalLM(llmConfig, dtype, torch.CPU);
-        MambaRandomInit.Fill(llm, 4);
-        if (skipVision)
-        {
-            return new CobraModel(null, null, llm);
-        }
-
-        var dinoConfig = VisionLoader.RealArchitecture(VisionTowerFiles.DinoArchitecture);
-        var siglipConfig = VisionLoader.RealArchitecture(VisionTowerFiles.SigLipArchitecture);
-        var dino = new VisionTransformer(dinoConfig, ImageSize / dinoConfig.PatchSize, dtype, torch.CPU);
-        var siglip = new VisionTransformer(siglipConfig, ImageSize / siglipConfig.PatchSize, dtype, torch.CPU);
-        MambaRandomInit.Fill(dino, 1);
-        MambaRandomInit.Fill(siglip, 2);
-        var vision = new DinoSigLipEncoder(dino, siglip);
-        var projector = Projector.Create("no-align+fused-gelu-mlp", vision.FeatureWidth, llmConfig.DModel, dtype, torch.CPU);
-        MambaRandomInit.Fill(projector, 3);
-        return new CobraModel(vision, projector, llm);
-    }
-
-    private static RgbImage RandomPhoto(int width, int height)
-    {
-        var pixels = new byte[width * height * 3];
-        new Random(7).NextBytes(pixels);
-        return new RgbImage(width, height, pixels);
     }
 }

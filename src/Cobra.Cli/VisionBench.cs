@@ -19,7 +19,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class VisionBench
 {
-    private const int ImageSize = 384;
+    private const int ImageSize = RandomCobraModel.ImageSize;
 
     public static JsonObject Run(MambaConfig llmConfig, Precision precision, int questionTokens, JsonObject limits, TextWriter log)
     {
@@ -27,18 +27,10 @@ internal static class VisionBench
         string name = precision == Precision.Float32 ? "fp32" : "bf16";
         var dinoConfig = VisionLoader.RealArchitecture(VisionTowerFiles.DinoArchitecture);
         var siglipConfig = VisionLoader.RealArchitecture(VisionTowerFiles.SigLipArchitecture);
-        var dino = new VisionTransformer(dinoConfig, ImageSize / dinoConfig.PatchSize, dtype, torch.CPU);
-        var siglip = new VisionTransformer(siglipConfig, ImageSize / siglipConfig.PatchSize, dtype, torch.CPU);
-        MambaRandomInit.Fill(dino, 1);
-        MambaRandomInit.Fill(siglip, 2);
-        var vision = new DinoSigLipEncoder(dino, siglip);
-        var projector = Projector.Create("no-align+fused-gelu-mlp", vision.FeatureWidth, llmConfig.DModel, dtype, torch.CPU);
-        MambaRandomInit.Fill(projector, 3);
-        var llm = new MambaForCausalLM(llmConfig, dtype, torch.CPU);
-        MambaRandomInit.Fill(llm, 4);
-        using var model = new CobraModel(vision, projector, llm);
+        using var model = RandomCobraModel.Build(llmConfig, dtype);
+        var llm = model.LanguageModel;
 
-        var photo = RandomPhoto(640, 480);
+        var photo = RandomCobraModel.RandomPhoto(640, 480);
         double preprocessMs = Median(5, () => Prepare(photo).Dino.Dispose()) * 1e3;
         var (dinoPixels, siglipPixels) = Prepare(photo);
         using var noGrad = torch.no_grad();
@@ -48,7 +40,7 @@ internal static class VisionBench
             using var scope = torch.NewDisposeScope();
             model.EncodeImage(dinoPixels, siglipPixels);
         }) * 1e3;
-        double flops = TowerFlops(dinoConfig, ImageSize) + TowerFlops(siglipConfig, ImageSize) + ProjectorFlops(vision, projector);
+        double flops = TowerFlops(dinoConfig, ImageSize) + TowerFlops(siglipConfig, ImageSize) + ProjectorFlops(model.Vision!, model.Projector!);
         double gflops = flops / (encodeMs / 1e3) / 1e9;
         double peak = BenchCommand.PeakGflops(limits, precision);
         log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encodeMs:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {gflops / peak:P0} of the {peak:F0} GFLOP/s peak)");
@@ -93,13 +85,6 @@ internal static class VisionBench
     {
         var resized = CobraImageTransform.Resize(photo, ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino);
         return (CobraImageTransform.ToTensor(resized, TowerNormalization.Dino), CobraImageTransform.ToTensor(resized, TowerNormalization.SigLip));
-    }
-
-    private static RgbImage RandomPhoto(int width, int height)
-    {
-        var pixels = new byte[width * height * 3];
-        new Random(7).NextBytes(pixels);
-        return new RgbImage(width, height, pixels);
     }
 
     private static double Median(int runs, Action action) => BenchCommand.Median(runs, action);
