@@ -16,7 +16,7 @@ namespace Cobra.AI.Tests.Server;
 /// <summary>The server's request mapping, refusals, bounds, health, metrics and shutdown, over scripted chat clients on loopback.</summary>
 public sealed class ServerFeatureTests
 {
-    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromMinutes(1) };
+    internal static readonly HttpClient Http = new() { Timeout = TimeSpan.FromMinutes(1) };
 
     internal static async Task<(HttpStatusCode Status, JsonElement Body, HttpResponseMessage Response)> Post(string url, string json)
     {
@@ -30,7 +30,7 @@ public sealed class ServerFeatureTests
     internal static List<string> Events(string body) =>
         [.. body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => Assert.Single(e.Split('\n'), l => l.StartsWith("data: ", StringComparison.Ordinal))["data: ".Length..])];
 
-    private static string Chat(string extra = "") => "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]" + extra + "}";
+    internal static string Chat(string extra = "") => "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]" + extra + "}";
 
     [Fact]
     public async Task Response_format_reaches_the_chat_client_as_chat_options()
@@ -248,28 +248,6 @@ public sealed class ServerFeatureTests
             var (status, body, _) = await Post(url, Messages(11));
             Assert.Equal(HttpStatusCode.BadRequest, status);
             Assert.Equal("messages", body.GetProperty("error").GetProperty("param").GetString());
-        }
-    }
-
-    [Fact]
-    public async Task A_29_MB_body_of_a_million_messages_is_refused_without_materializing_it()
-    {
-        var (app, url) = await OpenAIEndpointTests.StartAsync(ScriptedChatClient.CobraLike(), new OpenAIServerOptions());
-        await using (app)
-        {
-            byte[] body = Encoding.UTF8.GetBytes("{\"messages\": [" + string.Join(",", Enumerable.Repeat("{\"role\":\"user\",\"content\":\"x\"}", 966_000)) + "]}");
-            Assert.InRange(body.Length, 28_000_000, OpenAIServerOptions.KestrelDefaultMaxRequestBytes);
-            long before = GC.GetTotalAllocatedBytes();
-            using var content = new ByteArrayContent(body);
-            content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
-            using var response = await Http.PostAsync(url + "/v1/chat/completions", content);
-            long allocated = GC.GetTotalAllocatedBytes() - before;
-            Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
-            Assert.Contains("'messages' may hold at most 1024", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
-
-            // The whole array is buffered once as bytes (the serializer doubles its buffer), never as a million objects.
-            Assert.True(allocated < 300_000_000, $"{allocated:N0} bytes allocated while refusing the request");
-            Assert.Equal(HttpStatusCode.OK, (await Post(url, Chat())).Status);
         }
     }
 
