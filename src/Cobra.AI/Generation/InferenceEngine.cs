@@ -216,7 +216,6 @@ internal sealed partial class InferenceEngine : IDisposable
             while (Volatile.Read(ref disposed) == 0)
             {
                 Volatile.Write(ref liveTensors, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-                Volatile.Write(ref activeCount, admitted.Count);
                 Volatile.Write(ref decodingRows, decoding.Count);
                 if (admitted.Count == 0)
                 {
@@ -450,13 +449,19 @@ internal sealed partial class InferenceEngine : IDisposable
             return;
         }
 
-        var parts = (batch is null ? [] : new[] { batch }).Concat(joiners.Select(c => c.State!)).ToArray();
-        var grown = parts.Length == 1 ? parts[0].Clone() : MambaState.Stack(parts);
-        batch?.Dispose();
-        batch = grown;
-        foreach (var joiner in joiners)
+        if (batch is null && joiners.Count == 1)
         {
-            joiner.MoveIntoBatch();
+            batch = joiners[0].TakeState();                                      // a lone row: its own state is the batch
+        }
+        else
+        {
+            var grown = MambaState.Stack((batch is null ? [] : new[] { batch }).Concat(joiners.Select(c => c.State!)).ToArray());
+            batch?.Dispose();
+            batch = grown;
+            foreach (var joiner in joiners)
+            {
+                joiner.TakeState().Dispose();                                    // its row was copied into the batch
+            }
         }
 
         batchMembers = [.. batchMembers, .. joiners];
@@ -585,13 +590,10 @@ internal sealed partial class InferenceEngine : IDisposable
             }
         }
 
-        if (rows.Any(j => j.ImageTokens is not null && j.Position >= j.ImageTokenCount))
+        foreach (var job in rows.Where(j => j.ImageTokens is not null && j.Position >= j.ImageTokenCount))
         {
-            foreach (var job in rows.Where(j => j.ImageTokens is not null && j.Position >= j.ImageTokenCount))
-            {
-                job.ImageTokens!.Dispose();
-                job.ImageTokens = null;
-            }
+            job.ImageTokens!.Dispose();                                          // fed: the image tokens are no longer needed
+            job.ImageTokens = null;
         }
     }
 
@@ -869,11 +871,12 @@ internal sealed partial class InferenceEngine : IDisposable
 
         public List<CobraTokenLogprob> PendingLogprobs { get; } = [];
 
-        /// <summary>The state's row was copied into the shared batch: free the choice's own copy.</summary>
-        public void MoveIntoBatch()
+        /// <summary>Hands the choice's own state to the shared batch (the caller owns it from now on).</summary>
+        public MambaState TakeState()
         {
-            State?.Dispose();
+            var state = State!;
             State = null;
+            return state;
         }
 
         /// <summary>Reports new text (and the log-probabilities gathered since the last report).</summary>
