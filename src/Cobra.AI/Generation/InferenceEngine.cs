@@ -107,7 +107,7 @@ internal sealed partial class InferenceEngine : IDisposable
         };
         this.logger = logger;
         cache = new ConversationStateCache(settings.CacheEntries, settings.CacheBytes);
-        sharedPromptPrefix = SharedPromptPrefix(pipeline);
+        sharedPromptPrefix = ZephyrPromptBuilder.SharedFirstTurnPrefix(pipeline.Tokenizer).Count;
         thread = new Thread(Run) { IsBackground = true, Name = "cobra-inference" };
         thread.Start();
     }
@@ -757,20 +757,6 @@ internal sealed partial class InferenceEngine : IDisposable
     }
 
     private static double Average(double average, double sample) => double.IsNaN(average) ? sample : (0.8 * average) + (0.2 * sample);
-
-    /// <summary>The prompt tokens every first turn starts with (the user-turn header), found by encoding two unrelated one-turn prompts.</summary>
-    private static int SharedPromptPrefix(CobraPipeline pipeline)
-    {
-        var a = pipeline.EncodePrompt([("user", "A")]);
-        var b = pipeline.EncodePrompt([("user", "? 7")]);
-        int shared = 0;
-        while (shared < a.Count && shared < b.Count && a[shared] == b[shared])
-        {
-            shared++;
-        }
-
-        return shared;
-    }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Request started: {PromptTokens} prompt tokens, {ImageTokens} image tokens, {CachedTokens} reused from a cached state")]
     private static partial void LogStarted(ILogger logger, int promptTokens, int imageTokens, int cachedTokens);

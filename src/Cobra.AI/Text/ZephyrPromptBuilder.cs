@@ -84,4 +84,23 @@ internal sealed class ZephyrPromptBuilder
     /// <summary>The prompt so far, not right-stripped.</summary>
     /// <returns>The prompt text.</returns>
     public string GetPrompt() => _prompt.ToString();
+
+    /// <summary>
+    /// The prompt tokens every first turn starts with (the user-turn header), found by encoding two unrelated one-turn
+    /// prompts: the point after which the engine snapshots an image's state, and where the state store looks for it.
+    /// </summary>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <returns>The shared leading ids (empty when the two prompts share none).</returns>
+    public static IReadOnlyList<int> SharedFirstTurnPrefix(CobraTokenizer tokenizer)
+    {
+        var a = tokenizer.Encode(Build([("user", "A")]));
+        var b = tokenizer.Encode(Build([("user", "? 7")]));
+        int shared = 0;
+        while (shared < a.Count && shared < b.Count && a[shared] == b[shared])
+        {
+            shared++;
+        }
+
+        return a.Take(shared).ToArray();
+    }
 }

@@ -68,16 +68,7 @@ internal sealed class PromptBoundaries
     public static PromptBoundaries ForZephyr(CobraTokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        // The engine snapshots after the tokens two unrelated first turns share; found the same way here.
-        var a = tokenizer.Encode(ZephyrPromptBuilder.Build([("user", "A")]));
-        var b = tokenizer.Encode(ZephyrPromptBuilder.Build([("user", "? 7")]));
-        int shared = 0;
-        while (shared < a.Count && shared < b.Count && a[shared] == b[shared])
-        {
-            shared++;
-        }
-
-        return new PromptBoundaries(tokenizer.EosTokenId, tokenizer.Encode("<|endoftext|>\n<|assistant|>\n"), a.Take(shared).ToArray());
+        return new PromptBoundaries(tokenizer.EosTokenId, tokenizer.Encode("<|endoftext|>\n<|assistant|>\n"), ZephyrPromptBuilder.SharedFirstTurnPrefix(tokenizer));
     }
 
     /// <summary>Candidate prefix lengths of <paramref name="ids"/> (strict prefixes), longest first.</summary>
