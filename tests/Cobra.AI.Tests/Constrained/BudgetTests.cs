@@ -7,16 +7,7 @@ namespace Cobra.AI.Tests.Constrained;
 
 public sealed class BudgetTests
 {
-    public static TheoryData<string> Shapes()
-    {
-        var data = new TheoryData<string>();
-        foreach (string shape in SchemaShapes.All.Keys)
-        {
-            data.Add(shape);
-        }
-
-        return data;
-    }
+    public static TheoryData<string> Shapes() => SchemaShapes.Names();
 
     [Theory]
     [MemberData(nameof(Shapes))]

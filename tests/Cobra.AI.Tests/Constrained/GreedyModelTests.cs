@@ -17,16 +17,7 @@ public sealed class GreedyModelTests
 {
     public GreedyModelTests() => TorchRuntime.EnsureInitialized();
 
-    public static TheoryData<string> Shapes()
-    {
-        var data = new TheoryData<string>();
-        foreach (string shape in SchemaShapes.All.Keys)
-        {
-            data.Add(shape);
-        }
-
-        return data;
-    }
+    public static TheoryData<string> Shapes() => SchemaShapes.Names();
 
     [Theory]
     [MemberData(nameof(Shapes))]

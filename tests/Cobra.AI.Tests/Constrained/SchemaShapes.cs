@@ -1,3 +1,4 @@
+using Xunit;
 using System.ComponentModel;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
@@ -36,6 +37,18 @@ internal sealed record Options(string Name, int Count = 3, string? Comment = nul
 /// <summary>The schema shapes the random walks cover: what Microsoft.Extensions.AI emits, and hand-written ones.</summary>
 internal static class SchemaShapes
 {
+    /// <summary>The shape names, as theory data.</summary>
+    public static TheoryData<string> Names()
+    {
+        var data = new TheoryData<string>();
+        foreach (string shape in All.Keys)
+        {
+            data.Add(shape);
+        }
+
+        return data;
+    }
+
     public static readonly Dictionary<string, string> All = new(StringComparer.Ordinal)
     {
         ["person (M.E.AI record)"] = Generated<Person>(),
