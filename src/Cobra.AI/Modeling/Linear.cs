@@ -51,7 +51,7 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
     /// </summary>
     public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias, bool managedKernels)
     {
-        if (managedKernels && CpuGemv.Supports(input, weight))
+        if (managedKernels && CpuGemv.Supports(input, weight, bias))
         {
             return CpuGemv.Linear(input, weight, bias);
         }

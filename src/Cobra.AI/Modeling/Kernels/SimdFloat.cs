@@ -1,0 +1,136 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Cobra.AI.Modeling.Kernels;
+
+/// <summary>
+/// A float32 SIMD register of one width, so each kernel is written once and runs at the widest width the CPU
+/// offers (<see cref="SimdWidth"/>): the JIT specialises a generic method per struct type argument and
+/// inlines these members, so a kernel over <see cref="Simd512"/> compiles to plain AVX-512 code.
+/// </summary>
+/// <typeparam name="TSelf">The implementing struct.</typeparam>
+internal interface ISimdFloat<TSelf>
+    where TSelf : struct, ISimdFloat<TSelf>
+{
+    /// <summary>float32 lanes.</summary>
+    static abstract int Lanes { get; }
+
+    /// <summary>Loads <see cref="Lanes"/> floats.</summary>
+    static abstract unsafe TSelf Load(float* at);
+
+    /// <summary>
+    /// The even-indexed bf16 values of the 2·<see cref="Lanes"/> at <paramref name="at"/> as float32 (a bf16 is
+    /// the top half of a float32; read as 32-bit pairs, the even element is the low half, shifted up).
+    /// </summary>
+    static abstract unsafe TSelf EvenBFloat16(ushort* at);
+
+    /// <summary>The odd-indexed bf16 values of the 2·<see cref="Lanes"/> at <paramref name="at"/> (the pairs' top halves).</summary>
+    static abstract unsafe TSelf OddBFloat16(ushort* at);
+
+    /// <summary>a·b + acc with one rounding.</summary>
+    static abstract TSelf MultiplyAdd(TSelf a, TSelf b, TSelf acc);
+
+    /// <summary>The sum of every lane of a + b (a fixed order: results never depend on the caller).</summary>
+    static abstract float SumOfBoth(TSelf a, TSelf b);
+}
+
+/// <summary>512-bit registers (AVX-512).</summary>
+internal readonly struct Simd512 : ISimdFloat<Simd512>
+{
+    private readonly Vector512<float> value;
+
+    private Simd512(Vector512<float> value) => this.value = value;
+
+    /// <inheritdoc />
+    public static int Lanes => Vector512<float>.Count;
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd512 Load(float* at) => new(Vector512.Load(at));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd512 EvenBFloat16(ushort* at) => new((Vector512.Load((uint*)at) << 16).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd512 OddBFloat16(ushort* at) => new((Vector512.Load((uint*)at) & Vector512.Create(0xFFFF0000u)).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 MultiplyAdd(Simd512 a, Simd512 b, Simd512 acc) => new(Vector512.FusedMultiplyAdd(a.value, b.value, acc.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumOfBoth(Simd512 a, Simd512 b) => Vector512.Sum(a.value + b.value);
+}
+
+/// <summary>256-bit registers (AVX2).</summary>
+internal readonly struct Simd256 : ISimdFloat<Simd256>
+{
+    private readonly Vector256<float> value;
+
+    private Simd256(Vector256<float> value) => this.value = value;
+
+    /// <inheritdoc />
+    public static int Lanes => Vector256<float>.Count;
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd256 Load(float* at) => new(Vector256.Load(at));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd256 EvenBFloat16(ushort* at) => new((Vector256.Load((uint*)at) << 16).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd256 OddBFloat16(ushort* at) => new((Vector256.Load((uint*)at) & Vector256.Create(0xFFFF0000u)).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 MultiplyAdd(Simd256 a, Simd256 b, Simd256 acc) => new(Vector256.FusedMultiplyAdd(a.value, b.value, acc.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumOfBoth(Simd256 a, Simd256 b) => Vector256.Sum(a.value + b.value);
+}
+
+/// <summary>128-bit registers (SSE, Arm AdvSIMD), and the software fallback elsewhere.</summary>
+internal readonly struct Simd128 : ISimdFloat<Simd128>
+{
+    private readonly Vector128<float> value;
+
+    private Simd128(Vector128<float> value) => this.value = value;
+
+    /// <inheritdoc />
+    public static int Lanes => Vector128<float>.Count;
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd128 Load(float* at) => new(Vector128.Load(at));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd128 EvenBFloat16(ushort* at) => new((Vector128.Load((uint*)at) << 16).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Simd128 OddBFloat16(ushort* at) => new((Vector128.Load((uint*)at) & Vector128.Create(0xFFFF0000u)).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 MultiplyAdd(Simd128 a, Simd128 b, Simd128 acc) => new(Vector128.FusedMultiplyAdd(a.value, b.value, acc.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumOfBoth(Simd128 a, Simd128 b) => Vector128.Sum(a.value + b.value);
+}
+
+/// <summary>The widest register width this CPU accelerates, which every managed kernel uses.</summary>
+internal static class SimdWidth
+{
+    /// <summary>512, 256 or 128.</summary>
+    public static int Bits { get; } =
+        Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 128;
+}
