@@ -1,3 +1,4 @@
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -10,7 +11,7 @@ namespace Cobra.AI.Modeling.Mamba;
 /// the full-sequence path used for prefill and the single-token recurrent <see cref="Step"/> used for decode.
 /// State-dict keys: in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj.
 /// </summary>
-internal sealed class MambaMixer : nn.Module
+internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
 {
     private readonly MambaConfig config;
 #pragma warning disable IDE1006 // field names are the state-dict keys
@@ -37,6 +38,9 @@ internal sealed class MambaMixer : nn.Module
         out_proj = new Linear(config.DInner, config.DModel, hasBias: false, dtype, device);
         RegisterComponents();
     }
+
+    /// <inheritdoc />
+    public bool UseManagedKernels { get; set; } = true;
 
     /// <summary>
     /// Full-sequence path: consumes <paramref name="hidden"/> [B, L, d_model] starting from
@@ -84,8 +88,16 @@ internal sealed class MambaMixer : nn.Module
     /// </summary>
     public Tensor Step(Tensor hidden, MambaLayerState state)
     {
-        var dtype = hidden.dtype;
         var xz = in_proj.forward(hidden);                                         // [B,2Di]
+        return UseManagedKernels && SelectiveStepCpu.Supports(hidden, state.Conv, state.Ssm)
+            ? FusedStep(xz, state)
+            : TorchStep(xz, state);
+    }
+
+    /// <summary>The step as torch ops: the device-generic path, and the oracle of <see cref="FusedStep"/>.</summary>
+    internal Tensor TorchStep(Tensor xz, MambaLayerState state)
+    {
+        var dtype = xz.dtype;
         var x = xz.narrow(-1, 0, config.DInner);                                 // [B,Di]
         var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,Di]
 
@@ -107,6 +119,16 @@ internal sealed class MambaMixer : nn.Module
                 + (xf * D.to(ScalarType.Float32));
         y *= F.silu(z.to(ScalarType.Float32));                                   // [B,Di]
         return out_proj.forward(y.to(dtype));                                     // [B,D]
+    }
+
+    /// <summary>The same step with the elementwise work in two fused CPU kernels (<see cref="SelectiveStepCpu"/>).</summary>
+    internal Tensor FusedStep(Tensor xz, MambaLayerState state)
+    {
+        var xConv = SelectiveStepCpu.ConvStep(xz, state.Conv, conv1d.Weight, conv1d.Bias); // [B,Di] (window updated)
+        var xDbl = x_proj.forward(xConv);                                          // [B,R+2N]
+        var deltaRaw = dt_proj.ForwardWithoutBias(xDbl.narrow(-1, 0, config.DtRank)); // [B,Di]
+        var y = SelectiveStepCpu.SsmStep(xConv, deltaRaw, xDbl, xz, state.Ssm, A_log, D, dt_proj.Bias!); // [B,Di] (state updated)
+        return out_proj.forward(y);                                               // [B,D]
     }
 
     /// <summary>x_proj then dt_proj without its bias (the bias is added in float32 inside the scan).</summary>
@@ -145,6 +167,12 @@ internal sealed class Conv1dWeights : nn.Module
         bias = new Parameter(torch.empty([channels], dtype, device), requires_grad: false);
         RegisterComponents();
     }
+
+    /// <summary>[Di, 1, K].</summary>
+    public Parameter Weight => weight;
+
+    /// <summary>[Di].</summary>
+    public Parameter Bias => bias;
 
     /// <summary>Valid (unpadded) depthwise conv of [B, Di, K−1+L] to [B, Di, L], in float32.</summary>
     public Tensor Apply(Tensor input) =>

@@ -39,20 +39,16 @@ internal sealed class MambaBlock : nn.Module
     /// </summary>
     public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, MambaLayerState state, ScanImplementation scan)
     {
-        var r = AddResidual(hidden, residual);                                  // [B,L,D] float32
-        return (mixer.Forward(norm.Normalize(r, hidden.dtype), state, scan), r);
+        var (normalized, r) = norm.AddAndNormalize(hidden, residual);            // [B,L,D] model dtype, float32
+        return (mixer.Forward(normalized, state, scan), r);
     }
 
     /// <summary>Recurrent path for one token per sequence: <paramref name="hidden"/> and <paramref name="residual"/> are [B, D].</summary>
     public (Tensor Hidden, Tensor Residual) Step(Tensor hidden, Tensor? residual, MambaLayerState state)
     {
-        var r = AddResidual(hidden, residual);                                  // [B,D] float32
-        return (mixer.Step(norm.Normalize(r, hidden.dtype), state), r);
+        var (normalized, r) = norm.AddAndNormalize(hidden, residual);            // [B,D] model dtype, float32
+        return (mixer.Step(normalized, state), r);
     }
-
-    /// <summary>r = float32(h) + r; the first block's residual is a copy, so the caller's input survives.</summary>
-    internal static Tensor AddResidual(Tensor hidden, Tensor? residual) =>
-        residual is null ? hidden.to(ScalarType.Float32, copy: true) : residual + hidden.to(ScalarType.Float32);
 }
 
 /// <summary>
@@ -120,7 +116,7 @@ internal sealed class MambaModel : nn.Module
             mixerOut = nextOut;
         }
 
-        var final = norm_f.Normalize(MambaBlock.AddResidual(mixerOut, residual), dtype);
+        var (final, _) = norm_f.AddAndNormalize(mixerOut, residual);
         trace?.Invoke("llm.final_hidden", final);
         return final;
     }

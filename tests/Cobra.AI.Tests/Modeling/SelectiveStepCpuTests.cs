@@ -1,0 +1,57 @@
+using Cobra.AI.Modeling;
+using Cobra.AI.Modeling.Kernels;
+using Cobra.AI.Modeling.Mamba;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Cobra.AI.Tests.Modeling;
+
+/// <summary>The fused decode step against the torch-op step it replaces (its oracle).</summary>
+public sealed class SelectiveStepCpuTests
+{
+    public SelectiveStepCpuTests() => TorchRuntime.EnsureInitialized();
+
+    [Theory]
+    [InlineData(ScalarType.Float32, 1, 1e-5)]
+    [InlineData(ScalarType.Float32, 3, 1e-5)]
+    [InlineData(ScalarType.BFloat16, 1, 1e-2)]
+    [InlineData(ScalarType.BFloat16, 5, 1e-2)]
+    public void Fused_step_equals_the_torch_op_step(ScalarType dtype, int rows, double tolerance)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        var config = new MambaConfig { DModel = 48, NLayer = 1, VocabSize = 100 };  // d_inner 96, dt_rank 3
+        var mixer = new MambaMixer(config, dtype, torch.CPU);
+        MambaRandomInit.Fill(mixer, seed: 11);
+        using var generator = new torch.Generator(5);
+        using var fusedState = MambaState.Zeros(config, rows, torch.CPU);
+        using var torchState = MambaState.Zeros(config, rows, torch.CPU);
+        var prefill = torch.randn([rows, config.DInner, config.DState], generator: generator);   // a prefill's float32 state
+        fusedState.Layers[0].Ssm.copy_(prefill);
+        torchState.Layers[0].Ssm.copy_(prefill);
+        Assert.True(SelectiveStepCpu.Supports(torch.empty([rows, config.DModel], dtype), fusedState.Layers[0].Conv, fusedState.Layers[0].Ssm));
+
+        for (int step = 0; step < 6; step++)
+        {
+            var hidden = torch.randn([rows, config.DModel], generator: generator).to(dtype);
+            var xz = torch.nn.functional.linear(hidden, mixer.named_parameters().First(p => p.name == "in_proj.weight").parameter);
+            var expected = mixer.TorchStep(xz, torchState.Layers[0]);
+            var actual = mixer.FusedStep(xz, fusedState.Layers[0]);
+            Assert.Equal(dtype, actual.dtype);
+            Golden.AssertClose(expected.to(ScalarType.Float32), actual.to(ScalarType.Float32), $"step {step} output", tolerance);
+            Golden.AssertClose(torchState.Layers[0].Conv, fusedState.Layers[0].Conv, $"step {step} conv window", 0);
+            Golden.AssertClose(torchState.Layers[0].Ssm, fusedState.Layers[0].Ssm, $"step {step} ssm state", tolerance);
+        }
+    }
+
+    [Fact]
+    public void Leaves_what_it_does_not_handle_to_torch_ops()
+    {
+        using var scope = torch.NewDisposeScope();
+        var hidden = torch.empty([1, 8]);
+        Assert.False(SelectiveStepCpu.Supports(hidden, torch.zeros([1, 16, 4]), torch.zeros([1, 16, 3])));            // d_state not a multiple of the lanes
+        Assert.False(SelectiveStepCpu.Supports(hidden.to(ScalarType.Float16), torch.zeros([1, 16, 4]), torch.zeros([1, 16, 16]))); // fp16
+        Assert.False(SelectiveStepCpu.Supports(hidden, torch.zeros([1, 16, 4]), torch.zeros([1, 16, 32]).transpose(1, 2))); // non-contiguous state
+    }
+}
