@@ -61,11 +61,19 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
         var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,L,Di]
 
         // 2. Causal depthwise conv over [last d_conv−1 inputs of the state | x]; keep the last d_conv inputs.
-        var history = state.Conv.narrow(-1, 1, config.DConv - 1).to(dtype);      // [B,Di,K−1]
-        var convInput = torch.cat([history, x.transpose(1, 2)], -1);             // [B,Di,K−1+L]
-        state.Conv.copy_(convInput.narrow(-1, length - 1, config.DConv));       // [B,Di,K]
-        var xConv = F.silu(conv1d.Apply(convInput))                              // [B,Di,L] (float32 accumulation)
+        Tensor xConv;                                                            // [B,L,Di]
+        if (UseManagedKernels && CausalConvCpu.Supports(xz, state.Conv))
+        {
+            xConv = CausalConvCpu.Forward(xz, state.Conv, conv1d.Weight, conv1d.Bias);
+        }
+        else
+        {
+            var history = state.Conv.narrow(-1, 1, config.DConv - 1).to(dtype);  // [B,Di,K−1]
+            var convInput = torch.cat([history, x.transpose(1, 2)], -1);         // [B,Di,K−1+L]
+            state.Conv.copy_(convInput.narrow(-1, length - 1, config.DConv));   // [B,Di,K]
+            xConv = F.silu(conv1d.Apply(convInput))                              // [B,Di,L] (float32 accumulation)
                      .to(dtype).transpose(1, 2);                                 // [B,L,Di]
+        }
 
         // 3. Input-dependent Δ, B, C.
         var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,L,Di], [B,L,N], [B,L,N]

@@ -1,0 +1,161 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Cobra.AI.Modeling.Kernels;
+
+/// <summary>
+/// The prefill's causal depthwise conv + SiLU (<see cref="Mamba.MambaMixer.Forward"/> step 2) as one CPU pass
+/// in the token-major layout the projections use: x̃[t, c] = SiLU(b[c] + Σ_k w[c, k] · x[t − (K−1) + k, c]),
+/// where positions before the chunk come from the conv state (the last K−1 inputs of the previous chunk).
+/// The torch-op path (cat with the history, transpose, conv1d, SiLU, transpose back) stays the device-generic
+/// path and the oracle. Lanes run over channels; channels are split over <see cref="KernelWorkers"/>.
+/// </summary>
+internal static class CausalConvCpu
+{
+    /// <summary>True when <see cref="Forward"/> handles these tensors.</summary>
+    public static bool Supports(Tensor xz, Tensor convState) =>
+        xz.device_type == DeviceType.CPU && convState.device_type == DeviceType.CPU && xz.dim() == 3
+        && (xz.dtype == ScalarType.Float32 || xz.dtype == ScalarType.BFloat16)
+        && convState.dtype == ScalarType.Float32 && convState.is_contiguous()
+        && convState.shape[0] == xz.shape[0] && 2 * convState.shape[1] == xz.shape[2];
+
+    /// <summary>
+    /// x = the first half of <paramref name="xz"/> [B, L, 2Di] (model dtype); returns x̃ [B, L, Di] in the model
+    /// dtype and leaves the last K inputs in <paramref name="convState"/> [B, Di, K] (float32).
+    /// <paramref name="weight"/> [Di, 1, K], <paramref name="bias"/> [Di].
+    /// </summary>
+    public static unsafe Tensor Forward(Tensor xz, Tensor convState, Tensor weight, Tensor bias)
+    {
+        int rows = (int)xz.shape[0], length = (int)xz.shape[1], channels = (int)convState.shape[1], width = (int)convState.shape[2];
+        bool bf16 = xz.dtype == ScalarType.BFloat16;
+        using var source = xz.contiguous();                                      // [B,L,2Di]
+        using var taps = weight.to(ScalarType.Float32).reshape(channels, width).t().contiguous(); // [K,Di] float32
+        using var offset = bias.to(ScalarType.Float32).contiguous();             // [Di]
+        var output = torch.empty([rows, length, channels], xz.dtype, torch.CPU); // [B,L,Di]
+        var job = new Job(TensorMemory.Address(source), TensorMemory.Address(convState), TensorMemory.Address(taps), TensorMemory.Address(offset),
+            TensorMemory.Address(output), rows, length, channels, width, bf16);
+        int blocks = (channels + Vector<float>.Count - 1) / Vector<float>.Count;
+        if ((long)rows * length * channels < 1 << 14)
+        {
+            Channels(job, 0, channels);
+        }
+        else
+        {
+            KernelWorkers.Run((part, parts) => Channels(job, Math.Min(channels, (int)((long)blocks * part / parts) * Vector<float>.Count), Math.Min(channels, (int)((long)blocks * (part + 1) / parts) * Vector<float>.Count)));
+        }
+
+        return output;
+    }
+
+    private readonly record struct Job(nint Xz, nint State, nint Taps, nint Bias, nint Output, int Rows, int Length, int Channels, int Width, bool BFloat16);
+
+    /// <summary>Channels [from, to) of every row and position; the window slides over registers-worth of channels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
+    private static unsafe void Channels(in Job job, int from, int to)
+    {
+        int lanes = Vector<float>.Count, width = job.Width, channels = job.Channels;
+        float* taps = (float*)job.Taps;                                          // [K,Di]
+        float* window = stackalloc float[width * lanes];                         // the last K inputs, [K, lanes]
+        for (int b = 0; b < job.Rows; b++)
+        {
+            for (int c0 = from; c0 < to; c0 += lanes)
+            {
+                int count = Math.Min(lanes, to - c0);
+                float* state = (float*)job.State + ((((long)b * channels) + c0) * width); // [count, K]
+
+                // 1. The window starts as the state: the last K inputs before this chunk, oldest first.
+                for (int k = 0; k < width; k++)
+                {
+                    for (int i = 0; i < lanes; i++)
+                    {
+                        window[(k * lanes) + i] = i < count ? state[((long)i * width) + k] : 0f;
+                    }
+                }
+
+                var bias = LoadPartial((float*)job.Bias + c0, count);
+                float* newest = window + ((width - 1) * lanes);
+                for (int t = 0; t < job.Length; t++)
+                {
+                    // 2. Slide out the oldest input, append x[t]; x̃[t] = SiLU(b + Σ_k w_k · window_k).
+                    for (int k = 0; k < width - 1; k++)
+                    {
+                        Store(Load(window + ((k + 1) * lanes)), window + (k * lanes));
+                    }
+
+                    long row = ((long)b * job.Length) + t;
+                    for (int i = 0; i < count; i++)
+                    {
+                        newest[i] = Read(job.Xz, (row * 2 * channels) + c0 + i, job.BFloat16);
+                    }
+
+                    var sum = Vector<float>.Zero;
+                    for (int k = 0; k < width; k++)
+                    {
+                        sum = Vector.FusedMultiplyAdd(Load(window + (k * lanes)), LoadPartial(taps + ((long)k * channels) + c0, count), sum);
+                    }
+
+                    var activated = Silu(sum + bias);
+                    for (int i = 0; i < count; i++)
+                    {
+                        Write(job.Output, (row * channels) + c0 + i, activated[i], job.BFloat16);
+                    }
+                }
+
+                // 3. The state keeps the last K inputs.
+                for (int i = 0; i < count; i++)
+                {
+                    for (int k = 0; k < width; k++)
+                    {
+                        state[((long)i * width) + k] = window[(k * lanes) + i];
+                    }
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector<float> Silu(Vector<float> v) => v / (Vector<float>.One + SelectiveScanCpu.Exp(-v));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float Read(nint data, long at, bool bf16) =>
+        bf16 ? BitConverter.Int32BitsToSingle(((ushort*)data)[at] << 16) : ((float*)data)[at];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Write(nint data, long at, float value, bool bf16)
+    {
+        if (bf16)
+        {
+            ((ushort*)data)[at] = BFloat16Bits.Round(value);
+        }
+        else
+        {
+            ((float*)data)[at] = value;
+        }
+    }
+
+    /// <summary><paramref name="count"/> floats (the rest zero) without reading past them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector<float> LoadPartial(float* at, int count)
+    {
+        if (count == Vector<float>.Count)
+        {
+            return Load(at);
+        }
+
+        Span<float> values = stackalloc float[Vector<float>.Count];
+        for (int i = 0; i < count; i++)
+        {
+            values[i] = at[i];
+        }
+
+        return new Vector<float>(values);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector<float> Load(float* at) => Unsafe.ReadUnaligned<Vector<float>>(at);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Store(Vector<float> value, float* at) => Unsafe.WriteUnaligned(at, value);
+}
