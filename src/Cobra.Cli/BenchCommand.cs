@@ -54,6 +54,10 @@ internal static class BenchCommand
         // The limits every figure is held against, probed in this process at this thread count.
         var limits = MachineLimits.Measure(readBytes, threads, gemms: part is "llm" or "vision", stdout);
         report["limits"] = limits;
+
+        // The probes' buffers (GiBs of arrays) are not the model's footprint: return them to the OS before
+        // the peak-RSS count restarts for each precision.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         report["read_gb_s"] = limits["read_gb_s"]!.DeepClone();
         report["bf16_peak_gflops"] = limits["bf16_peak_gflops"]!.DeepClone();
         report["fp32_peak_gflops"] = limits["fp32_peak_gflops"]!.DeepClone();

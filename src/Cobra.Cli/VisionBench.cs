@@ -29,6 +29,9 @@ internal static class VisionBench
         var siglipConfig = VisionLoader.RealArchitecture(VisionTowerFiles.SigLipArchitecture);
         using var model = RandomCobraModel.Build(llmConfig, dtype);
         var llm = model.LanguageModel;
+        long weightBytes = model.LanguageModel.parameters().Concat(model.Vision!.parameters()).Concat(model.Projector!.parameters()).Sum(p => p.NumberOfElements * p.ElementSize);
+        double rssLoaded = BenchCommand.RssMiB();
+        log.WriteLine($"[{name}] model built: {weightBytes / (double)(1L << 30):F2} GiB of weights, RSS {rssLoaded:F0} MiB (peak so far {BenchCommand.PeakRssMiB():F0} MiB)");
 
         var photo = RandomCobraModel.RandomPhoto(640, 480);
         double preprocessMs = Median(5, () => Prepare(photo).Dino.Dispose()) * 1e3;
@@ -45,6 +48,7 @@ internal static class VisionBench
         double peak = BenchCommand.PeakGflops(limits, precision);
         log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encodeMs:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {gflops / peak:P0} of the {peak:F0} GFLOP/s peak)");
 
+        log.WriteLine($"[{name}] after the towers: RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         var question = torch.randint(2, 50000, [1, questionTokens]);
         double ttft = Median(2, () =>
         {
@@ -54,7 +58,7 @@ internal static class VisionBench
             using var state = llm.NewState();
             _ = llm.Forward(embeds, state).argmax(-1).item<long>();
         });
-        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s");
+        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s; RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         return new JsonObject
         {
             ["preprocess_ms"] = Math.Round(preprocessMs, 1),
@@ -66,6 +70,8 @@ internal static class VisionBench
                 ["tflop_per_image"] = Math.Round(flops / 1e12, 3),
             },
             ["time_to_first_token_s"] = Math.Round(ttft, 2),
+            ["weight_gib"] = Math.Round(weightBytes / (double)(1L << 30), 2),
+            ["rss_after_build_mib"] = Math.Round(rssLoaded, 0),
             ["question_tokens"] = questionTokens,
         };
     }

@@ -48,7 +48,7 @@ public abstract class CobraVisionParityTests : IDisposable
         using var scope = torch.NewDisposeScope();
         using var expected = SafetensorsFile.Open(Golden.Expected(kitCase));
         var taps = new Dictionary<string, Tensor>();
-        model.EncodeImage(expected.Read("pixel_values.dino"), expected.Read("pixel_values.siglip"), (name, t) => taps[name] = t.clone());
+        model.EncodeImage(expected.Read("pixel_values.dino"), expected.Read("pixel_values.siglip"), (name, t) => taps[name] = t.clone().DetachFromDisposeScope());
 
         int blocks = model.Vision!.Dino.Config.Depth + model.Vision.SigLip.Config.Depth;
         Assert.Equal(blocks + 4, taps.Count);

@@ -69,12 +69,19 @@ internal sealed class VisionTransformer : nn.Module
         int lastBlock = trace is null ? config.FeatureBlock : blocks.Count - 1;
         for (int i = 0; i <= lastBlock; i++)
         {
-            x = RunBlock(i, x);                                                  // [B,prefix+P,D]
-            trace?.Invoke($"{name}.block{i}.out", x);
+            // One scope per block: the image holds one block's temporaries at a time, not all of them
+            // (~30 MB a block at 384 px, which the allocator kept as resident memory after the image).
+            // A trace (golden checks) keeps every temporary alive: what it clones stays valid after the call.
+            using var scope = trace is null ? torch.NewDisposeScope() : null;
+            var next = RunBlock(i, x);                                           // [B,prefix+P,D]
+            trace?.Invoke($"{name}.block{i}.out", next);
             if (i == config.FeatureBlock)
             {
-                features = TakeFeatures(x);                                      // [B,P,D]
+                features = TakeFeatures(next);                                   // [B,P,D]
+                features = scope is null ? features : features.MoveToOuterDisposeScope();
             }
+
+            x = scope is null ? next : next.MoveToOuterDisposeScope();
         }
 
         trace?.Invoke($"{name}.patch_features", features!);
