@@ -42,7 +42,8 @@ internal static class BenchCommand
             ["model"] = $"Mamba-2.8B dims (d_model {config.DModel}, {config.NLayer} layers, d_inner {config.DInner}, d_state {config.DState}, vocab {config.PaddedVocabSize}), random weights",
             ["threads"] = threads,
             ["prefill_tokens"] = prefillTokens,
-            ["simd_lanes"] = System.Numerics.Vector<float>.Count,
+            ["simd_lanes"] = Cobra.AI.Modeling.Kernels.SimdWidth.Bits / 32,            // float32 lanes of the GEMV (decode's weight stream)
+            ["elementwise_simd_lanes"] = System.Numerics.Vector<float>.Count,     // the scan, conv and step kernels (Vector<T>)
             ["managed_kernels"] = ManagedKernels.Resolve(true),
         };
         string part = cli.Get("part") ?? "llm";

@@ -73,6 +73,8 @@ public sealed class CpuGemvTests
     [Theory]
     [InlineData(ScalarType.BFloat16, 2)]
     [InlineData(ScalarType.BFloat16, 3)]
+    [InlineData(ScalarType.BFloat16, 4)]
+    [InlineData(ScalarType.BFloat16, 5)]
     [InlineData(ScalarType.BFloat16, 9)]
     [InlineData(ScalarType.BFloat16, 64)]
     [InlineData(ScalarType.Float32, 2)]
