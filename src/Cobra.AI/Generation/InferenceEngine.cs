@@ -92,6 +92,7 @@ internal sealed partial class InferenceEngine : IDisposable
     private double decodeStepMs = double.NaN;
     private double prefillTokenMs = double.NaN;
     private double visionUnitMs = double.NaN;
+    private bool visionLeads;                                                    // which kind of pending work opens the next slice
 
     /// <summary>Starts the inference thread for <paramref name="pipeline"/> (owned from now on).</summary>
     public InferenceEngine(CobraPipeline pipeline, EngineSettings settings, ILogger logger, DistributedStateStore? stateStore = null)
@@ -486,12 +487,17 @@ internal sealed partial class InferenceEngine : IDisposable
         bool streaming = decoding.Count > 0 && !double.IsNaN(decodeStepMs);
         double budgetMs = streaming ? decodeStepMs * settings.PendingWorkPerStep : double.PositiveInfinity;
         var clock = Stopwatch.StartNew();
+
+        // Prefill chunks and tower units take turns leading the slice, and the second runs only if the first
+        // left time: running both whatever the first cost put a chunk and a tower block between two tokens.
+        visionLeads = !visionLeads;
         bool progressed = false;
         while (!progressed || clock.Elapsed.TotalMilliseconds < budgetMs)
         {
-            bool prefilled = RunPrefillChunk(streaming, budgetMs - clock.Elapsed.TotalMilliseconds);
-            bool encoded = RunVisionUnits(streaming, budgetMs - clock.Elapsed.TotalMilliseconds);
-            if (!prefilled && !encoded)
+            bool first = visionLeads ? RunVisionUnits(streaming, budgetMs) : RunPrefillChunk(streaming, budgetMs);
+            double left = budgetMs - clock.Elapsed.TotalMilliseconds;
+            bool second = (!first || left > 0) && (visionLeads ? RunPrefillChunk(streaming, left) : RunVisionUnits(streaming, left));
+            if (!first && !second)
             {
                 return;
             }
