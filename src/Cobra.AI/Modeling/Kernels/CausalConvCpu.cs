@@ -74,32 +74,32 @@ internal static class CausalConvCpu
                     }
                 }
 
-                var bias = LoadPartial((float*)job.Bias + c0, count);
+                var bias = KernelMath.LoadPartial((float*)job.Bias + c0, count);
                 float* newest = window + ((width - 1) * lanes);
                 for (int t = 0; t < job.Length; t++)
                 {
                     // 2. Slide out the oldest input, append x[t]; x̃[t] = SiLU(b + Σ_k w_k · window_k).
                     for (int k = 0; k < width - 1; k++)
                     {
-                        Store(Load(window + ((k + 1) * lanes)), window + (k * lanes));
+                        KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
                     }
 
                     long row = ((long)b * job.Length) + t;
                     for (int i = 0; i < count; i++)
                     {
-                        newest[i] = Read(job.Xz, (row * 2 * channels) + c0 + i, job.BFloat16);
+                        newest[i] = KernelMath.Read(job.Xz, (row * 2 * channels) + c0 + i, job.BFloat16);
                     }
 
                     var sum = Vector<float>.Zero;
                     for (int k = 0; k < width; k++)
                     {
-                        sum = Vector.FusedMultiplyAdd(Load(window + (k * lanes)), LoadPartial(taps + ((long)k * channels) + c0, count), sum);
+                        sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), KernelMath.LoadPartial(taps + ((long)k * channels) + c0, count), sum);
                     }
 
-                    var activated = Silu(sum + bias);
+                    var activated = KernelMath.Silu(sum + bias);
                     for (int i = 0; i < count; i++)
                     {
-                        Write(job.Output, (row * channels) + c0 + i, activated[i], job.BFloat16);
+                        KernelMath.Write(job.Output, (row * channels) + c0 + i, activated[i], job.BFloat16);
                     }
                 }
 
@@ -114,48 +114,4 @@ internal static class CausalConvCpu
             }
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<float> Silu(Vector<float> v) => v / (Vector<float>.One + SelectiveScanCpu.Exp(-v));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe float Read(nint data, long at, bool bf16) =>
-        bf16 ? BitConverter.Int32BitsToSingle(((ushort*)data)[at] << 16) : ((float*)data)[at];
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Write(nint data, long at, float value, bool bf16)
-    {
-        if (bf16)
-        {
-            ((ushort*)data)[at] = BFloat16Bits.Round(value);
-        }
-        else
-        {
-            ((float*)data)[at] = value;
-        }
-    }
-
-    /// <summary><paramref name="count"/> floats (the rest zero) without reading past them.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector<float> LoadPartial(float* at, int count)
-    {
-        if (count == Vector<float>.Count)
-        {
-            return Load(at);
-        }
-
-        Span<float> values = stackalloc float[Vector<float>.Count];
-        for (int i = 0; i < count; i++)
-        {
-            values[i] = at[i];
-        }
-
-        return new Vector<float>(values);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector<float> Load(float* at) => Unsafe.ReadUnaligned<Vector<float>>(at);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Store(Vector<float> value, float* at) => Unsafe.WriteUnaligned(at, value);
 }

@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 using Cobra.AI.Modeling.Mamba;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -85,17 +84,17 @@ internal static class SelectiveScanCpu
         Vector<float>* a = stackalloc Vector<float>[s.States];                   // A[:, n]
         for (int n = 0; n < s.States; n++)
         {
-            h[n] = Load(state + ((long)n * s.Channels));
-            a[n] = Load((float*)p.AByState + ((long)n * s.Channels) + d0);
+            h[n] = KernelMath.Load(state + ((long)n * s.Channels));
+            a[n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0);
         }
 
-        var dSkip = Load((float*)p.DSkip + d0);
-        var deltaBias = Load((float*)p.DeltaBias + d0);
+        var dSkip = KernelMath.Load((float*)p.DSkip + d0);
+        var deltaBias = KernelMath.Load((float*)p.DeltaBias + d0);
         for (int t = 0; t < s.Length; t++)
         {
             long row = start + ((long)t * s.Channels);
-            var dt = Softplus(LoadWide(p.Delta, row, s.BFloat16) + deltaBias);  // Δ_t
-            var x = LoadWide(p.U, row, s.BFloat16);                              // x̃_t
+            var dt = KernelMath.Softplus(KernelMath.LoadWide(p.Delta, row, s.BFloat16) + deltaBias);  // Δ_t
+            var x = KernelMath.LoadWide(p.U, row, s.BFloat16);                              // x̃_t
             var dtx = dt * x;
             float* bt = bm + ((long)t * s.States);
             float* ct = cm + ((long)t * s.States);
@@ -106,10 +105,10 @@ internal static class SelectiveScanCpu
             int n = 0;
             for (; n + 4 <= s.States; n += 4)
             {
-                h[n] = Vector.FusedMultiplyAdd(Exp(dt * a[n]), h[n], dtx * bt[n]);                     // h = exp(ΔA) h + Δ B x̃
-                h[n + 1] = Vector.FusedMultiplyAdd(Exp(dt * a[n + 1]), h[n + 1], dtx * bt[n + 1]);
-                h[n + 2] = Vector.FusedMultiplyAdd(Exp(dt * a[n + 2]), h[n + 2], dtx * bt[n + 2]);
-                h[n + 3] = Vector.FusedMultiplyAdd(Exp(dt * a[n + 3]), h[n + 3], dtx * bt[n + 3]);
+                h[n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n]), h[n], dtx * bt[n]);                     // h = exp(ΔA) h + Δ B x̃
+                h[n + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n + 1]), h[n + 1], dtx * bt[n + 1]);
+                h[n + 2] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n + 2]), h[n + 2], dtx * bt[n + 2]);
+                h[n + 3] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n + 3]), h[n + 3], dtx * bt[n + 3]);
                 acc0 = Vector.FusedMultiplyAdd(h[n], new Vector<float>(ct[n]), acc0);
                 acc1 = Vector.FusedMultiplyAdd(h[n + 1], new Vector<float>(ct[n + 1]), acc1);
                 acc2 = Vector.FusedMultiplyAdd(h[n + 2], new Vector<float>(ct[n + 2]), acc2);
@@ -118,20 +117,20 @@ internal static class SelectiveScanCpu
 
             for (; n < s.States; n++)
             {
-                h[n] = Vector.FusedMultiplyAdd(Exp(dt * a[n]), h[n], dtx * bt[n]);
+                h[n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n]), h[n], dtx * bt[n]);
                 acc0 = Vector.FusedMultiplyAdd(h[n], new Vector<float>(ct[n]), acc0);
             }
 
             var acc = (acc0 + acc1) + (acc2 + acc3);
 
-            var gate = LoadWide(p.Z, row, s.BFloat16);
-            var silu = gate / (Vector<float>.One + Exp(-gate));
-            StoreNarrow((acc + (dSkip * x)) * silu, p.Output, row, s.BFloat16);
+            var gate = KernelMath.LoadWide(p.Z, row, s.BFloat16);
+            var silu = gate / (Vector<float>.One + KernelMath.Exp(-gate));
+            KernelMath.StoreNarrow((acc + (dSkip * x)) * silu, p.Output, row, s.BFloat16);
         }
 
         for (int n = 0; n < s.States; n++)
         {
-            Store(h[n], state + ((long)n * s.Channels));
+            KernelMath.Store(h[n], state + ((long)n * s.Channels));
         }
     }
 
@@ -152,8 +151,8 @@ internal static class SelectiveScanCpu
             for (int t = 0; t < s.Length; t++)
             {
                 long at = column + ((long)t * s.Channels);
-                float dt = SoftplusScalar(ReadWide(p.Delta, at, s.BFloat16) + ((float*)p.DeltaBias)[d]);
-                float x = ReadWide(p.U, at, s.BFloat16), gate = ReadWide(p.Z, at, s.BFloat16);
+                float dt = KernelMath.Softplus(KernelMath.Read(p.Delta, at, s.BFloat16) + ((float*)p.DeltaBias)[d]);
+                float x = KernelMath.Read(p.U, at, s.BFloat16), gate = KernelMath.Read(p.Z, at, s.BFloat16);
                 float* bt = (float*)p.B + (((long)b * s.Length) + t) * s.States;
                 float* ct = (float*)p.C + (((long)b * s.Length) + t) * s.States;
                 float acc = 0;
@@ -182,101 +181,4 @@ internal static class SelectiveScanCpu
             }
         }
     }
-
-    /// <summary>
-    /// e^x to within 1.2e-7 relative (Cephes' expf: x = n ln2 + r, degree-6 polynomial in r, 2^n via the
-    /// exponent bits). About 4x faster than <see cref="Vector.Exp(Vector{float})"/>, which dominates the scan.
-    /// Inputs below −87.3 give ~1e-38 instead of 0 (a decay factor that small is zero for every purpose).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector<float> Exp(Vector<float> x)
-    {
-        x = Vector.Min(Vector.Max(x, new Vector<float>(-87.33654f)), new Vector<float>(88.72283f));
-        var n = Vector.Round(x * new Vector<float>(1.44269504088896341f));     // round(x / ln 2)
-        var r = Vector.FusedMultiplyAdd(n, new Vector<float>(-0.693359375f), x); // ln 2 split in two for accuracy
-        r = Vector.FusedMultiplyAdd(n, new Vector<float>(2.12194440e-4f), r);
-        var p = new Vector<float>(1.9875691500e-4f);
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(1.3981999507e-3f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(8.3334519073e-3f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(4.1665795894e-2f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(1.6666665459e-1f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(5.0000001201e-1f));
-        p = Vector.FusedMultiplyAdd(p * r, r, r + Vector<float>.One);
-        var twoToN = Vector.AsVectorSingle((Vector.ConvertToInt32(n) + new Vector<int>(127)) << 23);
-        return p * twoToN;
-    }
-
-    /// <summary>softplus(v) with torch's threshold 20 (the identity above it); log1p(e^v) kept accurate for small e^v.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<float> Softplus(Vector<float> v)
-    {
-        var e = Exp(v);
-        var onePlus = Vector<float>.One + e;
-        var log1p = Vector.ConditionalSelect(Vector.Equals(onePlus, Vector<float>.One), e, Vector.Log(onePlus) * (e / (onePlus - Vector<float>.One)));
-        return Vector.ConditionalSelect(Vector.GreaterThan(v, new Vector<float>(20f)), v, log1p);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float SoftplusScalar(float v)
-    {
-        if (v > 20f)
-        {
-            return v;
-        }
-
-        float e = MathF.Exp(v);
-        float onePlus = 1f + e;
-        return onePlus == 1f ? e : MathF.Log(onePlus) * (e / (onePlus - 1f));
-    }
-
-    /// <summary>Vector&lt;float&gt;.Count values at element <paramref name="at"/>, widened from bf16 when <paramref name="bf16"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector<float> LoadWide(nint data, long at, bool bf16)
-    {
-        if (!bf16)
-        {
-            return Load((float*)data + at);
-        }
-
-        if (Vector<float>.Count == Vector256<float>.Count && Vector256.IsHardwareAccelerated)
-        {
-            var raw = Vector128.Load((ushort*)data + at).ToVector256Unsafe();   // 8 bf16 in the low half
-            return (Vector256.WidenLower(raw) << 16).AsSingle().AsVector();
-        }
-
-        Span<float> values = stackalloc float[Vector<float>.Count];
-        for (int i = 0; i < values.Length; i++)
-        {
-            values[i] = BitConverter.Int32BitsToSingle(((ushort*)data)[at + i] << 16);
-        }
-
-        return new Vector<float>(values);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe float ReadWide(nint data, long at, bool bf16) =>
-        bf16 ? BitConverter.Int32BitsToSingle(((ushort*)data)[at] << 16) : ((float*)data)[at];
-
-    /// <summary>Stores a vector at element <paramref name="at"/>, rounded to bf16 (nearest even) when <paramref name="bf16"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void StoreNarrow(Vector<float> value, nint data, long at, bool bf16)
-    {
-        if (!bf16)
-        {
-            Store(value, (float*)data + at);
-            return;
-        }
-
-        ushort* to = (ushort*)data + at;
-        for (int i = 0; i < Vector<float>.Count; i++)
-        {
-            to[i] = BFloat16Bits.Round(value[i]);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector<float> Load(float* at) => Unsafe.ReadUnaligned<Vector<float>>(at);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Store(Vector<float> value, float* at) => Unsafe.WriteUnaligned(at, value);
 }

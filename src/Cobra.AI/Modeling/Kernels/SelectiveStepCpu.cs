@@ -107,15 +107,15 @@ internal static class SelectiveStepCpu
                     window[i] = window[i + 1];
                 }
 
-                window[job.Width - 1] = Read(job.Xz, ((long)b * job.XzStride) + c, job.BFloat16);
+                window[job.Width - 1] = KernelMath.Read(job.Xz, ((long)b * job.XzStride) + c, job.BFloat16);
                 float sum = 0;
                 for (int i = 0; i < job.Width; i++)
                 {
-                    sum += window[i] * Read(job.Weight, w + i, job.BFloat16);
+                    sum += window[i] * KernelMath.Read(job.Weight, w + i, job.BFloat16);
                 }
 
-                sum += Read(job.Bias, c, job.BFloat16);
-                Write(job.Output, ((long)b * job.Channels) + c, Silu(sum), job.BFloat16);
+                sum += KernelMath.Read(job.Bias, c, job.BFloat16);
+                KernelMath.Write(job.Output, ((long)b * job.Channels) + c, KernelMath.Silu(sum), job.BFloat16);
             }
         }
     }
@@ -142,8 +142,8 @@ internal static class SelectiveStepCpu
             long projectedRow = ((long)b * job.ProjectedStride) + job.ProjectedStride - (2 * states);
             for (int n = 0; n < states; n++)
             {
-                bRows[(b * states) + n] = Read(job.Projected, projectedRow + n, job.BFloat16);
-                cRows[(b * states) + n] = Read(job.Projected, projectedRow + states + n, job.BFloat16);
+                bRows[(b * states) + n] = KernelMath.Read(job.Projected, projectedRow + n, job.BFloat16);
+                cRows[(b * states) + n] = KernelMath.Read(job.Projected, projectedRow + states + n, job.BFloat16);
             }
         }
 
@@ -152,81 +152,31 @@ internal static class SelectiveStepCpu
         {
             for (int n = 0; n < states; n++)
             {
-                a[n] = -MathF.Exp(Read(job.A, ((long)c * states) + n, job.BFloat16));
+                a[n] = -MathF.Exp(KernelMath.Read(job.A, ((long)c * states) + n, job.BFloat16));
             }
 
-            float deltaBias = Read(job.DeltaBias, c, job.BFloat16), dSkip = Read(job.D, c, job.BFloat16);
+            float deltaBias = KernelMath.Read(job.DeltaBias, c, job.BFloat16), dSkip = KernelMath.Read(job.D, c, job.BFloat16);
             for (int b = 0; b < job.Rows; b++)
             {
                 long at = ((long)b * job.Channels) + c;
-                float delta = Softplus(Read(job.Delta, at, job.BFloat16) + deltaBias);
-                float x = Read(job.X, at, job.BFloat16);
-                float z = Read(job.Xz, at + ((long)(b + 1) * job.Channels), job.BFloat16); // xz[b, Di + c]
+                float delta = KernelMath.Softplus(KernelMath.Read(job.Delta, at, job.BFloat16) + deltaBias);
+                float x = KernelMath.Read(job.X, at, job.BFloat16);
+                float z = KernelMath.Read(job.Xz, at + ((long)(b + 1) * job.Channels), job.BFloat16); // xz[b, Di + c]
                 float* h = (float*)job.State + (at * states);                            // [N]
                 var deltaVector = new Vector<float>(delta);
                 var deltaX = new Vector<float>(delta * x);
                 var y = Vector<float>.Zero;
                 for (int n = 0; n < states; n += lanes)
                 {
-                    var decay = SelectiveScanCpu.Exp(deltaVector * Load(a + n));                      // exp(ΔA)
-                    var cached = job.BFloat16 ? RoundToBFloat16(Load(h + n)) : Load(h + n);        // as the cache's dtype holds it
-                    var next = (deltaX * Load(bRows + (b * states) + n)) + (decay * cached);        // Δ x̃ B + exp(ΔA) h
-                    Store(next, h + n);
-                    y += next * Load(cRows + (b * states) + n);                                   // C · h, per lane
+                    var decay = KernelMath.Exp(deltaVector * KernelMath.Load(a + n));                      // exp(ΔA)
+                    var cached = job.BFloat16 ? KernelMath.RoundToBFloat16(KernelMath.Load(h + n)) : KernelMath.Load(h + n);        // as the cache's dtype holds it
+                    var next = (deltaX * KernelMath.Load(bRows + (b * states) + n)) + (decay * cached);        // Δ x̃ B + exp(ΔA) h
+                    KernelMath.Store(next, h + n);
+                    y += next * KernelMath.Load(cRows + (b * states) + n);                                   // C · h, per lane
                 }
 
-                Write(job.Output, at, (Vector.Sum(y) + (x * dSkip)) * Silu(z), job.BFloat16);
+                KernelMath.Write(job.Output, at, (Vector.Sum(y) + (x * dSkip)) * KernelMath.Silu(z), job.BFloat16);
             }
         }
     }
-
-    /// <summary>softplus with torch's threshold 20 (the identity above it); log1p kept accurate for small e^v.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Softplus(float v)
-    {
-        if (v > 20f)
-        {
-            return v;
-        }
-
-        float u = MathF.Exp(v);
-        float onePlus = 1f + u;
-        return onePlus == 1f ? u : MathF.Log(onePlus) * (u / (onePlus - 1f));    // log1p(u), Goldberg's correction
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Silu(float v) => v / (1f + MathF.Exp(-v));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe float Read(nint data, long at, bool bf16) =>
-        bf16 ? BitConverter.Int32BitsToSingle(((ushort*)data)[at] << 16) : ((float*)data)[at];
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Write(nint data, long at, float value, bool bf16)
-    {
-        if (bf16)
-        {
-            ((ushort*)data)[at] = BFloat16Bits.Round(value);
-        }
-        else
-        {
-            ((float*)data)[at] = value;
-        }
-    }
-
-    /// <summary>Each lane rounded to the nearest bf16 (ties to even) and widened back: the bf16 cache's read.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector<float> RoundToBFloat16(Vector<float> value)
-    {
-        var bits = Vector.AsVectorUInt32(value);
-        var rounded = (bits + new Vector<uint>(0x7FFFu) + ((bits >> 16) & Vector<uint>.One)) & new Vector<uint>(0xFFFF0000u);
-        var nan = Vector.GreaterThan(bits & new Vector<uint>(0x7FFF_FFFFu), new Vector<uint>(0x7F80_0000u));
-        return Vector.AsVectorSingle(Vector.ConditionalSelect(nan, bits | new Vector<uint>(0x0040_0000u), rounded));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector<float> Load(float* at) => Unsafe.ReadUnaligned<Vector<float>>(at);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Store(Vector<float> value, float* at) => Unsafe.WriteUnaligned(at, value);
 }
