@@ -43,13 +43,25 @@ public sealed class ManagedKernelSwitchTests
             return model.Forward(embeds, state, allPositions: true, scan);
         }
 
+        Tensor Decode()
+        {
+            using var state = model.NewState();
+            model.Forward(embeds, state);
+            return torch.stack([.. new long[] { 3, 9, 1 }.Select(id => model.Step(torch.tensor(new[] { id }), state))]); // [3,1,V]
+        }
+
         var managed = Prefill(null);
+        var managedSteps = Decode();
         Assert.True(managed.equal(Prefill(SelectiveScanCpu.Run)).all().item<bool>());
         ManagedKernels.Configure(model, enabled: false);
         var linears = model.named_modules().Select(m => m.module).OfType<Cobra.AI.Modeling.Linear>().ToArray();
         Assert.Equal(4 * 2, linears.Length);
         Assert.DoesNotContain(linears, l => l.UseManagedKernels);
+        var switches = model.named_modules().Select(m => m.module).OfType<IManagedKernelSwitch>().ToArray();
+        Assert.Equal((4 * 2) + 2 + 2 + 1, switches.Length);                      // linears, mixers (conv, step), block norms, norm_f
+        Assert.DoesNotContain(switches, k => k.UseManagedKernels);
         Assert.False(model.UseManagedKernels);
+        Golden.AssertClose(managedSteps, Decode(), "device-generic vs managed decode steps");
         var generic = Prefill(null);
         Assert.True(generic.equal(Prefill(SelectiveScan.DeviceGeneric)).all().item<bool>());
         Assert.False(generic.equal(managed).all().item<bool>(), "the two paths round differently, so the switch is visible");
