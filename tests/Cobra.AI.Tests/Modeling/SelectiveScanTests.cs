@@ -46,6 +46,22 @@ public sealed class SelectiveScanTests
         AssertClose(hRef, hCpu, "cpu state");
     }
 
+    /// <summary>Channel counts that split into pairs of blocks, a lone block and a partial tail at every register width.</summary>
+    [Theory]
+    [InlineData(44)]
+    [InlineData(56)]
+    [InlineData(5)]
+    public void Cpu_kernel_equals_the_oracle_for_every_channel_split(int channels)
+    {
+        using var scope = torch.NewDisposeScope();
+        var inputs = RandomInputs(batch: 2, length: 23, channels, dState: 16, seed: channels);
+        var initial = torch.randn(2, channels, 16);
+        var (yRef, hRef) = SelectiveScan.Sequential(inputs, initial);
+        var (yCpu, hCpu) = SelectiveScanCpu.Run(inputs, initial);
+        AssertClose(yRef, yCpu, $"cpu output, {channels} channels");
+        AssertClose(hRef, hCpu, $"cpu state, {channels} channels");
+    }
+
     [Fact]
     public void Chunk_size_does_not_change_the_result()
     {

@@ -44,16 +44,29 @@ internal static class SelectiveScanCpu
             TensorMemory.Address(u), TensorMemory.Address(delta), TensorMemory.Address(deltaBias), TensorMemory.Address(aByState), TensorMemory.Address(bm),
             TensorMemory.Address(cm), TensorMemory.Address(dSkip), TensorMemory.Address(z), TensorMemory.Address(stateByState), TensorMemory.Address(output));
 
-        int blocksPerBatch = (shape.Channels + Vector<float>.Count - 1) / Vector<float>.Count;
-        int workItems = shape.Batch * blocksPerBatch;
-
-        // Each part takes a contiguous run of channel blocks, so neighbouring blocks share cache lines.
+        // Work items are pairs of channel blocks (two independent recurrences interleaved keep more of the
+        // core's pipelines busy than one); each part takes a contiguous run of them.
+        int pair = 2 * Vector<float>.Count;
+        int pairsPerBatch = (shape.Channels + pair - 1) / pair;
+        int workItems = shape.Batch * pairsPerBatch;
         KernelWorkers.Run((part, parts) =>
         {
             int end = (int)((long)workItems * (part + 1) / parts);
             for (int item = (int)((long)workItems * part / parts); item < end; item++)
             {
-                ScanBlock(shape, buffers, item / blocksPerBatch, (item % blocksPerBatch) * Vector<float>.Count);
+                int b = item / pairsPerBatch, d0 = (item % pairsPerBatch) * pair;
+                if (d0 + pair <= shape.Channels)
+                {
+                    ScanPair(shape, buffers, b, d0);
+                }
+                else
+                {
+                    ScanBlock(shape, buffers, b, d0);
+                    if (d0 + Vector<float>.Count < shape.Channels)
+                    {
+                        ScanBlock(shape, buffers, b, d0 + Vector<float>.Count);
+                    }
+                }
             }
         });
 
@@ -63,6 +76,92 @@ internal static class SelectiveScanCpu
     private readonly record struct ScanShape(int Batch, int Length, int Channels, int States, bool BFloat16);
 
     private readonly record struct ScanBuffers(nint U, nint Delta, nint DeltaBias, nint AByState, nint B, nint C, nint DSkip, nint Z, nint State, nint Output);
+
+    /// <summary>
+    /// Scans channels [d0, d0 + 2·lanes) of batch item b: <see cref="ScanBlock"/>'s arithmetic for two blocks at
+    /// once, lane for lane the same operations (results do not depend on which of the two ran a channel).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
+    private static unsafe void ScanPair(ScanShape s, ScanBuffers p, int b, int d0)
+    {
+        int lanes = Vector<float>.Count;
+        long start = ((long)b * s.Length * s.Channels) + d0;                   // element offset of (b, 0, d0)
+        float* bm = (float*)p.B + ((long)b * s.Length * s.States);
+        float* cm = (float*)p.C + ((long)b * s.Length * s.States);
+        float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
+
+        Vector<float>* h = stackalloc Vector<float>[2 * s.States];               // h[2n], h[2n+1]: the two blocks
+        Vector<float>* a = stackalloc Vector<float>[2 * s.States];               // A[:, n] likewise
+        for (int n = 0; n < s.States; n++)
+        {
+            h[2 * n] = KernelMath.Load(state + ((long)n * s.Channels));
+            h[(2 * n) + 1] = KernelMath.Load(state + ((long)n * s.Channels) + lanes);
+            a[2 * n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0);
+            a[(2 * n) + 1] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes);
+        }
+
+        var dSkip0 = KernelMath.Load((float*)p.DSkip + d0);
+        var dSkip1 = KernelMath.Load((float*)p.DSkip + d0 + lanes);
+        var deltaBias0 = KernelMath.Load((float*)p.DeltaBias + d0);
+        var deltaBias1 = KernelMath.Load((float*)p.DeltaBias + d0 + lanes);
+        for (int t = 0; t < s.Length; t++)
+        {
+            long row = start + ((long)t * s.Channels);
+            var dt0 = KernelMath.Softplus(KernelMath.LoadWide(p.Delta, row, s.BFloat16) + deltaBias0);          // Δ_t
+            var dt1 = KernelMath.Softplus(KernelMath.LoadWide(p.Delta, row + lanes, s.BFloat16) + deltaBias1);
+            var x0 = KernelMath.LoadWide(p.U, row, s.BFloat16);                                                  // x̃_t
+            var x1 = KernelMath.LoadWide(p.U, row + lanes, s.BFloat16);
+            var dtx0 = dt0 * x0;
+            var dtx1 = dt1 * x1;
+            float* bt = bm + ((long)t * s.States);
+            float* ct = cm + ((long)t * s.States);
+
+            // y = C · h over four partial sums per block, as in ScanBlock.
+            Vector<float> acc0 = Vector<float>.Zero, acc1 = Vector<float>.Zero, acc2 = Vector<float>.Zero, acc3 = Vector<float>.Zero;
+            Vector<float> bcc0 = Vector<float>.Zero, bcc1 = Vector<float>.Zero, bcc2 = Vector<float>.Zero, bcc3 = Vector<float>.Zero;
+            int n = 0;
+            for (; n + 4 <= s.States; n += 4)
+            {
+                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
+                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
+                h[2 * (n + 1)] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
+                h[(2 * (n + 1)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
+                h[2 * (n + 2)] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
+                h[(2 * (n + 2)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
+                h[2 * (n + 3)] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
+                h[(2 * (n + 3)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
+                acc0 = Vector.FusedMultiplyAdd(h[2 * n], new Vector<float>(ct[n]), acc0);
+                bcc0 = Vector.FusedMultiplyAdd(h[(2 * n) + 1], new Vector<float>(ct[n]), bcc0);
+                acc1 = Vector.FusedMultiplyAdd(h[2 * (n + 1)], new Vector<float>(ct[n + 1]), acc1);
+                bcc1 = Vector.FusedMultiplyAdd(h[(2 * (n + 1)) + 1], new Vector<float>(ct[n + 1]), bcc1);
+                acc2 = Vector.FusedMultiplyAdd(h[2 * (n + 2)], new Vector<float>(ct[n + 2]), acc2);
+                bcc2 = Vector.FusedMultiplyAdd(h[(2 * (n + 2)) + 1], new Vector<float>(ct[n + 2]), bcc2);
+                acc3 = Vector.FusedMultiplyAdd(h[2 * (n + 3)], new Vector<float>(ct[n + 3]), acc3);
+                bcc3 = Vector.FusedMultiplyAdd(h[(2 * (n + 3)) + 1], new Vector<float>(ct[n + 3]), bcc3);
+            }
+
+            for (; n < s.States; n++)
+            {
+                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
+                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
+                acc0 = Vector.FusedMultiplyAdd(h[2 * n], new Vector<float>(ct[n]), acc0);
+                bcc0 = Vector.FusedMultiplyAdd(h[(2 * n) + 1], new Vector<float>(ct[n]), bcc0);
+            }
+
+            var y0 = (acc0 + acc1) + (acc2 + acc3);
+            var y1 = (bcc0 + bcc1) + (bcc2 + bcc3);
+            var gate0 = KernelMath.LoadWide(p.Z, row, s.BFloat16);
+            var gate1 = KernelMath.LoadWide(p.Z, row + lanes, s.BFloat16);
+            KernelMath.StoreNarrow((y0 + (dSkip0 * x0)) * (gate0 / (Vector<float>.One + KernelMath.Exp(-gate0))), p.Output, row, s.BFloat16);
+            KernelMath.StoreNarrow((y1 + (dSkip1 * x1)) * (gate1 / (Vector<float>.One + KernelMath.Exp(-gate1))), p.Output, row + lanes, s.BFloat16);
+        }
+
+        for (int n = 0; n < s.States; n++)
+        {
+            KernelMath.Store(h[2 * n], state + ((long)n * s.Channels));
+            KernelMath.Store(h[(2 * n) + 1], state + ((long)n * s.Channels) + lanes);
+        }
+    }
 
     /// <summary>Scans channels [d0, d0 + lanes) of batch item b over the whole sequence.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
