@@ -156,15 +156,13 @@ internal static class BenchCommand
 
         // The same read over the memory decode streams: the weights themselves (in a VM their pages can read
         // slower than fresh probe buffers; this separates the kernel's efficiency from where the weights live).
-        double weightsReadMs = Median(3, () => MachineLimits.ReadTensors(model.parameters(), KernelThreads())) * 1e3;
+        double weightsReadMs = Median(3, () => MachineLimits.ReadTensors(model.parameters(), Cobra.AI.Modeling.Kernels.KernelWorkers.Parallelism)) * 1e3;
         decode["weights_read_ms"] = Math.Round(weightsReadMs, 1);
         decode["ratio_to_weights_read"] = Math.Round(decode["median_ms_per_token"]!.GetValue<double>() / weightsReadMs, 3);
         log.WriteLine($"[{name}] a plain read of the weights' own memory: {weightsReadMs:F0} ms -> decode at {decode["ratio_to_weights_read"]}x it");
         result["decode"] = decode;
         return result;
     }
-
-    private static int KernelThreads() => Cobra.AI.Modeling.Kernels.KernelWorkers.Parallelism;
 
     /// <summary>GEMM FLOPs of one token through every layer (in_proj, x_proj, dt_proj, out_proj), as performance.md counts them.</summary>
     internal static double GemmFlopsPerToken(MambaConfig c) =>

@@ -103,7 +103,7 @@ internal static class MachineLimits
                 float acc = 0;
                 foreach (var buffer in buffers)
                 {
-                    acc += Sum(buffer, t * slice, slice);
+                    acc += Sum(buffer.AsSpan(t * slice, slice));
                 }
 
                 partial[t] = acc;
@@ -125,23 +125,15 @@ internal static class MachineLimits
         var sinks = new float[threads];
         return OnThreads(threads, part =>
         {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            float acc = 0;
             foreach (var tensor in all)
             {
-                var floats = MemoryMarshal.Cast<byte, float>(tensor.bytes);
-                ref float p = ref MemoryMarshal.GetReference(floats);
-                int from = (int)((long)floats.Length * part / threads / 32 * 32);
-                int to = part == threads - 1 ? floats.Length / 32 * 32 : (int)((long)floats.Length * (part + 1) / threads / 32 * 32);
-                for (int i = from; i < to; i += 32)
-                {
-                    a0 += Vector256.LoadUnsafe(ref p, (nuint)i);
-                    a1 += Vector256.LoadUnsafe(ref p, (nuint)(i + 8));
-                    a2 += Vector256.LoadUnsafe(ref p, (nuint)(i + 16));
-                    a3 += Vector256.LoadUnsafe(ref p, (nuint)(i + 24));
-                }
+                ReadOnlySpan<float> floats = MemoryMarshal.Cast<byte, float>(tensor.bytes);
+                int from = (int)((long)floats.Length * part / threads), to = (int)((long)floats.Length * (part + 1) / threads);
+                acc += Sum(floats[from..to]);
             }
 
-            sinks[part] = Vector256.Sum(a0 + a1 + a2 + a3);
+            sinks[part] = acc;
         });
     }
 
@@ -215,10 +207,10 @@ internal static class MachineLimits
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Sum(float[] buffer, int from, int count)
+    private static float Sum(ReadOnlySpan<float> values)
     {
-        ref float p = ref MemoryMarshal.GetArrayDataReference(buffer);
-        nuint start = (nuint)from, end = (nuint)(from + count);
+        ref float p = ref MemoryMarshal.GetReference(values);
+        nuint start = 0, end = (nuint)values.Length;
         if (Vector512.IsHardwareAccelerated)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;

@@ -20,6 +20,7 @@ internal static class AddRmsNormCpu
                                  && residual.shape.SequenceEqual(hidden.shape)));
 
     /// <summary>Returns (RMSNorm(r) in the dtype of <paramref name="hidden"/>, r) for r = h + residual.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     public static unsafe (Tensor Normalized, Tensor Residual) Run(Tensor hidden, Tensor? residual, Tensor weight, float epsilon)
     {
         int rows = (int)hidden.shape[0], width = (int)hidden.shape[1];
@@ -28,7 +29,7 @@ internal static class AddRmsNormCpu
         using var w = weight.to(ScalarType.Float32).contiguous();               // [D]
         var r = torch.empty([rows, width], ScalarType.Float32, torch.CPU);      // [B,D]
         var normalized = torch.empty([rows, width], hidden.dtype, torch.CPU);    // [B,D]
-        float* hp = (float*)TensorMemory.Address(h);
+        nint hp = TensorMemory.Address(h), normalizedData = TensorMemory.Address(normalized);
         float* rp = (float*)TensorMemory.Address(r);
         float* previous = residual is null ? null : (float*)TensorMemory.Address(residual);
         float* wp = (float*)TensorMemory.Address(w);
@@ -38,34 +39,18 @@ internal static class AddRmsNormCpu
             float squares = 0;
             for (int i = 0; i < width; i++)
             {
-                float value = (bf16 ? BitConverter.Int32BitsToSingle(((ushort*)hp)[row + i] << 16) : hp[row + i])
-                              + (previous is null ? 0f : previous[row + i]);
+                float value = KernelMath.Read(hp, row + i, bf16) + (previous is null ? 0f : previous[row + i]);
                 rp[row + i] = value;
                 squares += value * value;
             }
 
             float inverseRms = 1f / MathF.Sqrt((squares / width) + epsilon);
-            Normalize(rp + row, wp, inverseRms, width, normalized, row, bf16);
+            for (int i = 0; i < width; i++)
+            {
+                KernelMath.Write(normalizedData, row + i, rp[row + i] * inverseRms * wp[i], bf16);
+            }
         }
 
         return (normalized, r);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Normalize(float* r, float* w, float inverseRms, int width, Tensor output, long row, bool bf16)
-    {
-        nint data = TensorMemory.Address(output);
-        for (int i = 0; i < width; i++)
-        {
-            float value = r[i] * inverseRms * w[i];
-            if (bf16)
-            {
-                ((ushort*)data)[row + i] = BFloat16Bits.Round(value);
-            }
-            else
-            {
-                ((float*)data)[row + i] = value;
-            }
-        }
     }
 }

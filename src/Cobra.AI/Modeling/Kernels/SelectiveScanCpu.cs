@@ -23,9 +23,8 @@ internal static class SelectiveScanCpu
     public static (Tensor Output, Tensor LastState) Run(in ScanInputs inputs, Tensor? initialState)
     {
         var dtype = inputs.U.dtype;
-        bool bf16 = dtype == ScalarType.BFloat16;
-        var wide = bf16 || dtype == ScalarType.Float32 ? dtype : ScalarType.Float32;   // other dtypes: widened first
-        bf16 = wide == ScalarType.BFloat16;
+        var wide = dtype is ScalarType.BFloat16 or ScalarType.Float32 ? dtype : ScalarType.Float32; // other dtypes: widened first
+        bool bf16 = wide == ScalarType.BFloat16;
         var u = inputs.U.to(wide).contiguous();                                  // [B,L,D]
         var delta = inputs.Delta.to(wide).contiguous();                          // [B,L,D] before bias and softplus
         var z = inputs.Z.to(wide).contiguous();                                  // [B,L,D]
@@ -152,8 +151,8 @@ internal static class SelectiveScanCpu
             var y1 = (bcc0 + bcc1) + (bcc2 + bcc3);
             var gate0 = KernelMath.LoadWide(p.Z, row, s.BFloat16);
             var gate1 = KernelMath.LoadWide(p.Z, row + lanes, s.BFloat16);
-            KernelMath.StoreNarrow((y0 + (dSkip0 * x0)) * (gate0 / (Vector<float>.One + KernelMath.Exp(-gate0))), p.Output, row, s.BFloat16);
-            KernelMath.StoreNarrow((y1 + (dSkip1 * x1)) * (gate1 / (Vector<float>.One + KernelMath.Exp(-gate1))), p.Output, row + lanes, s.BFloat16);
+            KernelMath.StoreNarrow((y0 + (dSkip0 * x0)) * KernelMath.Silu(gate0), p.Output, row, s.BFloat16);
+            KernelMath.StoreNarrow((y1 + (dSkip1 * x1)) * KernelMath.Silu(gate1), p.Output, row + lanes, s.BFloat16);
         }
 
         for (int n = 0; n < s.States; n++)
@@ -223,8 +222,7 @@ internal static class SelectiveScanCpu
             var acc = (acc0 + acc1) + (acc2 + acc3);
 
             var gate = KernelMath.LoadWide(p.Z, row, s.BFloat16);
-            var silu = gate / (Vector<float>.One + KernelMath.Exp(-gate));
-            KernelMath.StoreNarrow((acc + (dSkip * x)) * silu, p.Output, row, s.BFloat16);
+            KernelMath.StoreNarrow((acc + (dSkip * x)) * KernelMath.Silu(gate), p.Output, row, s.BFloat16);
         }
 
         for (int n = 0; n < s.States; n++)
@@ -262,16 +260,7 @@ internal static class SelectiveScanCpu
                     acc += h[n] * ct[n];
                 }
 
-                float silu = gate / (1f + MathF.Exp(-gate));
-                float value = (acc + (((float*)p.DSkip)[d] * x)) * silu;
-                if (s.BFloat16)
-                {
-                    ((ushort*)p.Output)[at] = BFloat16Bits.Round(value);
-                }
-                else
-                {
-                    ((float*)p.Output)[at] = value;
-                }
+                KernelMath.Write(p.Output, at, (acc + (((float*)p.DSkip)[d] * x)) * KernelMath.Silu(gate), s.BFloat16);
             }
 
             for (int n = 0; n < s.States; n++)
