@@ -28,29 +28,24 @@ internal static class ChatCommand
     {
         var model = new ModelOptionSet();
         var image = CliOptions.Text("--image", "FILE", "An image for the first message (or use /image PATH later).");
-        var maxNewTokens = CliOptions.Int("--max-new-tokens", "Most tokens per answer.", 512, 1, 1_000_000);
-        var temperature = CliOptions.Number("--temperature", "Sampling temperature; 0 is greedy (default 0).", 0, 100);
-        var topK = CliOptions.Int("--top-k", "Sample from the K most likely tokens; 0 is off.", 0, 0);
-        var topP = CliOptions.Number("--top-p", "Nucleus sampling mass in [0, 1]; 0 is off.", 0, 1);
-        var seed = CliOptions.Long("--seed", "Random seed for sampling.");
+        var sampling = new SamplingOptionSet("Most tokens per answer.");
         var verbose = CliOptions.Flag("--verbose", "After each answer, print the token counts, including the prompt tokens reused from the previous turn's state.");
         var command = new Command("chat", "An interactive multi-turn chat (streaming; /image PATH, /reset, /exit; Ctrl+C stops an answer).");
         model.AddTo(command);
-        foreach (var option in new Option[] { image, maxNewTokens, temperature, topK, topP, seed, verbose })
-        {
-            command.Options.Add(option);
-        }
+        command.Options.Add(image);
+        sampling.AddTo(command);
+        command.Options.Add(verbose);
 
         command.SetAction((parse, cancellationToken) =>
         {
-            bool sampleAsked = parse.GetResult(topK) is { Implicit: false } || parse.GetResult(topP) is { Implicit: false };
+            var settings = sampling.Read(parse);
             var chat = new ChatOptions
             {
-                MaxOutputTokens = parse.GetValue(maxNewTokens),
-                Temperature = (float)(parse.GetValue(temperature) ?? (sampleAsked ? 1.0 : 0.0)),
-                TopK = parse.GetValue(topK) is > 0 and var k ? k : null,
-                TopP = parse.GetValue(topP) is > 0 and var p ? (float)p : null,
-                Seed = parse.GetValue(seed),
+                MaxOutputTokens = settings.MaxNewTokens,
+                Temperature = (float)settings.Temperature,
+                TopK = settings.TopK > 0 ? settings.TopK : null,
+                TopP = settings.TopP > 0 ? (float)settings.TopP : null,
+                Seed = settings.Seed,
             };
             var options = new ChatSessionOptions(model.Read(parse), parse.GetValue(image), chat, parse.GetValue(verbose), inputIsTerminal);
             return RunAsync(options, cli, cancellationToken);

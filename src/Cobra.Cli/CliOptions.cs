@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using Cobra.AI;
+using Cobra.AI.Generation;
 
 namespace Cobra.Cli;
 
@@ -143,4 +144,47 @@ internal sealed class ModelOptionSet
         Precision = WithPlacement ? parse.GetValue(Precision) : null,
         AllowDownload = allowDownload && parse.GetValue(ModelDir) is null,
     };
+}
+
+/// <summary>
+/// The sampling options <c>generate</c> and <c>chat</c> share, and their one rule: greedy unless a temperature
+/// &gt; 0 is given; --top-k or --top-p alone imply temperature 1, as in upstream's generate(top_k=..., top_p=...);
+/// --top-k 1 is greedy.
+/// </summary>
+internal sealed class SamplingOptionSet
+{
+    public SamplingOptionSet(string maxNewTokensHelp) =>
+        MaxNewTokens = CliOptions.Int("--max-new-tokens", maxNewTokensHelp, 512, 1, 1_000_000);
+
+    public Option<int> MaxNewTokens { get; }
+
+    public Option<double?> Temperature { get; } = CliOptions.Number("--temperature", "Sampling temperature; 0 is greedy (default 0, or 1 with --top-k/--top-p).", 0, 100);
+
+    public Option<int> TopK { get; } = CliOptions.Int("--top-k", "Sample from the K most likely tokens; 0 is off.", 0, 0);
+
+    public Option<double?> TopP { get; } = CliOptions.Number("--top-p", "Nucleus sampling mass in [0, 1]; 0 is off.", 0, 1);
+
+    public Option<long?> Seed { get; } = CliOptions.Long("--seed", "Random seed for sampling.");
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[] { MaxNewTokens, Temperature, TopK, TopP, Seed })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    /// <summary>The sampling settings; TopK and TopP 0 mean off.</summary>
+    public SamplingOptions Read(ParseResult parse)
+    {
+        bool sampleAsked = parse.GetResult(TopK) is { Implicit: false } || parse.GetResult(TopP) is { Implicit: false };
+        return new SamplingOptions
+        {
+            MaxNewTokens = parse.GetValue(MaxNewTokens),
+            Temperature = parse.GetValue(Temperature) ?? (sampleAsked ? 1.0 : 0.0),
+            TopK = parse.GetValue(TopK),
+            TopP = parse.GetValue(TopP) ?? 0,
+            Seed = parse.GetValue(Seed),
+        };
+    }
 }

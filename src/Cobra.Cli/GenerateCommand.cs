@@ -35,19 +35,19 @@ internal static class GenerateCommand
         var image = CliOptions.Text("--image", "FILE", "An image to ask about.");
         var prompt = CliOptions.Text("--prompt", "TEXT", "The user's prompt.");
         var messages = CliOptions.Text("--messages", "FILE", "A JSON array of {\"role\": \"user\"|\"assistant\", \"content\": TEXT} turns ending with a user turn.");
-        var maxNewTokens = CliOptions.Int("--max-new-tokens", "Most tokens to generate.", 512, 1, 1_000_000);
-        var temperature = CliOptions.Number("--temperature", "Sampling temperature; 0 is greedy (default 0, or 1 with --top-k/--top-p).", 0, 100);
-        var topK = CliOptions.Int("--top-k", "Sample from the K most likely tokens; 0 is off.", 0, 0);
-        var topP = CliOptions.Number("--top-p", "Nucleus sampling mass in [0, 1]; 0 is off.", 0, 1);
-        var seed = CliOptions.Long("--seed", "Random seed for sampling.");
+        var sampling = new SamplingOptionSet("Most tokens to generate.");
         var json = CliOptions.Flag("--json", "Print token ids, text, usage and timings as JSON.");
         var logitsOut = CliOptions.Text("--logits-out", "FILE", "Write the prefill and step logits to a safetensors file.");
         var command = new Command("generate", "Generate a reply for one prompt or a conversation, optionally about an image.");
         model.AddTo(command);
-        foreach (var option in new Option[] { image, prompt, messages, maxNewTokens, temperature, topK, topP, seed, json, logitsOut })
+        foreach (var option in new Option[] { image, prompt, messages })
         {
             command.Options.Add(option);
         }
+
+        sampling.AddTo(command);
+        command.Options.Add(json);
+        command.Options.Add(logitsOut);
 
         command.Validators.Add(result =>
         {
@@ -58,18 +58,7 @@ internal static class GenerateCommand
         });
         command.SetAction((parse, cancellationToken) =>
         {
-            // Greedy unless a temperature > 0 is given; --top-k or --top-p alone imply temperature 1, as in
-            // upstream's generate(top_k=..., top_p=...); --top-k 1 is greedy.
-            bool sampleAsked = parse.GetResult(topK) is { Implicit: false } || parse.GetResult(topP) is { Implicit: false };
-            var sampling = new SamplingOptions
-            {
-                MaxNewTokens = parse.GetValue(maxNewTokens),
-                Temperature = parse.GetValue(temperature) ?? (sampleAsked ? 1.0 : 0.0),
-                TopK = parse.GetValue(topK),
-                TopP = parse.GetValue(topP) ?? 0,
-                Seed = parse.GetValue(seed),
-            };
-            var options = new GenerateOptions(model.Read(parse), parse.GetValue(prompt), parse.GetValue(messages), parse.GetValue(image), sampling, parse.GetValue(json), parse.GetValue(logitsOut));
+            var options = new GenerateOptions(model.Read(parse), parse.GetValue(prompt), parse.GetValue(messages), parse.GetValue(image), sampling.Read(parse), parse.GetValue(json), parse.GetValue(logitsOut));
             return RunAsync(options, cli, cancellationToken);
         });
         return command;
