@@ -19,8 +19,9 @@ namespace Cobra.Cli;
 /// <c>cobra bench --part serve</c>: the real model's dimensions (DINOv2-L + SigLIP-SO400M at 384 px, the fused
 /// projector, Mamba d_model 2560 × <c>--layers</c>, vocabulary 50280; random weights) behind
 /// <see cref="CobraChatClient"/>, under a mixed load: every fourth client sends a new 640×480 image (729 image
-/// tokens) with a short question, the others text prompts (~40 tokens); clients arrive 50 ms apart while earlier
-/// ones decode; one client alone sends text.
+/// tokens) with a short question, the others text prompts (~40 tokens with the GPT-NeoX tokenizer, which the bench
+/// uses when a clone's fixture or <c>--tokenizer</c> provides it; otherwise a byte-level one, ~3x the tokens); clients
+/// arrive 50 ms apart while earlier ones decode; one client alone sends text.
 /// Per client count: aggregate tokens/s, its ratio to one client, first-token and inter-token percentiles. Once:
 /// the single-stream step, the decode ceiling (the bound that weight streaming and the GEMM rate, both measured
 /// in this process, put on 64 rows), and the time to first token of a new conversation about a seen image and
@@ -32,10 +33,10 @@ internal static class ServeBench
 
     private static int ImageEvery { get; set; } = 4;
 
-    /// <summary>The GPT-NeoX tokenizer of a clone of this repository, for the constrained-decoding mask cost when no --tokenizer is given.</summary>
+    /// <summary>The GPT-NeoX tokenizer of a clone of this repository, for the prompts and the constrained-decoding mask cost when no --tokenizer is given.</summary>
     private const string RepoTokenizer = "tests/fixtures/tokenizer-gpt-neox-20b/tokenizer.json";
 
-    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? maskTokenizer, int imageEvery, JsonObject limits, TextWriter log)
+    public static JsonObject Run(Precision precision, int layers, int tokensPerRequest, IReadOnlyList<int> clientCounts, string? tokenizer, int imageEvery, JsonObject limits, TextWriter log)
     {
         TorchRuntime.EnsureInitialized();
         var dtype = precision.ToScalarType();
@@ -43,15 +44,22 @@ internal static class ServeBench
         string root = Directory.CreateTempSubdirectory("cobra-serve-bench-").FullName;
         try
         {
-            string tokenizerPath = Path.Combine(root, "tokenizer.json");
-            File.WriteAllText(tokenizerPath, ByteLevelTokenizer());
+            // The real tokenizer gives prompts the lengths users send; the byte-level stand-in makes them ~3x longer.
+            string? tokenizerPath = tokenizer ?? (File.Exists(RepoTokenizer) ? RepoTokenizer : null);
+            if (tokenizerPath is null)
+            {
+                tokenizerPath = Path.Combine(root, "tokenizer.json");
+                File.WriteAllText(tokenizerPath, ByteLevelTokenizer());
+                log.WriteLine($"serve: no GPT-NeoX tokenizer (pass --tokenizer PATH; a clone has {RepoTokenizer}): byte-level prompts, ~3x the real prompt lengths");
+            }
             var model = RandomCobraModel.Build(llmConfig, dtype, withUnusedTail: false);
             var decodeLimits = MeasureLimits(model.LanguageModel, dtype, limits["read_gb_s"]!.GetValue<double>());
             var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
             using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
             ImageEvery = imageEvery;
             var result = RunAsync(client, llmConfig, decodeLimits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
-            AddMaskCost(result, maskTokenizer ?? (File.Exists(RepoTokenizer) ? RepoTokenizer : null), llmConfig.PaddedVocabSize, log);
+            result["tokenizer"] = tokenizerPath.StartsWith(root, StringComparison.Ordinal) ? "byte-level" : tokenizerPath;
+            AddMaskCost(result, tokenizerPath.StartsWith(root, StringComparison.Ordinal) ? null : tokenizerPath, llmConfig.PaddedVocabSize, log);
             return result;
         }
         finally
@@ -77,6 +85,7 @@ internal static class ServeBench
         double singleStep = 0;
         foreach (int clients in clientCounts)
         {
+            var before = client.GetStatistics();
             var clock = Stopwatch.StartNew();
             var runs = await Task.WhenAll(Enumerable.Range(0, clients).Select(async i =>
             {
@@ -88,6 +97,8 @@ internal static class ServeBench
             // Decode throughput: tokens after each stream's first, over the span in which streams were decoding.
             double decodeSpan = runs.Max(r => r.LastAt) - runs.Min(r => r.FirstAt);
             double decodeRate = decodeSpan > 0 ? runs.Sum(r => r.Tokens - 1) / decodeSpan : 0;
+            var after = client.GetStatistics();
+            double promptTokens = (after.PromptTokens - before.PromptTokens) / (double)Math.Max(1, after.Requests - before.Requests);
             var first = runs.Select(r => r.FirstToken).Order().ToArray();
             var gaps = runs.SelectMany(r => r.Gaps).Order().ToArray();
             if (clients == clientCounts[0])
@@ -97,7 +108,7 @@ internal static class ServeBench
                 singleStep = runs.Where(r => !r.Image).SelectMany(r => r.Gaps).DefaultIfEmpty(gaps.DefaultIfEmpty(0).First()).Order().ElementAt(runs.Where(r => !r.Image).Sum(r => r.Gaps.Count) / 2);
             }
 
-            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client), decoding {decodeRate:F2} tokens/s ({(singleDecode > 0 ? decodeRate / singleDecode : 0):F1}x); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms");
+            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client), decoding {decodeRate:F2} tokens/s ({(singleDecode > 0 ? decodeRate / singleDecode : 0):F1}x); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms; {promptTokens:F0} prompt tokens per request");
             result[$"clients_{clients}"] = new JsonObject
             {
                 ["tokens_per_second"] = Math.Round(rate, 2),
@@ -108,6 +119,7 @@ internal static class ServeBench
                 ["first_token_p95_s"] = Math.Round(Percentile(first, 95), 3),
                 ["inter_token_p50_ms"] = Math.Round(Percentile(gaps, 50) * 1e3, 1),
                 ["inter_token_p99_ms"] = Math.Round(Percentile(gaps, 99) * 1e3, 1),
+                ["mean_prompt_tokens"] = Math.Round(promptTokens, 1),
             };
         }
 

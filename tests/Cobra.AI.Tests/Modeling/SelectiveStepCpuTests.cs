@@ -13,16 +13,18 @@ public sealed class SelectiveStepCpuTests
     public SelectiveStepCpuTests() => TorchRuntime.EnsureInitialized();
 
     [Theory]
-    [InlineData(ScalarType.Float32, 1, 1e-5)]
-    [InlineData(ScalarType.Float32, 3, 1e-5)]
-    [InlineData(ScalarType.BFloat16, 1, 1e-2)]
-    [InlineData(ScalarType.BFloat16, 5, 1e-2)]
-    [InlineData(ScalarType.Float32, 300, 1e-5)]                                  // B and C staged on the heap, not the stack
-    public void Fused_step_equals_the_torch_op_step(ScalarType dtype, int rows, double tolerance)
+    [InlineData(ScalarType.Float32, 1, 1e-5, 48)]                               // d_inner 96: a full 64-channel tile and a partial one
+    [InlineData(ScalarType.Float32, 3, 1e-5, 48)]
+    [InlineData(ScalarType.BFloat16, 1, 1e-2, 48)]
+    [InlineData(ScalarType.BFloat16, 5, 1e-2, 48)]
+    [InlineData(ScalarType.Float32, 300, 1e-5, 48)]                             // B and C staged on the heap, not the stack
+    [InlineData(ScalarType.Float32, 2, 1e-5, 51)]                               // d_inner 102: a tile that ends inside a vector
+    [InlineData(ScalarType.BFloat16, 40, 1e-2, 51)]                             // channels split over the workers mid-vector
+    public void Fused_step_equals_the_torch_op_step(ScalarType dtype, int rows, double tolerance, int dModel)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        var config = new MambaConfig { DModel = 48, NLayer = 1, VocabSize = 100 };  // d_inner 96, dt_rank 3
+        var config = new MambaConfig { DModel = dModel, NLayer = 1, VocabSize = 100 };
         var mixer = new MambaMixer(config, dtype, torch.CPU);
         MambaRandomInit.Fill(mixer, seed: 11);
         using var generator = new torch.Generator(5);

@@ -15,12 +15,16 @@ namespace Cobra.AI.Modeling.Kernels;
 /// </list>
 /// Same arithmetic as the torch-op path (float32, the cached state read rounded to the model dtype, the new
 /// state kept in float32), which stays the device-generic path and the oracle the tests hold these to.
-/// Lanes run over d_state (16 = one or two registers); channels are split over <see cref="KernelWorkers"/>.
+/// Lanes run over d_state (16 = one or two registers) in the state update and over channels in the
+/// transcendentals around it; channels are split over <see cref="KernelWorkers"/>.
 /// </summary>
 internal static class SelectiveStepCpu
 {
     /// <summary>Below this many (row, channel) pairs one thread is faster than waking another.</summary>
     private const int ParallelThreshold = 2048;
+
+    /// <summary>Channels staged together (a multiple of every vector width).</summary>
+    private const int Tile = 64;
 
     /// <summary>True when the kernels handle these tensors (CPU, float32 or bf16, d_state a multiple of the lanes).</summary>
     public static bool Supports(Tensor hidden, Tensor convState, Tensor ssmState) =>
@@ -96,26 +100,38 @@ internal static class SelectiveStepCpu
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void ConvChannels(in ConvJob job, int from, int to)
     {
-        for (int b = 0; b < job.Rows; b++)
+        float* sums = stackalloc float[Tile];                                    // a tile's pre-activations
+        for (int c0 = from; c0 < to; c0 += Tile)
         {
-            for (int c = from; c < to; c++)
+            int count = Math.Min(Tile, to - c0);
+            for (int b = 0; b < job.Rows; b++)
             {
-                float* window = (float*)job.Window + ((((long)b * job.Channels) + c) * job.Width); // [K]
-                long w = (long)c * job.Width;                                                          // weight row [K]
-                for (int i = 0; i < job.Width - 1; i++)
+                long row = (long)b * job.Channels;
+                for (int i = 0; i < count; i++)
                 {
-                    window[i] = window[i + 1];
+                    int c = c0 + i;
+                    float* window = (float*)job.Window + ((row + c) * job.Width);                  // [K]
+                    long w = (long)c * job.Width;                                                  // weight row [K]
+                    for (int k = 0; k < job.Width - 1; k++)
+                    {
+                        window[k] = window[k + 1];
+                    }
+
+                    window[job.Width - 1] = KernelMath.Read(job.Xz, ((long)b * job.XzStride) + c, job.BFloat16);
+                    float sum = KernelMath.Read(job.Bias, c, job.BFloat16);
+                    for (int k = 0; k < job.Width; k++)
+                    {
+                        sum += window[k] * KernelMath.Read(job.Weight, w + k, job.BFloat16);
+                    }
+
+                    sums[i] = sum;
                 }
 
-                window[job.Width - 1] = KernelMath.Read(job.Xz, ((long)b * job.XzStride) + c, job.BFloat16);
-                float sum = 0;
-                for (int i = 0; i < job.Width; i++)
+                ForLanes(sums, count, v => KernelMath.Silu(v));
+                for (int i = 0; i < count; i++)
                 {
-                    sum += window[i] * KernelMath.Read(job.Weight, w + i, job.BFloat16);
+                    KernelMath.Write(job.Output, row + c0 + i, sums[i], job.BFloat16);
                 }
-
-                sum += KernelMath.Read(job.Bias, c, job.BFloat16);
-                KernelMath.Write(job.Output, ((long)b * job.Channels) + c, KernelMath.Silu(sum), job.BFloat16);
             }
         }
     }
@@ -132,11 +148,23 @@ internal static class SelectiveStepCpu
         }
     }
 
+    /// <summary>
+    /// Channels in tiles of <see cref="Tile"/>: a tile's A = −exp(A_log), b_Δ and D are read once per call; per row,
+    /// softplus(Δ) and SiLU(z) run over the whole tile at once, so the per-channel loop is the state update alone
+    /// (lanes over d_state). Every transcendental runs lane-wise on staged values, so a channel's result does
+    /// not depend on its tile, its lane or how the channels were split.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void SsmChannels(in SsmJob job, int from, int to, float* bRows, float* cRows)
     {
         int lanes = Vector<float>.Count, states = job.States;
-        float* a = stackalloc float[states];                                     // A[c, :]
+        float* a = stackalloc float[Tile * states];                              // A[tile, N]
+        float* deltaBias = stackalloc float[Tile];
+        float* dSkip = stackalloc float[Tile];
+        float* delta = stackalloc float[Tile];                                   // Δ per channel of the tile
+        float* x = stackalloc float[Tile];                                       // x̃
+        float* gate = stackalloc float[Tile];                                    // SiLU(z)
+        float* y = stackalloc float[Tile];                                       // C·h, then the output
         for (int b = 0; b < job.Rows; b++)
         {
             long projectedRow = ((long)b * job.ProjectedStride) + job.ProjectedStride - (2 * states);
@@ -147,35 +175,80 @@ internal static class SelectiveStepCpu
             }
         }
 
-        // Channels outer, rows inner: a channel's parameters are read (and A = −exp(A_log) computed) once per call.
-        for (int c = from; c < to; c++)
+        for (int c0 = from; c0 < to; c0 += Tile)
         {
-            for (int n = 0; n < states; n++)
+            int count = Math.Min(Tile, to - c0);
+            for (int i = 0; i < count * states; i++)
             {
-                a[n] = -MathF.Exp(KernelMath.Read(job.A, ((long)c * states) + n, job.BFloat16));
+                a[i] = KernelMath.Read(job.A, ((long)c0 * states) + i, job.BFloat16);
             }
 
-            float deltaBias = KernelMath.Read(job.DeltaBias, c, job.BFloat16), dSkip = KernelMath.Read(job.D, c, job.BFloat16);
+            ForLanes(a, count * states, v => -KernelMath.Exp(v));
+            for (int i = 0; i < count; i++)
+            {
+                deltaBias[i] = KernelMath.Read(job.DeltaBias, c0 + i, job.BFloat16);
+                dSkip[i] = KernelMath.Read(job.D, c0 + i, job.BFloat16);
+            }
+
             for (int b = 0; b < job.Rows; b++)
             {
-                long at = ((long)b * job.Channels) + c;
-                float delta = KernelMath.Softplus(KernelMath.Read(job.Delta, at, job.BFloat16) + deltaBias);
-                float x = KernelMath.Read(job.X, at, job.BFloat16);
-                float z = KernelMath.Read(job.Xz, at + ((long)(b + 1) * job.Channels), job.BFloat16); // xz[b, Di + c]
-                float* h = (float*)job.State + (at * states);                            // [N]
-                var deltaVector = new Vector<float>(delta);
-                var deltaX = new Vector<float>(delta * x);
-                var y = Vector<float>.Zero;
-                for (int n = 0; n < states; n += lanes)
+                long row = ((long)b * job.Channels) + c0;                         // element (b, c0) of a [B, Di] tensor
+                long zRow = row + ((long)(b + 1) * job.Channels);                 // xz[b, Di + c0]
+                for (int i = 0; i < count; i++)
                 {
-                    var decay = KernelMath.Exp(deltaVector * KernelMath.Load(a + n));                      // exp(ΔA)
-                    var cached = job.BFloat16 ? KernelMath.RoundToBFloat16(KernelMath.Load(h + n)) : KernelMath.Load(h + n);        // as the cache's dtype holds it
-                    var next = (deltaX * KernelMath.Load(bRows + (b * states) + n)) + (decay * cached);        // Δ x̃ B + exp(ΔA) h
-                    KernelMath.Store(next, h + n);
-                    y += next * KernelMath.Load(cRows + (b * states) + n);                                   // C · h, per lane
+                    delta[i] = KernelMath.Read(job.Delta, row + i, job.BFloat16) + deltaBias[i];
+                    x[i] = KernelMath.Read(job.X, row + i, job.BFloat16);
+                    gate[i] = KernelMath.Read(job.Xz, zRow + i, job.BFloat16);
                 }
 
-                KernelMath.Write(job.Output, at, (Vector.Sum(y) + (x * dSkip)) * KernelMath.Silu(z), job.BFloat16);
+                ForLanes(delta, count, v => KernelMath.Softplus(v));
+                ForLanes(gate, count, v => KernelMath.Silu(v));
+                float* bRow = bRows + (b * states), cRow = cRows + (b * states);
+                for (int i = 0; i < count; i++)
+                {
+                    float* h = (float*)job.State + ((row + i) * states);                              // [N]
+                    float* ai = a + (i * states);
+                    var deltaVector = new Vector<float>(delta[i]);
+                    var deltaX = new Vector<float>(delta[i] * x[i]);
+                    var sum = Vector<float>.Zero;
+                    for (int n = 0; n < states; n += lanes)
+                    {
+                        var decay = KernelMath.Exp(deltaVector * KernelMath.Load(ai + n));                                  // exp(ΔA)
+                        var cached = job.BFloat16 ? KernelMath.RoundToBFloat16(KernelMath.Load(h + n)) : KernelMath.Load(h + n); // as the cache's dtype holds it
+                        var next = (deltaX * KernelMath.Load(bRow + n)) + (decay * cached);                                 // Δ x̃ B + exp(ΔA) h
+                        KernelMath.Store(next, h + n);
+                        sum += next * KernelMath.Load(cRow + n);                                                          // C · h, per lane
+                    }
+
+                    y[i] = (Vector.Sum(sum) + (x[i] * dSkip[i])) * gate[i];
+                }
+
+                for (int i = 0; i < count; i++)
+                {
+                    KernelMath.Write(job.Output, row + i, y[i], job.BFloat16);
+                }
+            }
+        }
+    }
+
+    /// <summary>Applies <paramref name="f"/> lane-wise to the first <paramref name="count"/> values, in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void ForLanes(float* values, int count, Func<Vector<float>, Vector<float>> f)
+    {
+        int lanes = Vector<float>.Count;
+        for (int i = 0; i < count; i += lanes)
+        {
+            var v = f(KernelMath.LoadPartial(values + i, Math.Min(lanes, count - i)));
+            if (count - i >= lanes)
+            {
+                KernelMath.Store(v, values + i);
+            }
+            else
+            {
+                for (int k = 0; k < count - i; k++)
+                {
+                    values[i + k] = v[k];
+                }
             }
         }
     }
