@@ -48,9 +48,11 @@ internal sealed record EngineSettings
 /// 2. admits queued requests: the longest cached prefix (conversation turn, or image + shared prompt prefix)
 ///    replaces that part of the prefill;
 /// 3. runs one batched decode step for every decoding row (their states stay stacked across steps; rows are
-///    appended and selected out as requests join and leave) and samples every row in one pass;
-/// 4. runs a time-boxed slice of pending work: prefill chunks (batched across requests whose chunks have one
-///    length) and vision-tower blocks, so a new image prompt never freezes running streams.
+///    appended and selected out as requests join and leave) and samples every row in one pass; on prefill's turn
+///    the next prefill chunk (batched across requests whose chunks have one length) rides in the same pass, sharing
+///    its weight reads (vLLM's chunked prefill beside decode);
+/// 4. on the towers' turn, runs a time-boxed slice of vision-tower units, so a new image prompt never freezes
+///    running streams. Prefill and towers take turns while both wait.
 /// A finished prefill forks its state into n rows (n completions share it). Each unit of work runs in its own
 /// dispose scope under no-grad; nothing tensor-related crosses a thread or an <c>await</c>. Text leaves
 /// through a per-request channel.
@@ -58,11 +60,13 @@ internal sealed record EngineSettings
 internal sealed partial class InferenceEngine : IDisposable
 {
     /// <summary>
-    /// Shortest prefill chunk while streams decode. A chunk has a fixed cost of about two decode steps whatever
-    /// its length (measured at d_model 2560, bf16, 2 cores: 8 tokens 105 ms, 16 tokens 116 ms, 32 tokens 136 ms,
-    /// one decode step 48 ms), so shorter chunks buy little latency and cost most of the prefill's throughput.
+    /// Shortest prefill chunk beside a decode step, and the length before the first measurement. The chunk shares
+    /// the step's weight reads, so it costs its FLOPs alone; fewer positions would barely move the GEMMs' row count.
     /// </summary>
     private const int MinStreamingChunk = 16;
+
+    /// <summary>Tower work per iteration while nothing decodes: short enough that admission and cancellation are checked often.</summary>
+    private const double IdleVisionSliceMs = 250;
 
     private readonly CobraPipeline pipeline;
     private readonly EngineSettings settings;
@@ -89,8 +93,8 @@ internal sealed partial class InferenceEngine : IDisposable
     private List<Choice> batchMembers = [];
 
     // Cost estimates (ms) that size the pending-work slice; exponential moving averages.
-    private double decodeStepMs = double.NaN;
-    private double prefillTokenMs = double.NaN;
+    private double decodeStepMs = double.NaN;                                    // a plain decode step of the current batch
+    private double chunkTokenMs = double.NaN;                                    // what one chunk position adds to a step
     private double visionUnitMs = double.NaN;
     private bool visionLeads;                                                    // which kind of pending work opens the next slice
 
@@ -225,12 +229,13 @@ internal sealed partial class InferenceEngine : IDisposable
 
                 FreeCancelled();
                 Admit();
+                bool visionTurn = VisionTurn();
                 if (decoding.Count > 0)
                 {
-                    DecodeStep();
+                    DecodeStep(withChunk: !visionTurn);
                 }
 
-                RunPendingWork();
+                RunPendingWork(visionTurn);
             }
         }
         finally
@@ -337,23 +342,51 @@ internal sealed partial class InferenceEngine : IDisposable
 
     // ---- 3. One batched decode step --------------------------------------------------------------------------
 
-    private void DecodeStep()
+    /// <summary>
+    /// One step for every decoding row; with <paramref name="withChunk"/>, the next prefill chunk rides in the same
+    /// pass (<see cref="MambaForCausalLM.StepWithChunk"/>: one read of the weights for both), as long as the time box
+    /// allows (<see cref="EngineSettings.PendingWorkPerStep"/> steps' worth of chunk positions).
+    /// </summary>
+    private void DecodeStep(bool withChunk)
     {
         var clock = Stopwatch.StartNew();
+        var members = Array.Empty<Choice>();
+        List<Job>? chunkRows = null;
+        int length = 0;
         try
         {
             SyncBatch();
+            members = [.. batchMembers];
+            if (withChunk)
+            {
+                (chunkRows, length) = PlanChunk(streaming: true, decodeStepMs * settings.PendingWorkPerStep);
+            }
+
             using var scope = torch.NewDisposeScope();
             var llm = pipeline.Model.LanguageModel;
-            var tokens = torch.tensor(batchMembers.Select(c => (long)c.Output[^1]).ToArray(), device: llm.Device); // [B]
-            var logits = llm.Step(tokens, batch!);                                 // [B,V]
-            Accept(batchMembers.ToArray(), logits);
+            var tokens = torch.tensor(members.Select(c => (long)c.Output[^1]).ToArray(), device: llm.Device); // [B]
+            Tensor? logits = null;                                                 // [B,V]
+            if (chunkRows is null)
+            {
+                logits = llm.Step(tokens, batch!);
+            }
+            else
+            {
+                PrefillChunk(chunkRows, length, (embeds, state, needLogits) =>
+                {
+                    var (step, chunk) = llm.StepWithChunk(tokens, batch!, embeds, state, needLogits);
+                    logits = step.MoveToOuterDisposeScope();
+                    return chunk;
+                });
+            }
+
+            Accept(members, logits!);
         }
         catch (Exception e)
         {
             // A failed batched step leaves every state in it unknown: fail those requests, keep serving.
             LogStepFailed(logger, e);
-            foreach (var job in batchMembers.Select(c => c.Job).Distinct().ToArray())
+            foreach (var job in members.Select(c => c.Job).Concat(chunkRows ?? []).Distinct().ToArray())
             {
                 Fail(job, e);
             }
@@ -361,7 +394,16 @@ internal sealed partial class InferenceEngine : IDisposable
             DropBatch();
         }
 
-        decodeStepMs = Average(decodeStepMs, clock.Elapsed.TotalMilliseconds);
+        double elapsed = clock.Elapsed.TotalMilliseconds;
+        if (chunkRows is null)
+        {
+            decodeStepMs = Average(decodeStepMs, elapsed);
+        }
+        else if (!double.IsNaN(decodeStepMs))
+        {
+            // What the chunk's positions added to the step.
+            chunkTokenMs = Average(chunkTokenMs, Math.Max(elapsed - decodeStepMs, 0.0) / (length * chunkRows.Count));
+        }
     }
 
     /// <summary>Samples every row of <paramref name="logits"/> [R, V] for <paramref name="rows"/> and advances each choice.</summary>
@@ -478,94 +520,106 @@ internal sealed partial class InferenceEngine : IDisposable
     // ---- 4. A time-boxed slice of pending work ---------------------------------------------------------------
 
     /// <summary>
-    /// Prefill chunks and tower blocks of admitted requests, in admission order, until the slice's time is
-    /// spent: with streams decoding, about <see cref="EngineSettings.PendingWorkPerStep"/> decode steps (at least
-    /// one unit of work, so everything progresses); with none, one full chunk or tower per request.
+    /// Whether this iteration's pending work is the towers' (else a prefill chunk's, which rides in the decode step).
+    /// While both wait, they take turns, so neither starves and a gap between tokens holds one kind's slice.
     /// </summary>
-    private void RunPendingWork()
+    private bool VisionTurn()
     {
-        bool streaming = decoding.Count > 0 && !double.IsNaN(decodeStepMs);
-        double budgetMs = streaming ? decodeStepMs * settings.PendingWorkPerStep : double.PositiveInfinity;
-        var clock = Stopwatch.StartNew();
-
-        // Prefill chunks and tower units take turns leading the slice, and the second runs only if the first
-        // left time: running both whatever the first cost put a chunk and a tower block between two tokens.
-        visionLeads = !visionLeads;
-        bool progressed = false;
-        while (!progressed || clock.Elapsed.TotalMilliseconds < budgetMs)
+        bool vision = admitted.Any(j => j.Vision is not null);
+        bool prefill = admitted.Any(ReadyToPrefill);
+        if (vision && prefill)
         {
-            bool first = visionLeads ? RunVisionUnits(streaming, budgetMs) : RunPrefillChunk(streaming, budgetMs);
-            double left = budgetMs - clock.Elapsed.TotalMilliseconds;
-            bool second = (!first || left > 0) && (visionLeads ? RunPrefillChunk(streaming, left) : RunVisionUnits(streaming, left));
-            if (!first && !second)
-            {
-                return;
-            }
+            visionLeads = !visionLeads;
+            return visionLeads;
+        }
 
-            progressed = true;
-            if (!streaming)
+        return vision;
+    }
+
+    private static bool ReadyToPrefill(Job job) => job.Vision is null && job.State is not null && job.Position < job.PrefillLength;
+
+    /// <summary>
+    /// The work beside decoding. With streams decoding, prefill chunks ride in the decode step and this runs tower
+    /// units on the towers' turn, about <see cref="EngineSettings.PendingWorkPerStep"/> steps' worth (at least one
+    /// unit, so everything progresses). With none, one full prefill chunk and <see cref="IdleVisionSliceMs"/> of tower units.
+    /// </summary>
+    private void RunPendingWork(bool visionTurn)
+    {
+        if (decoding.Count == 0)
+        {
+            var (rows, length) = PlanChunk(streaming: false, double.PositiveInfinity);
+            if (rows is not null)
             {
-                return;                                                          // back to admission and cancellation checks
+                try
+                {
+                    var llm = pipeline.Model.LanguageModel;
+                    PrefillChunk(rows, length, (embeds, state, _) => llm.Forward(embeds, state));
+                }
+                catch (Exception e)
+                {
+                    foreach (var job in rows)
+                    {
+                        Fail(job, e);
+                    }
+                }
             }
+        }
+
+        if (decoding.Count == 0)
+        {
+            RunVisionUnits(timeBoxed: true, IdleVisionSliceMs);                  // then back to admission and cancellation
+        }
+        else if (visionTurn)
+        {
+            RunVisionUnits(timeBoxed: !double.IsNaN(decodeStepMs), decodeStepMs * settings.PendingWorkPerStep);
         }
     }
 
-    /// <summary>One batched chunk over the requests whose image tokens are ready; false when there are none.</summary>
-    private bool RunPrefillChunk(bool streaming, double budgetMs)
+    /// <summary>
+    /// The next chunk: up to <see cref="EngineSettings.MaxPrefillBatch"/> requests whose image tokens are ready, one
+    /// length for all (the shortest distance to a row's end or snapshot point, within the chunk cap and, beside a
+    /// decode step, the time box); (null, 0) when none is ready.
+    /// </summary>
+    private (List<Job>? Rows, int Length) PlanChunk(bool streaming, double budgetMs)
     {
-        var rows = admitted.Where(j => j.Vision is null && j.State is not null && j.Position < j.PrefillLength).Take(settings.MaxPrefillBatch).ToList();
+        var rows = admitted.Where(ReadyToPrefill).Take(settings.MaxPrefillBatch).ToList();
         if (rows.Count == 0)
         {
-            return false;
+            return (null, 0);
         }
 
-        // One length for every row: the shortest distance to a row's end or snapshot point, within the chunk cap and the time box.
-        int length = rows.Min(j => j.NextBoundary - j.Position);
-        length = Math.Min(length, settings.PrefillChunkTokens);
+        int length = Math.Min(rows.Min(j => j.NextBoundary - j.Position), settings.PrefillChunkTokens);
         if (streaming)
         {
-            // Short chunks pay the weight reads of a whole pass for few tokens: never below MinStreamingChunk;
-            // before the first measurement, exactly that.
-            length = double.IsNaN(prefillTokenMs)
-                ? Math.Min(MinStreamingChunk, length)
-                : Math.Clamp((int)(budgetMs / prefillTokenMs / rows.Count), Math.Min(MinStreamingChunk, length), length);
+            int shortest = Math.Min(MinStreamingChunk, length);
+            length = double.IsNaN(chunkTokenMs) || double.IsNaN(budgetMs)
+                ? shortest
+                : Math.Clamp((int)(budgetMs / Math.Max(chunkTokenMs, 1e-3) / rows.Count), shortest, length);
         }
 
-        var clock = Stopwatch.StartNew();
-        try
-        {
-            PrefillChunk(rows, length);
-        }
-        catch (Exception e)
-        {
-            foreach (var job in rows)
-            {
-                Fail(job, e);
-            }
-        }
-
-        if (length >= Math.Min(MinStreamingChunk, settings.PrefillChunkTokens))
-        {
-            prefillTokenMs = Average(prefillTokenMs, clock.Elapsed.TotalMilliseconds / (length * rows.Count));
-        }
-        return true;
+        return (rows, length);
     }
 
-    private void PrefillChunk(List<Job> rows, int length)
+    /// <summary>
+    /// Feeds the next <paramref name="length"/> positions of every row through <paramref name="forward"/> (embeddings
+    /// [R, L, D], the rows' state, whether logits are needed; returns [R, V] logits after the last position or null),
+    /// then advances the rows: snapshots at their snapshot points, and a finished prompt forks into its choices.
+    /// </summary>
+    private void PrefillChunk(List<Job> rows, int length, Func<Tensor, MambaState, bool, Tensor?> forward)
     {
-        var llm = pipeline.Model.LanguageModel;
-        Tensor logits;
+        bool ends = rows.Any(j => j.Position + length == j.PrefillLength);
+        Tensor? logits;
         using (var scope = torch.NewDisposeScope())
         {
             var embeds = torch.cat(rows.Select(j => ChunkEmbeddings(j, length)).ToArray(), 0); // [R,length,D]
             if (rows.Count == 1)
             {
-                logits = llm.Forward(embeds, rows[0].State!).DetachFromDisposeScope();  // [1,V]
+                logits = forward(embeds, rows[0].State!, ends)?.DetachFromDisposeScope();  // [1,V]
             }
             else
             {
                 using var stacked = MambaState.Stack(rows.Select(j => j.State!).ToArray());
-                logits = llm.Forward(embeds, stacked).DetachFromDisposeScope();          // [R,V]
+                logits = forward(embeds, stacked, ends)?.DetachFromDisposeScope();          // [R,V]
                 var split = stacked.Split();
                 for (int r = 0; r < rows.Count; r++)
                 {
@@ -590,7 +644,7 @@ internal sealed partial class InferenceEngine : IDisposable
 
                 if (job.Position == job.PrefillLength)
                 {
-                    using var last = logits.narrow(0, r, 1);                           // [1,V]
+                    using var last = logits!.narrow(0, r, 1);                          // [1,V]
                     FinishPrefill(job, last);
                 }
             }
@@ -651,18 +705,18 @@ internal sealed partial class InferenceEngine : IDisposable
         Accept(choices, choices.Length == 1 ? lastLogits : lastLogits.expand(choices.Length, -1).contiguous()); // [n,V]
     }
 
-    /// <summary>Tower blocks of the first request whose image is still being encoded; false when there is none.</summary>
-    private bool RunVisionUnits(bool streaming, double budgetMs)
+    /// <summary>Tower units of the first request whose image is still being encoded, within <paramref name="budgetMs"/> when time-boxed (at least one).</summary>
+    private void RunVisionUnits(bool timeBoxed, double budgetMs)
     {
         var job = admitted.FirstOrDefault(j => j.Vision is not null);
         if (job is null)
         {
-            return false;
+            return;
         }
 
         try
         {
-            int units = !streaming ? int.MaxValue : double.IsNaN(visionUnitMs) ? 1 : Math.Max(1, (int)(budgetMs / visionUnitMs));
+            int units = !timeBoxed ? int.MaxValue : double.IsNaN(visionUnitMs) ? 1 : Math.Max(1, (int)(budgetMs / visionUnitMs));
             for (int i = 0; i < units; i++)
             {
                 var unit = Stopwatch.StartNew();
@@ -683,7 +737,6 @@ internal sealed partial class InferenceEngine : IDisposable
             Fail(job, e);
         }
 
-        return true;
     }
 
     // ---- Ends ------------------------------------------------------------------------------------------------

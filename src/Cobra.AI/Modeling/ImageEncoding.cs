@@ -5,9 +5,10 @@ using static TorchSharp.torch;
 namespace Cobra.AI.Modeling;
 
 /// <summary>
-/// One image's trip through the towers and the projector, cut into units of one transformer block, so the
-/// engine can interleave it with decode steps (a whole image is ~1.2 TFLOP at the real size: tens of seconds on
-/// a CPU). Units run in order: DINOv2 blocks, then SigLIP blocks, then the projector; the result equals
+/// One image's trip through the towers and the projector, cut into units of one residual branch of a transformer
+/// block (attention, then MLP: ~40 ms each at the real size on 2 cores), so the engine can interleave it with
+/// decode steps (a whole image is ~1.2 TFLOP at the real size: seconds on a CPU). Units run in order: DINOv2
+/// blocks, then SigLIP blocks, then the projector; the same ops in the same order as
 /// <see cref="CobraModel.EncodeImage"/>. Holds its activations outside any dispose scope; dispose it to free them.
 /// Used on one thread only.
 /// </summary>
@@ -29,10 +30,10 @@ internal sealed class ImageEncoding : IDisposable
         var device = model.LanguageModel.Device;
         this.dinoPixels = dinoPixels.to(device).DetachFromDisposeScope();
         this.siglipPixels = siglipPixels.to(device).DetachFromDisposeScope();
-        UnitCount = vision.Dino.FeatureBlockCount + vision.SigLip.FeatureBlockCount + 1;
+        UnitCount = (2 * (vision.Dino.FeatureBlockCount + vision.SigLip.FeatureBlockCount)) + 1;
     }
 
-    /// <summary>Units in all: every feature block of both towers plus the projector.</summary>
+    /// <summary>Units in all: two per feature block of both towers, plus the projector.</summary>
     public int UnitCount { get; }
 
     /// <summary>Units still to run.</summary>
@@ -52,20 +53,20 @@ internal sealed class ImageEncoding : IDisposable
 
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
-        int dinoBlocks = vision.Dino.FeatureBlockCount;
-        int siglipBlocks = vision.SigLip.FeatureBlockCount;
-        if (done < dinoBlocks)
+        int dinoUnits = 2 * vision.Dino.FeatureBlockCount;
+        int siglipUnits = 2 * vision.SigLip.FeatureBlockCount;
+        if (done < dinoUnits)
         {
-            Replace(ref hidden, RunTowerBlock(vision.Dino, ref dinoPixels, done).DetachFromDisposeScope()); // [1,prefix+P,Dd]
-            if (done == dinoBlocks - 1)
+            Replace(ref hidden, RunTowerUnit(vision.Dino, ref dinoPixels, done).DetachFromDisposeScope()); // [1,prefix+P,Dd]
+            if (done == dinoUnits - 1)
             {
                 dinoFeatures = vision.Dino.TakeFeatures(hidden!).contiguous().DetachFromDisposeScope(); // [1,P,Dd]
                 Replace(ref hidden, null);
             }
         }
-        else if (done < dinoBlocks + siglipBlocks)
+        else if (done < dinoUnits + siglipUnits)
         {
-            Replace(ref hidden, RunTowerBlock(vision.SigLip, ref siglipPixels, done - dinoBlocks).DetachFromDisposeScope()); // [1,P,Ds]
+            Replace(ref hidden, RunTowerUnit(vision.SigLip, ref siglipPixels, done - dinoUnits).DetachFromDisposeScope()); // [1,P,Ds]
         }
         else
         {
@@ -91,17 +92,17 @@ internal sealed class ImageEncoding : IDisposable
         done = -1;
     }
 
-    /// <summary>Block <paramref name="block"/> of a tower; block 0 first embeds the tower's pixels (and frees them).</summary>
-    private Tensor RunTowerBlock(VisionTransformer tower, ref Tensor? pixels, int block)
+    /// <summary>Unit <paramref name="unit"/> of a tower (block unit / 2, branch unit % 2); unit 0 first embeds the tower's pixels (and frees them).</summary>
+    private Tensor RunTowerUnit(VisionTransformer tower, ref Tensor? pixels, int unit)
     {
-        if (block == 0)
+        if (unit == 0)
         {
             var input = tower.BeginFeatures(pixels!);                            // [1,prefix+P,D]
             Replace(ref pixels, null);
-            return tower.RunBlock(0, input);
+            return tower.RunBlockHalf(0, 0, input);
         }
 
-        return tower.RunBlock(block, hidden!);
+        return tower.RunBlockHalf(unit / 2, unit % 2, hidden!);
     }
 
     private static void Replace(ref Tensor? slot, Tensor? value)

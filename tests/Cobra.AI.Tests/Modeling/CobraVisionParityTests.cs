@@ -43,6 +43,29 @@ public abstract class CobraVisionParityTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Cases))]
+    public void Unit_by_unit_encoding_equals_the_one_call_encoding(string kitCase)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var expected = SafetensorsFile.Open(Golden.Expected(kitCase));
+        var dino = expected.Read("pixel_values.dino");
+        var siglip = expected.Read("pixel_values.siglip");
+        var whole = model.EncodeImage(dino, siglip);                              // [1,P,D]
+        using var encoding = new ImageEncoding(model, dino, siglip);
+        Assert.Equal((2 * (model.Vision!.Dino.FeatureBlockCount + model.Vision.SigLip.FeatureBlockCount)) + 1, encoding.UnitCount);
+        int units = 0;
+        while (!encoding.Advance())
+        {
+            units++;
+            Assert.Null(encoding.Result);
+        }
+
+        Assert.Equal(encoding.UnitCount, units + 1);
+        Assert.Equal(0, encoding.UnitsLeft);
+        Assert.True(whole.equal(encoding.Result!).all().item<bool>(), "the engine's tower units (attention and MLP branches apart) must compute exactly what one EncodeImage call does");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
     public void Towers_fusion_and_projector_match_every_tap(string kitCase)
     {
         using var scope = torch.NewDisposeScope();

@@ -86,6 +86,36 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
         return Logits(final);                                                    // [B,V]
     }
 
+    /// <summary>
+    /// <see cref="Step"/> for <paramref name="tokenIds"/> [B] from <paramref name="stepState"/> and <see cref="Forward"/>
+    /// for one prefill chunk <paramref name="chunkEmbeds"/> [R, L, D] from <paramref name="chunkState"/>, sharing every
+    /// layer's in_proj and out_proj pass (and the LM head): the chunk costs its FLOPs, not another read of the weights.
+    /// Both states are updated in place.
+    /// </summary>
+    /// <param name="tokenIds">The decoding rows' last tokens [B].</param>
+    /// <param name="stepState">Their stacked state.</param>
+    /// <param name="chunkEmbeds">The chunk's input embeddings [R, L, D].</param>
+    /// <param name="chunkState">The chunk rows' stacked state.</param>
+    /// <param name="chunkLogits">Also return the logits after the chunk's last position (when a prompt ends in it).</param>
+    /// <returns>float32 logits [B, V_padded], and [R, V_padded] or null.</returns>
+    public (Tensor StepLogits, Tensor? ChunkLogits) StepWithChunk(Tensor tokenIds, MambaState stepState, Tensor chunkEmbeds, MambaState chunkState, bool chunkLogits)
+    {
+        using var _ = torch.no_grad();
+        var scan = UseManagedKernels ? SelectiveScan.Run : (ScanImplementation)SelectiveScan.DeviceGeneric;
+        long b = tokenIds.shape[0], r = chunkEmbeds.shape[0], l = chunkEmbeds.shape[1];
+        var hidden = Embed(tokenIds.reshape(-1, 1)).squeeze(1);                  // [B,D]
+        var (stepFinal, chunkFinal) = Backbone.StepWithChunk(hidden, stepState, chunkEmbeds.to(DType).to(Device), chunkState, scan); // [B,D], [R,L,D]
+        stepState.TokenCount += 1;
+        chunkState.TokenCount += l;
+        if (!chunkLogits)
+        {
+            return (Logits(stepFinal), null);
+        }
+
+        var logits = Logits(torch.cat([stepFinal, chunkFinal.narrow(1, l - 1, 1).squeeze(1)], 0)); // [B+R,V]
+        return (logits.narrow(0, 0, b), logits.narrow(0, b, r));
+    }
+
     /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>
     private Tensor Logits(Tensor hidden) =>
         Linear.Apply(hidden, Backbone.Embedding, null, UseManagedKernels).to(ScalarType.Float32);

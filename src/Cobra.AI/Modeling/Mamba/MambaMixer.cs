@@ -50,13 +50,31 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
     /// <param name="state">Layer state, updated in place.</param>
     /// <param name="scan">The scan implementation (the oracle in tests; <see cref="SelectiveScan.Run"/> otherwise).</param>
     /// <returns>Mixer output [B, L, d_model] in the model dtype.</returns>
-    public Tensor Forward(Tensor hidden, MambaLayerState state, ScanImplementation scan)
-    {
-        var dtype = hidden.dtype;
-        long length = hidden.shape[1];
+    public Tensor Forward(Tensor hidden, MambaLayerState state, ScanImplementation scan) =>
+        out_proj.forward(MixSequence(in_proj.forward(hidden), state, scan));   // [B,L,D]
 
-        // 1. Input projection, split [x | z].
-        var xz = in_proj.forward(hidden);                                         // [B,L,2Di]
+    /// <summary>
+    /// A decode step for <paramref name="stepHidden"/> [B, d_model] and a prefill chunk <paramref name="chunkHidden"/>
+    /// [R, L, d_model] in one pass: in_proj and out_proj (~96% of a layer's weights) run once over the B + R·L rows,
+    /// so the chunk rides on the weight reads the step pays anyway (vLLM's chunked prefill beside decode). Each part
+    /// is otherwise exactly its own path (<see cref="Step"/>, <see cref="Forward"/>).
+    /// </summary>
+    /// <returns>The step's output [B, d_model] and the chunk's [R, L, d_model].</returns>
+    public (Tensor Step, Tensor Chunk) StepWithChunk(Tensor stepHidden, MambaLayerState stepState, Tensor chunkHidden, MambaLayerState chunkState, ScanImplementation scan)
+    {
+        long b = stepHidden.shape[0], r = chunkHidden.shape[0], l = chunkHidden.shape[1];
+        var xz = in_proj.forward(torch.cat([stepHidden, chunkHidden.reshape(r * l, -1)], 0)); // [B+R·L,2Di]
+        var yStep = MixStep(xz.narrow(0, 0, b), stepState);                                   // [B,Di]
+        var yChunk = MixSequence(xz.narrow(0, b, r * l).reshape(r, l, -1), chunkState, scan); // [R,L,Di]
+        var output = out_proj.forward(torch.cat([yStep, yChunk.reshape(r * l, -1)], 0));     // [B+R·L,D]
+        return (output.narrow(0, 0, b), output.narrow(0, b, r * l).reshape(r, l, -1));       // [B,D], [R,L,D]
+    }
+
+    /// <summary>Steps 2-4 of the full-sequence path: from in_proj's output [B, L, 2Di] to the gated SSM output [B, L, Di] (model dtype).</summary>
+    private Tensor MixSequence(Tensor xz, MambaLayerState state, ScanImplementation scan)
+    {
+        var dtype = xz.dtype;
+        long length = xz.shape[1];
         var x = xz.narrow(-1, 0, config.DInner);                                 // [B,L,Di]
         var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,L,Di]
 
@@ -81,9 +99,7 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
         // 4. Selective scan from the layer's float32 SSM state, which it leaves un-rounded (as one long scan would).
         var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, A(), bm, cm, D, z, dt_proj.Bias!), state.Ssm);
         state.Ssm.copy_(lastState);                                              // [B,Di,N]
-
-        // 5. Output projection.
-        return out_proj.forward(y.to(dtype));                                     // [B,L,D]
+        return y.to(dtype);                                                      // [B,L,Di]
     }
 
     /// <summary>
@@ -94,16 +110,20 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
     /// float32 and the rounding happens on every read, which is the same thing (and leaves a prefill's
     /// float32 state intact until the first step reads it).
     /// </summary>
-    public Tensor Step(Tensor hidden, MambaLayerState state)
-    {
-        var xz = in_proj.forward(hidden);                                         // [B,2Di]
-        return UseManagedKernels && SelectiveStepCpu.Supports(hidden, state.Conv, state.Ssm)
-            ? FusedStep(xz, state)
-            : TorchStep(xz, state);
-    }
+    public Tensor Step(Tensor hidden, MambaLayerState state) =>
+        out_proj.forward(MixStep(in_proj.forward(hidden), state));              // [B,D]
 
-    /// <summary>The step as torch ops: the device-generic path, and the oracle of <see cref="FusedStep"/>.</summary>
-    internal Tensor TorchStep(Tensor xz, MambaLayerState state)
+    /// <summary>The step as torch ops from in_proj's output [B, 2Di] (the device-generic path, and the oracle of <see cref="FusedStep"/>): [B, D].</summary>
+    internal Tensor TorchStep(Tensor xz, MambaLayerState state) => out_proj.forward(TorchMixStep(xz, state));
+
+    /// <summary>The same step with the elementwise work in two fused CPU kernels (<see cref="SelectiveStepCpu"/>): [B, D].</summary>
+    internal Tensor FusedStep(Tensor xz, MambaLayerState state) => out_proj.forward(FusedMixStep(xz, state));
+
+    /// <summary>The step between in_proj and out_proj: [B, 2Di] to the gated output [B, Di] in the model dtype.</summary>
+    private Tensor MixStep(Tensor xz, MambaLayerState state) =>
+        UseManagedKernels && SelectiveStepCpu.Supports(xz, state.Conv, state.Ssm) ? FusedMixStep(xz, state) : TorchMixStep(xz, state);
+
+    private Tensor TorchMixStep(Tensor xz, MambaLayerState state)
     {
         var dtype = xz.dtype;
         var x = xz.narrow(-1, 0, config.DInner);                                 // [B,Di]
@@ -126,17 +146,15 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
         var y = (h * cm.to(ScalarType.Float32).unsqueeze(1)).sum(-1)            // [B,Di]
                 + (xf * D.to(ScalarType.Float32));
         y *= F.silu(z.to(ScalarType.Float32));                                   // [B,Di]
-        return out_proj.forward(y.to(dtype));                                     // [B,D]
+        return y.to(dtype);                                                      // [B,Di]
     }
 
-    /// <summary>The same step with the elementwise work in two fused CPU kernels (<see cref="SelectiveStepCpu"/>).</summary>
-    internal Tensor FusedStep(Tensor xz, MambaLayerState state)
+    private Tensor FusedMixStep(Tensor xz, MambaLayerState state)
     {
         var xConv = SelectiveStepCpu.ConvStep(xz, state.Conv, conv1d.Weight, conv1d.Bias); // [B,Di] (window updated)
         var xDbl = x_proj.forward(xConv);                                          // [B,R+2N]
         var deltaRaw = dt_proj.ForwardWithoutBias(xDbl.narrow(-1, 0, config.DtRank)); // [B,Di]
-        var y = SelectiveStepCpu.SsmStep(xConv, deltaRaw, xDbl, xz, state.Ssm, A_log, D, dt_proj.Bias!); // [B,Di] (state updated)
-        return out_proj.forward(y);                                               // [B,D]
+        return SelectiveStepCpu.SsmStep(xConv, deltaRaw, xDbl, xz, state.Ssm, A_log, D, dt_proj.Bias!); // [B,Di] (state updated)
     }
 
     /// <summary>x_proj then dt_proj without its bias (the bias is added in float32 inside the scan).</summary>

@@ -49,7 +49,22 @@ internal sealed class MambaBlock : nn.Module
         var (normalized, r) = norm.AddAndNormalize(hidden, residual);            // [B,D] model dtype, float32
         return (mixer.Step(normalized, state), r);
     }
+
+    /// <summary>
+    /// <see cref="Step"/> for <paramref name="step"/> ([B, D] rows) and <see cref="Forward"/> for <paramref name="chunk"/>
+    /// ([R, L, D] positions) in one pass of the mixer's projections (<see cref="MambaMixer.StepWithChunk"/>).
+    /// </summary>
+    public (BlockStream Step, BlockStream Chunk) StepWithChunk(BlockStream step, MambaLayerState stepState, BlockStream chunk, MambaLayerState chunkState, ScanImplementation scan)
+    {
+        var (stepNormalized, stepResidual) = norm.AddAndNormalize(step.Hidden, step.Residual);     // [B,D], float32
+        var (chunkNormalized, chunkResidual) = norm.AddAndNormalize(chunk.Hidden, chunk.Residual); // [R,L,D], float32
+        var (stepOut, chunkOut) = mixer.StepWithChunk(stepNormalized, stepState, chunkNormalized, chunkState, scan);
+        return (new BlockStream(stepOut, stepResidual), new BlockStream(chunkOut, chunkResidual));
+    }
 }
+
+/// <summary>What flows between blocks: the mixer output (model dtype) and the float32 residual stream (null before the first block).</summary>
+internal readonly record struct BlockStream(Tensor Hidden, Tensor? Residual);
 
 /// <summary>
 /// The Mamba backbone (<c>MambaLMHeadModel.backbone</c>): token embedding, <c>n_layer</c> blocks and the final
@@ -84,41 +99,67 @@ internal sealed class MambaModel : nn.Module
     /// (updated in place); returns the final normalised hidden states [B, L, D] in the model dtype.
     /// </summary>
     public Tensor Forward(Tensor hidden, MambaState state, ScanImplementation scan, Action<string, Tensor>? trace) =>
-        Run(hidden, (i, h, r) => layers[i].Forward(h, r, state.Layers[i], scan), trace);
+        Run([hidden], (i, s) => [Pair(layers[i].Forward(s[0].Hidden, s[0].Residual, state.Layers[i], scan))], trace)[0];
 
     /// <summary>Recurrent path: one token per sequence, <paramref name="hidden"/> [B, D]; returns [B, D].</summary>
     public Tensor Step(Tensor hidden, MambaState state) =>
-        Run(hidden, (i, h, r) => layers[i].Step(h, r, state.Layers[i]), trace: null);
+        Run([hidden], (i, s) => [Pair(layers[i].Step(s[0].Hidden, s[0].Residual, state.Layers[i]))], trace: null)[0];
 
-    private Tensor Run(Tensor hidden, Func<int, Tensor, Tensor?, (Tensor Hidden, Tensor Residual)> block, Action<string, Tensor>? trace)
+    /// <summary>
+    /// One decode step (<paramref name="stepHidden"/> [B, D] from <paramref name="stepState"/>) and one prefill chunk
+    /// (<paramref name="chunkHidden"/> [R, L, D] from <paramref name="chunkState"/>) through every block together; both
+    /// states are updated in place. Returns the final normalised hidden states [B, D] and [R, L, D].
+    /// </summary>
+    public (Tensor Step, Tensor Chunk) StepWithChunk(Tensor stepHidden, MambaState stepState, Tensor chunkHidden, MambaState chunkState, ScanImplementation scan)
     {
-        var dtype = hidden.dtype;
-        Tensor? residual = null;                                                 // float32
-        var mixerOut = hidden;
+        var final = Run([stepHidden, chunkHidden], (i, s) =>
+        {
+            var (step, chunk) = layers[i].StepWithChunk(s[0], stepState.Layers[i], s[1], chunkState.Layers[i], scan);
+            return [step, chunk];
+        }, trace: null);
+        return (final[0], final[1]);
+    }
+
+    private static BlockStream Pair((Tensor Hidden, Tensor Residual) output) => new(output.Hidden, output.Residual);
+
+    /// <summary>Runs <paramref name="block"/> over every layer for each stream of <paramref name="inputs"/>, then the final norm.</summary>
+    private Tensor[] Run(Tensor[] inputs, Func<int, BlockStream[], BlockStream[]> block, Action<string, Tensor>? trace)
+    {
+        var streams = inputs.Select(h => new BlockStream(h, null)).ToArray();
         for (int i = 0; i < layers.Count; i++)
         {
             // One scope per block, so a long prompt holds one block's temporaries at a time.
             using var scope = torch.NewDisposeScope();
-            var (nextOut, nextResidual) = block(i, mixerOut, residual);
-            trace?.Invoke($"llm.layer{i}.residual_in", nextResidual);
-            trace?.Invoke($"llm.layer{i}.mixer_out", nextOut);
-
-            // Keep the new residual and mixer output; release the previous block's (never the caller's input).
-            nextResidual.MoveToOuterDisposeScope();
-            nextOut.MoveToOuterDisposeScope();
-            residual?.Dispose();
-            if (!ReferenceEquals(mixerOut, hidden))
+            var next = block(i, streams);
+            if (trace is not null)
             {
-                mixerOut.Dispose();
+                trace($"llm.layer{i}.residual_in", next[0].Residual!);
+                trace($"llm.layer{i}.mixer_out", next[0].Hidden);
             }
 
-            residual = nextResidual;
-            mixerOut = nextOut;
+            // Keep the new residuals and mixer outputs; release the previous block's (never the caller's inputs).
+            for (int k = 0; k < streams.Length; k++)
+            {
+                next[k].Residual!.MoveToOuterDisposeScope();
+                next[k].Hidden.MoveToOuterDisposeScope();
+                streams[k].Residual?.Dispose();
+                if (!ReferenceEquals(streams[k].Hidden, inputs[k]))
+                {
+                    streams[k].Hidden.Dispose();
+                }
+            }
+
+            streams = next;
         }
 
-        var (final, _) = norm_f.AddAndNormalize(mixerOut, residual);
-        trace?.Invoke("llm.final_hidden", final);
-        return final;
+        var finals = new Tensor[streams.Length];
+        for (int k = 0; k < streams.Length; k++)
+        {
+            (finals[k], _) = norm_f.AddAndNormalize(streams[k].Hidden, streams[k].Residual);
+        }
+
+        trace?.Invoke("llm.final_hidden", finals[0]);
+        return finals;
     }
 }
 

@@ -88,7 +88,7 @@ internal sealed class VisionTransformer : nn.Module
         return features!;
     }
 
-    /// <summary>Blocks that Cobra's features need (0..<see cref="VitConfig.FeatureBlock"/>): the units the engine slices the tower into.</summary>
+    /// <summary>Blocks that Cobra's features need (0..<see cref="VitConfig.FeatureBlock"/>); the engine runs each as two units (its residual branches).</summary>
     public int FeatureBlockCount => config.FeatureBlock + 1;
 
     /// <summary>Patch embedding plus position embeddings and prefix tokens: the input of block 0, [B, prefix+P, D].</summary>
@@ -96,6 +96,9 @@ internal sealed class VisionTransformer : nn.Module
 
     /// <summary>Block <paramref name="index"/> on [B, prefix+P, D].</summary>
     public Tensor RunBlock(int index, Tensor x) => blocks[index].forward(x);
+
+    /// <summary>One residual branch of block <paramref name="index"/> (0: attention, 1: MLP) on [B, prefix+P, D]: the engine's tower unit.</summary>
+    public Tensor RunBlockHalf(int index, int half, Tensor x) => half == 0 ? blocks[index].AttentionHalf(x) : blocks[index].MlpHalf(x);
 
     /// <summary>The patch tokens of a block output (prefix tokens dropped): [B, P, D].</summary>
     public Tensor TakeFeatures(Tensor x) => x.narrow(1, config.PrefixTokens, x.shape[1] - config.PrefixTokens);
@@ -204,12 +207,20 @@ internal sealed class VitBlock : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => MlpHalf(AttentionHalf(x));
+
+    /// <summary>The block's first residual branch: x + LayerScale(Attention(norm1(x))), [B, N, D].</summary>
+    public Tensor AttentionHalf(Tensor x)
     {
         var attended = attn.forward(norm1.forward(x));                           // [B,N,D]
-        x = x + (ls1 is null ? attended : ls1.forward(attended));
+        return x + (ls1 is null ? attended : ls1.forward(attended));             // [B,N,D]
+    }
+
+    /// <summary>The block's second residual branch: x + LayerScale(Mlp(norm2(x))), [B, N, D].</summary>
+    public Tensor MlpHalf(Tensor x)
+    {
         var mixed = mlp.forward(norm2.forward(x));                               // [B,N,D]
-        return x + (ls2 is null ? mixed : ls2.forward(mixed));
+        return x + (ls2 is null ? mixed : ls2.forward(mixed));                   // [B,N,D]
     }
 }
 
