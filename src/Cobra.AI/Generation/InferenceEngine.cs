@@ -33,10 +33,12 @@ internal sealed record EngineSettings
     public long CacheBytes { get; init; } = 2L << 30;
 
     /// <summary>
-    /// While streams decode, the pending work of one iteration (prefill chunks, tower blocks) is held to this
-    /// multiple of a decode step (at least one unit of work), so a running stream's gap between tokens stays near (1 + this) steps.
+    /// While streams decode, the pending work of one iteration (the chunk positions beside the step, or tower units)
+    /// is held to this multiple of a decode step (at least one unit of work), so a running stream's gap between tokens
+    /// stays near (1 + this) steps. 1: measured at 8 layers, 4 clients, an image in the towers, inter-token p50 85 ms
+    /// against 126 ms at 2, with the image's first token no later (the towers run on every iteration they are alone).
     /// </summary>
-    public double PendingWorkPerStep { get; init; } = 2.0;
+    public double PendingWorkPerStep { get; init; } = 1.0;
 }
 
 /// <summary>
