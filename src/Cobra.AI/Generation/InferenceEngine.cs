@@ -401,7 +401,11 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             decodeStepMs = Average(decodeStepMs, elapsed);
         }
-        else if (!double.IsNaN(decodeStepMs))
+        else if (double.IsNaN(decodeStepMs))
+        {
+            decodeStepMs = elapsed;                                               // no plain step yet: an upper bound
+        }
+        else
         {
             // What the chunk's positions added to the step.
             chunkTokenMs = Average(chunkTokenMs, Math.Max(elapsed - decodeStepMs, 0.0) / (length * chunkRows.Count));
@@ -569,11 +573,11 @@ internal sealed partial class InferenceEngine : IDisposable
 
         if (decoding.Count == 0)
         {
-            RunVisionUnits(timeBoxed: true, IdleVisionSliceMs);                  // then back to admission and cancellation
+            RunVisionUnits(IdleVisionSliceMs);                                   // then back to admission and cancellation
         }
         else if (visionTurn)
         {
-            RunVisionUnits(timeBoxed: !double.IsNaN(decodeStepMs), decodeStepMs * settings.PendingWorkPerStep);
+            RunVisionUnits(decodeStepMs * settings.PendingWorkPerStep);          // NaN before the first step: one unit
         }
     }
 
@@ -707,8 +711,8 @@ internal sealed partial class InferenceEngine : IDisposable
         Accept(choices, choices.Length == 1 ? lastLogits : lastLogits.expand(choices.Length, -1).contiguous()); // [n,V]
     }
 
-    /// <summary>Tower units of the first request whose image is still being encoded, within <paramref name="budgetMs"/> when time-boxed (at least one).</summary>
-    private void RunVisionUnits(bool timeBoxed, double budgetMs)
+    /// <summary>Tower units of the first request whose image is still being encoded, within <paramref name="budgetMs"/> (at least one).</summary>
+    private void RunVisionUnits(double budgetMs)
     {
         var job = admitted.FirstOrDefault(j => j.Vision is not null);
         if (job is null)
@@ -718,7 +722,7 @@ internal sealed partial class InferenceEngine : IDisposable
 
         try
         {
-            int units = !timeBoxed ? int.MaxValue : double.IsNaN(visionUnitMs) ? 1 : Math.Max(1, (int)(budgetMs / visionUnitMs));
+            int units = double.IsNaN(visionUnitMs) || double.IsNaN(budgetMs) ? 1 : (int)Math.Clamp(budgetMs / visionUnitMs, 1, job.Vision!.UnitsLeft);
             for (int i = 0; i < units; i++)
             {
                 var unit = Stopwatch.StartNew();
