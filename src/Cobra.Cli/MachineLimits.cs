@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 using System.Text.Json.Nodes;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -73,8 +73,8 @@ internal static class MachineLimits
         return result;
     }
 
-    /// <summary>Bits per vector of the widest hardware-accelerated width the probes use.</summary>
-    public static int VectorBits => Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 128;
+    /// <summary>Bits per vector of the widest hardware-accelerated width: the probes use what the managed kernels use.</summary>
+    public static int VectorBits => SimdWidth.Bits;
 
     /// <summary>
     /// A plain vectorised read (sum) of <paramref name="bytes"/> spread over distinct 64 MiB buffers, split over
@@ -146,7 +146,7 @@ internal static class MachineLimits
         for (int r = 0; r < Runs; r++)
         {
             var sink = new float[threads];
-            times[r] = OnThreads(threads, t => sink[t] = VectorBits == 512 ? Fma512(Iterations) : Fma256(Iterations));
+            times[r] = OnThreads(threads, t => sink[t] = VectorBits switch { 512 => Fma<Simd512>(Iterations), 256 => Fma<Simd256>(Iterations), _ => Fma<Simd128>(Iterations) });
         }
 
         return 2.0 * lanes * 12 * Iterations * threads / Median(times) / 1e9;
@@ -206,85 +206,56 @@ internal static class MachineLimits
         return clock.Elapsed.TotalSeconds;
     }
 
+    private static float Sum(ReadOnlySpan<float> values) =>
+        VectorBits switch { 512 => Sum<Simd512>(values), 256 => Sum<Simd256>(values), _ => Sum<Simd128>(values) };
+
+    /// <summary>The sum of <paramref name="values"/> over four independent accumulators (whole 4-vector blocks only: a read probe).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Sum(ReadOnlySpan<float> values)
+    private static unsafe float Sum<TV>(ReadOnlySpan<float> values)
+        where TV : struct, ISimdFloat<TV>
     {
-        ref float p = ref MemoryMarshal.GetReference(values);
-        nuint start = 0, end = (nuint)values.Length;
-        if (Vector512.IsHardwareAccelerated)
+        int lanes = TV.Lanes;
+        TV a0 = default, a1 = default, a2 = default, a3 = default;
+        fixed (float* p = values)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (nuint i = start; i + 64 <= end; i += 64)
+            for (int i = 0; i + (4 * lanes) <= values.Length; i += 4 * lanes)
             {
-                a0 += Vector512.LoadUnsafe(ref p, i);
-                a1 += Vector512.LoadUnsafe(ref p, i + 16);
-                a2 += Vector512.LoadUnsafe(ref p, i + 32);
-                a3 += Vector512.LoadUnsafe(ref p, i + 48);
+                a0 = TV.Add(a0, TV.Load(p + i));
+                a1 = TV.Add(a1, TV.Load(p + i + lanes));
+                a2 = TV.Add(a2, TV.Load(p + i + (2 * lanes)));
+                a3 = TV.Add(a3, TV.Load(p + i + (3 * lanes)));
             }
-
-            return Vector512.Sum(a0 + a1 + a2 + a3);
         }
 
-        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
-        for (nuint i = start; i + 32 <= end; i += 32)
-        {
-            b0 += Vector256.LoadUnsafe(ref p, i);
-            b1 += Vector256.LoadUnsafe(ref p, i + 8);
-            b2 += Vector256.LoadUnsafe(ref p, i + 16);
-            b3 += Vector256.LoadUnsafe(ref p, i + 24);
-        }
-
-        return Vector256.Sum(b0 + b1 + b2 + b3);
+        return TV.SumOfBoth(TV.Add(a0, a1), TV.Add(a2, a3));
     }
 
+    /// <summary>12 independent FMA chains in registers, nothing read from memory (the FMA peak probe's kernel).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Fma512(int iterations)
+    private static float Fma<TV>(int iterations)
+        where TV : struct, ISimdFloat<TV>
     {
-        var x = Vector512.Create(0.999f);
-        var y = Vector512.Create(1e-7f);
-        Vector512<float> a0 = Vector512.Create(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        var x = TV.Broadcast(0.999f);
+        var y = TV.Broadcast(1e-7f);
+        TV a0 = TV.Broadcast(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
         for (int i = 0; i < iterations; i++)
         {
-            a0 = Vector512.FusedMultiplyAdd(a0, x, y);
-            a1 = Vector512.FusedMultiplyAdd(a1, x, y);
-            a2 = Vector512.FusedMultiplyAdd(a2, x, y);
-            a3 = Vector512.FusedMultiplyAdd(a3, x, y);
-            a4 = Vector512.FusedMultiplyAdd(a4, x, y);
-            a5 = Vector512.FusedMultiplyAdd(a5, x, y);
-            a6 = Vector512.FusedMultiplyAdd(a6, x, y);
-            a7 = Vector512.FusedMultiplyAdd(a7, x, y);
-            a8 = Vector512.FusedMultiplyAdd(a8, x, y);
-            a9 = Vector512.FusedMultiplyAdd(a9, x, y);
-            a10 = Vector512.FusedMultiplyAdd(a10, x, y);
-            a11 = Vector512.FusedMultiplyAdd(a11, x, y);
+            a0 = TV.MultiplyAdd(a0, x, y);
+            a1 = TV.MultiplyAdd(a1, x, y);
+            a2 = TV.MultiplyAdd(a2, x, y);
+            a3 = TV.MultiplyAdd(a3, x, y);
+            a4 = TV.MultiplyAdd(a4, x, y);
+            a5 = TV.MultiplyAdd(a5, x, y);
+            a6 = TV.MultiplyAdd(a6, x, y);
+            a7 = TV.MultiplyAdd(a7, x, y);
+            a8 = TV.MultiplyAdd(a8, x, y);
+            a9 = TV.MultiplyAdd(a9, x, y);
+            a10 = TV.MultiplyAdd(a10, x, y);
+            a11 = TV.MultiplyAdd(a11, x, y);
         }
 
-        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Fma256(int iterations)
-    {
-        var x = Vector256.Create(0.999f);
-        var y = Vector256.Create(1e-7f);
-        Vector256<float> a0 = Vector256.Create(1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
-        for (int i = 0; i < iterations; i++)
-        {
-            a0 = Vector256.FusedMultiplyAdd(a0, x, y);
-            a1 = Vector256.FusedMultiplyAdd(a1, x, y);
-            a2 = Vector256.FusedMultiplyAdd(a2, x, y);
-            a3 = Vector256.FusedMultiplyAdd(a3, x, y);
-            a4 = Vector256.FusedMultiplyAdd(a4, x, y);
-            a5 = Vector256.FusedMultiplyAdd(a5, x, y);
-            a6 = Vector256.FusedMultiplyAdd(a6, x, y);
-            a7 = Vector256.FusedMultiplyAdd(a7, x, y);
-            a8 = Vector256.FusedMultiplyAdd(a8, x, y);
-            a9 = Vector256.FusedMultiplyAdd(a9, x, y);
-            a10 = Vector256.FusedMultiplyAdd(a10, x, y);
-            a11 = Vector256.FusedMultiplyAdd(a11, x, y);
-        }
-
-        return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+        return TV.SumOfBoth(TV.Add(TV.Add(a0, a1), TV.Add(a2, a3)), TV.Add(TV.Add(a4, a5), TV.Add(a6, a7)))
+            + TV.SumOfBoth(TV.Add(a8, a9), TV.Add(a10, a11));
     }
 
     private static HashSet<string> CpuFlags()

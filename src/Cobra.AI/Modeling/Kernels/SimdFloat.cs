@@ -27,6 +27,12 @@ internal interface ISimdFloat<TSelf>
     /// <summary>The odd-indexed bf16 values of the 2·<see cref="Lanes"/> at <paramref name="at"/> (the pairs' top halves).</summary>
     static abstract unsafe TSelf OddBFloat16(ushort* at);
 
+    /// <summary><paramref name="value"/> in every lane.</summary>
+    static abstract TSelf Broadcast(float value);
+
+    /// <summary>a + b, per lane.</summary>
+    static abstract TSelf Add(TSelf a, TSelf b);
+
     /// <summary>a·b + acc with one rounding.</summary>
     static abstract TSelf MultiplyAdd(TSelf a, TSelf b, TSelf acc);
 
@@ -55,6 +61,14 @@ internal readonly struct Simd512 : ISimdFloat<Simd512>
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe Simd512 OddBFloat16(ushort* at) => new((Vector512.Load((uint*)at) & Vector512.Create(0xFFFF0000u)).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Broadcast(float value) => new(Vector512.Create(value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Add(Simd512 a, Simd512 b) => new(a.value + b.value);
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -89,6 +103,14 @@ internal readonly struct Simd256 : ISimdFloat<Simd256>
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Broadcast(float value) => new(Vector256.Create(value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Add(Simd256 a, Simd256 b) => new(a.value + b.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 MultiplyAdd(Simd256 a, Simd256 b, Simd256 acc) => new(Vector256.FusedMultiplyAdd(a.value, b.value, acc.value));
 
     /// <inheritdoc />
@@ -117,6 +139,14 @@ internal readonly struct Simd128 : ISimdFloat<Simd128>
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe Simd128 OddBFloat16(ushort* at) => new((Vector128.Load((uint*)at) & Vector128.Create(0xFFFF0000u)).AsSingle());
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Broadcast(float value) => new(Vector128.Create(value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Add(Simd128 a, Simd128 b) => new(a.value + b.value);
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
