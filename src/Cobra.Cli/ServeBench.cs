@@ -45,21 +45,22 @@ internal static class ServeBench
         try
         {
             // The real tokenizer gives prompts the lengths users send; the byte-level stand-in makes them ~3x longer.
-            string? tokenizerPath = tokenizer ?? (File.Exists(RepoTokenizer) ? RepoTokenizer : null);
-            if (tokenizerPath is null)
+            bool byteLevel = tokenizer is null && !File.Exists(RepoTokenizer);
+            string tokenizerPath = tokenizer ?? (byteLevel ? Path.Combine(root, "tokenizer.json") : RepoTokenizer);
+            if (byteLevel)
             {
-                tokenizerPath = Path.Combine(root, "tokenizer.json");
                 File.WriteAllText(tokenizerPath, ByteLevelTokenizer());
                 log.WriteLine($"serve: no GPT-NeoX tokenizer (pass --tokenizer PATH; a clone has {RepoTokenizer}): byte-level prompts, ~3x the real prompt lengths");
             }
+
             var model = RandomCobraModel.Build(llmConfig, dtype, withUnusedTail: false);
             var decodeLimits = MeasureLimits(model.LanguageModel, dtype, limits["read_gb_s"]!.GetValue<double>());
             var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
             using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
             ImageEvery = imageEvery;
             var result = RunAsync(client, llmConfig, decodeLimits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
-            result["tokenizer"] = tokenizerPath.StartsWith(root, StringComparison.Ordinal) ? "byte-level" : tokenizerPath;
-            AddMaskCost(result, tokenizerPath.StartsWith(root, StringComparison.Ordinal) ? null : tokenizerPath, llmConfig.PaddedVocabSize, log);
+            result["tokenizer"] = byteLevel ? "byte-level" : tokenizerPath;
+            AddMaskCost(result, byteLevel ? null : tokenizerPath, llmConfig.PaddedVocabSize, log);
             return result;
         }
         finally

@@ -742,7 +742,6 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             Fail(job, e);
         }
-
     }
 
     // ---- Ends ------------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     public Tensor Forward(Tensor inputsEmbeds, MambaState state, bool allPositions = false, ScanImplementation? scan = null, Action<string, Tensor>? trace = null)
     {
         using var _ = torch.no_grad();
-        scan ??= UseManagedKernels ? SelectiveScan.Run : SelectiveScan.DeviceGeneric;
+        scan ??= DefaultScan;
         var embeds = inputsEmbeds.to(DType).to(Device);                          // [B,L,D]
         trace?.Invoke("llm.inputs_embeds", embeds);
         var hidden = Backbone.Forward(embeds, state, scan, trace);
@@ -101,10 +101,9 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     public (Tensor StepLogits, Tensor? ChunkLogits) StepWithChunk(Tensor tokenIds, MambaState stepState, Tensor chunkEmbeds, MambaState chunkState, bool chunkLogits)
     {
         using var _ = torch.no_grad();
-        var scan = UseManagedKernels ? SelectiveScan.Run : (ScanImplementation)SelectiveScan.DeviceGeneric;
         long b = tokenIds.shape[0], r = chunkEmbeds.shape[0], l = chunkEmbeds.shape[1];
         var hidden = Embed(tokenIds.reshape(-1, 1)).squeeze(1);                  // [B,D]
-        var (stepFinal, chunkFinal) = Backbone.StepWithChunk(hidden, stepState, chunkEmbeds.to(DType).to(Device), chunkState, scan); // [B,D], [R,L,D]
+        var (stepFinal, chunkFinal) = Backbone.StepWithChunk(hidden, stepState, chunkEmbeds.to(DType).to(Device), chunkState, DefaultScan); // [B,D], [R,L,D]
         stepState.TokenCount += 1;
         chunkState.TokenCount += l;
         if (!chunkLogits)
@@ -115,6 +114,9 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
         var logits = Logits(torch.cat([stepFinal, chunkFinal.narrow(1, l - 1, 1).squeeze(1)], 0)); // [B+R,V]
         return (logits.narrow(0, 0, b), logits.narrow(0, b, r));
     }
+
+    /// <summary>The scan prefill runs unless a caller picks one: the fused CPU scan with the managed kernels, else the device-generic one.</summary>
+    private ScanImplementation DefaultScan => UseManagedKernels ? SelectiveScan.Run : SelectiveScan.DeviceGeneric;
 
     /// <summary>hidden Eᵀ in the model dtype, returned as float32.</summary>
     private Tensor Logits(Tensor hidden) =>

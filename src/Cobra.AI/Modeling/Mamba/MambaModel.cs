@@ -33,21 +33,21 @@ internal sealed class MambaBlock : nn.Module
     public MambaMixer Mixer => mixer;
 
     /// <summary>
-    /// Full-sequence path over <paramref name="hidden"/> [B, L, D] (model dtype) and the float32
-    /// <paramref name="residual"/> [B, L, D] (null for the first block): returns the mixer output and the new
-    /// residual. The caller's tensors are left untouched.
+    /// Full-sequence path over <paramref name="input"/> ([B, L, D] hidden states in the model dtype and the float32
+    /// residual, null for the first block): returns the mixer output and the new residual. The caller's tensors are
+    /// left untouched.
     /// </summary>
-    public (Tensor Hidden, Tensor Residual) Forward(Tensor hidden, Tensor? residual, MambaLayerState state, ScanImplementation scan)
+    public BlockStream Forward(BlockStream input, MambaLayerState state, ScanImplementation scan)
     {
-        var (normalized, r) = norm.AddAndNormalize(hidden, residual);            // [B,L,D] model dtype, float32
-        return (mixer.Forward(normalized, state, scan), r);
+        var (normalized, r) = norm.AddAndNormalize(input.Hidden, input.Residual); // [B,L,D] model dtype, float32
+        return new BlockStream(mixer.Forward(normalized, state, scan), r);
     }
 
-    /// <summary>Recurrent path for one token per sequence: <paramref name="hidden"/> and <paramref name="residual"/> are [B, D].</summary>
-    public (Tensor Hidden, Tensor Residual) Step(Tensor hidden, Tensor? residual, MambaLayerState state)
+    /// <summary>Recurrent path for one token per sequence: <paramref name="input"/>'s tensors are [B, D].</summary>
+    public BlockStream Step(BlockStream input, MambaLayerState state)
     {
-        var (normalized, r) = norm.AddAndNormalize(hidden, residual);            // [B,D] model dtype, float32
-        return (mixer.Step(normalized, state), r);
+        var (normalized, r) = norm.AddAndNormalize(input.Hidden, input.Residual); // [B,D] model dtype, float32
+        return new BlockStream(mixer.Step(normalized, state), r);
     }
 
     /// <summary>
@@ -99,11 +99,11 @@ internal sealed class MambaModel : nn.Module
     /// (updated in place); returns the final normalised hidden states [B, L, D] in the model dtype.
     /// </summary>
     public Tensor Forward(Tensor hidden, MambaState state, ScanImplementation scan, Action<string, Tensor>? trace) =>
-        Run([hidden], (i, s) => [Pair(layers[i].Forward(s[0].Hidden, s[0].Residual, state.Layers[i], scan))], trace)[0];
+        Run([hidden], (i, s) => [layers[i].Forward(s[0], state.Layers[i], scan)], trace)[0];
 
     /// <summary>Recurrent path: one token per sequence, <paramref name="hidden"/> [B, D]; returns [B, D].</summary>
     public Tensor Step(Tensor hidden, MambaState state) =>
-        Run([hidden], (i, s) => [Pair(layers[i].Step(s[0].Hidden, s[0].Residual, state.Layers[i]))], trace: null)[0];
+        Run([hidden], (i, s) => [layers[i].Step(s[0], state.Layers[i])], trace: null)[0];
 
     /// <summary>
     /// One decode step (<paramref name="stepHidden"/> [B, D] from <paramref name="stepState"/>) and one prefill chunk
@@ -119,8 +119,6 @@ internal sealed class MambaModel : nn.Module
         }, trace: null);
         return (final[0], final[1]);
     }
-
-    private static BlockStream Pair((Tensor Hidden, Tensor Residual) output) => new(output.Hidden, output.Residual);
 
     /// <summary>Runs <paramref name="block"/> over every layer for each stream of <paramref name="inputs"/>, then the final norm.</summary>
     private Tensor[] Run(Tensor[] inputs, Func<int, BlockStream[], BlockStream[]> block, Action<string, Tensor>? trace)
