@@ -20,8 +20,10 @@ internal static class BenchCommand
     internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "image-every", "state-store"];
     internal static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
 
-    public static int Run(CliArguments cli, TextWriter stdout)
+    /// <summary>Runs the bench; progress goes to <paramref name="stdout"/>, or with --json to <paramref name="stderr"/> (stdout is then the JSON alone).</summary>
+    public static int Run(CliArguments cli, TextWriter stdout, TextWriter stderr)
     {
+        var log = cli.Has("json") ? stderr : stdout;
         var precisions = (cli.Get("precision") ?? (cli.Get("part") == "serve" ? "bf16" : "all")) switch
         {
             "all" => new[] { Precision.Float32, Precision.BFloat16 },
@@ -53,7 +55,7 @@ internal static class BenchCommand
         }
 
         // The limits every figure is held against, probed in this process at this thread count.
-        var limits = MachineLimits.Measure(readBytes, threads, gemms: part is "llm" or "vision", stdout);
+        var limits = MachineLimits.Measure(readBytes, threads, gemms: part is "llm" or "vision", log);
         report["limits"] = limits;
 
         // The probes' buffers (GiBs of arrays) are not the model's footprint: return them to the OS before
@@ -68,11 +70,11 @@ internal static class BenchCommand
             ResetPeakRss();
             report[precision == Precision.Float32 ? "fp32" : "bf16"] = part switch
             {
-                "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, stdout),
-                "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, stdout),
-                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), limits, stdout),
-                "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), stdout),
-                _ => LoadBench.Run(config, precision, stdout),
+                "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, log),
+                "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, log),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), limits, log),
+                "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), log),
+                _ => LoadBench.Run(config, precision, log),
             };
             report[precision == Precision.Float32 ? "fp32" : "bf16"]!["peak_rss_mib"] = PeakRssMiB();
         }

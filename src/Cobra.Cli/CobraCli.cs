@@ -92,7 +92,7 @@ internal static class CobraCli
         var (bench, readBench) = CliArguments.Declare(
             "bench", "Time the full-size model with random weights (nothing downloaded): --part llm (default), vision, load, serve or statestore.",
             BenchCommand.ValueOptions, BenchCommand.Flags, BenchHelp);
-        bench.SetAction(parse => BenchCommand.Run(readBench(parse), cli.Out));
+        bench.SetAction(parse => BenchCommand.Run(readBench(parse), cli.Out, cli.Err));
         root.Subcommands.Add(GenerateCommand.Create(cli));
         root.Subcommands.Add(ChatCommand.Create(cli, inputIsTerminal));
         root.Subcommands.Add(ServeCommand.Create(cli));

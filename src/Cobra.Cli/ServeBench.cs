@@ -69,7 +69,7 @@ internal static class ServeBench
         }
     }
 
-    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, (double ReadGbPerSecond, double GemmGflops, long WeightBytes) limits, int tokens, IReadOnlyList<int> clientCounts, TextWriter log)
+    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, (double ReadGbPerSecond, double GemmGflops, string GemmKernel, long WeightBytes) limits, int tokens, IReadOnlyList<int> clientCounts, TextWriter log)
     {
         await StreamAsync(client, Prompt(3, -1), 4).ConfigureAwait(false);       // warm-up (JIT, allocator)
 
@@ -133,6 +133,7 @@ internal static class ServeBench
         result["decode_ceiling_rows"] = rows;
         result["read_gb_s"] = Math.Round(limits.ReadGbPerSecond, 1);
         result["gemm_gflops"] = Math.Round(limits.GemmGflops, 1);
+        result["gemm_kernel"] = limits.GemmKernel;
         result["same_image_new_conversation_ttft_ratio"] = Math.Round(sameImage.FirstToken / cold.FirstToken, 4);
         result["conversation_id_resume_ttft_ratio"] = Math.Round(resume.FirstToken / cold.FirstToken, 4);
         result["cold_image_ttft_s"] = Math.Round(cold.FirstToken, 3);
@@ -207,11 +208,15 @@ internal static class ServeBench
 
     private static double Percentile(double[] sorted, int p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100.0 * sorted.Length) - 1, 0, sorted.Length - 1)];
 
-    /// <summary>The decode ceiling's inputs: the read rate the bench probed, and the GEMM rate at the decode shape of 64 rows, in this process.</summary>
-    private static (double ReadGbPerSecond, double GemmGflops, long WeightBytes) MeasureLimits(MambaForCausalLM llm, ScalarType dtype, double readGbPerSecond)
+    /// <summary>
+    /// The decode ceiling's inputs: the read rate the bench probed, and the best in-process GEMM rate at the decode
+    /// shape of 64 rows (libtorch's or the native bf16 kernel's, whichever is faster: the one the step can use).
+    /// </summary>
+    private static (double ReadGbPerSecond, double GemmGflops, string GemmKernel, long WeightBytes) MeasureLimits(MambaForCausalLM llm, ScalarType dtype, double readGbPerSecond)
     {
         long weightBytes = llm.parameters().Sum(p => p.NumberOfElements * p.ElementSize);
-        return (readGbPerSecond, MachineLimits.GemmGflops(dtype, 64, llm.Config.DModel, 2L * llm.Config.DInner), weightBytes);
+        var (gflops, kernel) = MachineLimits.BestLinearGflops(dtype, 64, llm.Config.DModel, 2L * llm.Config.DInner);
+        return (readGbPerSecond, gflops, kernel, weightBytes);
     }
 
     private static DataContent RandomPng(int seed)

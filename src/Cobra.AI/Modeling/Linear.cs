@@ -43,14 +43,19 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
     public Tensor ForwardWithoutBias(Tensor input) => Apply(input, weight, null, UseManagedKernels);
 
     /// <summary>
-    /// x Wᵀ (+ b): the managed streaming GEMV for decode-sized inputs on the CPU (when
-    /// <paramref name="managedKernels"/>), libtorch otherwise. A biased input
+    /// x Wᵀ (+ b): for decode-sized inputs on the CPU (when <paramref name="managedKernels"/>) the native bf16
+    /// dot-product GEMM where the CPU has AVX512-BF16, else the managed streaming GEMV; libtorch otherwise. A biased input
     /// of more than two dimensions goes in as 2-D rows: libtorch then runs one addmm, which adds the bias to
     /// the float32 accumulator before the single rounding (as the GPU's GEMM epilogue does), where an N-D
     /// input takes matmul + add and rounds a bf16 output twice.
     /// </summary>
     public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias, bool managedKernels)
     {
+        if (managedKernels && NativeBf16Gemm.Supports(input, weight, bias))
+        {
+            return NativeBf16Gemm.Linear(input, weight, bias);
+        }
+
         if (managedKernels && CpuGemv.Supports(input, weight, bias))
         {
             return CpuGemv.Linear(input, weight, bias);

@@ -25,15 +25,15 @@ internal static class ManagedKernels
     /// </summary>
     public static bool Resolve(bool requested) => Resolve(requested, Environment.GetEnvironmentVariable(EnvironmentVariable));
 
-    /// <summary><see cref="Resolve(bool)"/> for a given value of the environment variable (null when unset).</summary>
-    public static bool Resolve(bool requested, string? environmentValue)
+    /// <summary><see cref="Resolve(bool)"/> for a given value of the environment variable <paramref name="variable"/> (null when unset).</summary>
+    public static bool Resolve(bool requested, string? environmentValue, string variable = EnvironmentVariable)
     {
         string? value = environmentValue?.Trim().ToLowerInvariant();
         return value switch
         {
             null or "" or "1" or "true" or "on" => requested,
             "0" or "false" or "off" => false,
-            _ => throw new InvalidOperationException($"Environment variable {EnvironmentVariable}='{value}' is not one of 0, 1, true, false, on, off."),
+            _ => throw new InvalidOperationException($"Environment variable {variable}='{value}' is not one of 0, 1, true, false, on, off."),
         };
     }
 

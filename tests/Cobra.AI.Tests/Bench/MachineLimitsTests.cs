@@ -17,7 +17,26 @@ public sealed class MachineLimitsTests(ITestOutputHelper output)
         Assert.InRange(limits["read_gb_s"]!.GetValue<double>(), 1e-3, 1e4);
         Assert.InRange(limits["fp32_peak_gflops"]!.GetValue<double>(), 1e-3, 1e5);
         Assert.Contains(limits["vector_bits"]!.GetValue<int>(), new[] { 128, 256, 512 });
-        Assert.Contains("lower bound", limits["bf16_peak_source"]!.GetValue<string>(), StringComparison.Ordinal);
+        if (Cobra.AI.Modeling.Kernels.NativeBf16Gemm.IsAvailable)
+        {
+            // The dot-product probe is the peak; without libtorch probes (gemms: false) it is the figure itself.
+            Assert.InRange(limits["bf16_dot_peak_gflops"]!.GetValue<double>(), 1e-3, 1e5);
+            Assert.Equal(limits["bf16_dot_peak_gflops"]!.GetValue<double>(), limits["bf16_peak_gflops"]!.GetValue<double>());
+            Assert.Contains("dot-product microkernel", limits["bf16_peak_source"]!.GetValue<string>(), StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Contains("lower bound", limits["bf16_peak_source"]!.GetValue<string>(), StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void The_best_linear_probe_names_the_kernel_it_measured()
+    {
+        var (gflops, kernel) = MachineLimits.BestLinearGflops(TorchSharp.torch.ScalarType.BFloat16, 8, 64, 96);
+        Assert.InRange(gflops, 1e-3, 1e5);
+        Assert.Contains(kernel, new[] { "libtorch", "native" });
+        Assert.Equal("libtorch", MachineLimits.BestLinearGflops(TorchSharp.torch.ScalarType.Float32, 8, 64, 96).Kernel);
     }
 
     [Fact]

@@ -81,6 +81,8 @@ public sealed class ConsumerPackageTests(ITestOutputHelper log) : IDisposable
             """);
         string build = await RunAsync("dotnet", ["build", app, "-c", "Release", "--configfile", Path.Combine(work, "NuGet.config")], app);
         Assert.Contains("Marked GLIBCXX_3.4.32 weak", build, StringComparison.Ordinal);   // the package's build assets patched the app's copy
+        Assert.True(File.Exists(Path.Combine(app, "bin", "Release", "net10.0", "runtimes", "linux-x64", "native", "libcobra_kernels.so")),
+            "the package's native bf16 kernels reach the app (runtimes/linux-x64/native)");
         string scene = Golden.Fixtures("tiny-a", "images", "scene_100x70.png");
         string appOutput = await RunAsync("dotnet", [Path.Combine(app, "bin", "Release", "net10.0", "ConsumerApp.dll")], app,
             ("MODEL_DIR", Golden.TinyAHub), ("IMAGE", scene));
@@ -96,6 +98,7 @@ public sealed class ConsumerPackageTests(ITestOutputHelper log) : IDisposable
         string tools = Path.Combine(work, "tools");
         await RunAsync("dotnet", ["tool", "install", "Cobra.Cli", "--tool-path", tools, "--version", version, "--configfile", Path.Combine(work, "NuGet.config")], work,
             ("NUGET_PACKAGES", Path.Combine(work, "tool-packages")));
+        Assert.True(Directory.EnumerateFiles(tools, "libcobra_kernels.so", SearchOption.AllDirectories).Any(), "the tool carries the native bf16 kernels");
         string json = await RunAsync(Path.Combine(tools, "cobra"), ["generate", "--model-dir", Golden.TinyAHub, "--image", scene,
             "--prompt", "What is going on in this image?", "--max-new-tokens", "16", "--json"], work);
         using var golden = SafetensorsFile.Open(Golden.Expected("img_scene"));
