@@ -597,10 +597,13 @@ internal sealed partial class InferenceEngine : IDisposable
         int length = Math.Min(rows.Min(j => j.NextBoundary - j.Position), settings.PrefillChunkTokens);
         if (streaming)
         {
+            // Within the time box, and within the rows the step's kernels take at their best rate (the decode rows' too).
             int shortest = Math.Min(MinStreamingChunk, length);
+            int fits = (pipeline.Model.LanguageModel.StepRowsLimit - decoding.Count) / rows.Count;
             length = double.IsNaN(chunkTokenMs) || double.IsNaN(budgetMs)
                 ? shortest
                 : Math.Clamp((int)(budgetMs / Math.Max(chunkTokenMs, 1e-3) / rows.Count), shortest, length);
+            length = Math.Max(shortest, Math.Min(length, fits));
         }
 
         return (rows, length);
@@ -722,18 +725,26 @@ internal sealed partial class InferenceEngine : IDisposable
 
         try
         {
-            int units = double.IsNaN(visionUnitMs) || double.IsNaN(budgetMs) ? 1 : (int)Math.Clamp(budgetMs / visionUnitMs, 1, job.Vision!.UnitsLeft);
-            for (int i = 0; i < units; i++)
+            // Units differ (an attention half, an MLP half, the projector): one more runs only while a unit as
+            // costly as the last one (or the average, if more) still fits the budget. Always at least one.
+            var slice = Stopwatch.StartNew();
+            while (true)
             {
                 var unit = Stopwatch.StartNew();
                 bool done = job.Vision!.Advance();
-                visionUnitMs = Average(visionUnitMs, unit.Elapsed.TotalMilliseconds);
+                double unitMs = unit.Elapsed.TotalMilliseconds;
+                visionUnitMs = Average(visionUnitMs, unitMs);
                 if (done)
                 {
                     job.ImageTokens = job.Vision.Result!.alias().DetachFromDisposeScope(); // [1,P,D]
                     job.ImageTokenCount = (int)job.ImageTokens.shape[1];
                     job.Vision.Dispose();
                     job.Vision = null;
+                    break;
+                }
+
+                if (double.IsNaN(budgetMs) || slice.Elapsed.TotalMilliseconds + Math.Max(unitMs, visionUnitMs) > budgetMs)
+                {
                     break;
                 }
             }

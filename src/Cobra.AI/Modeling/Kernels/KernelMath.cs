@@ -18,7 +18,9 @@ internal static class KernelMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector<float> Exp(Vector<float> x)
     {
-        x = Vector.Min(Vector.Max(x, new Vector<float>(-87.33654f)), new Vector<float>(88.72283f));
+        // The native min/max (one instruction each; x86 returns the second operand when either is NaN, so x goes
+        // second and a NaN flows on into r, p and the result), and the native float -> int conversion (n is in range).
+        x = Vector.MinNative(new Vector<float>(88.72283f), Vector.MaxNative(new Vector<float>(-87.33654f), x));
         var n = Vector.Round(x * new Vector<float>(1.44269504088896341f));     // round(x / ln 2)
         var r = Vector.FusedMultiplyAdd(n, new Vector<float>(-0.693359375f), x); // ln 2 split in two for accuracy
         r = Vector.FusedMultiplyAdd(n, new Vector<float>(2.12194440e-4f), r);
@@ -29,7 +31,7 @@ internal static class KernelMath
         p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(1.6666665459e-1f));
         p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(5.0000001201e-1f));
         p = Vector.FusedMultiplyAdd(p * r, r, r + Vector<float>.One);
-        var twoToN = Vector.AsVectorSingle((Vector.ConvertToInt32(n) + new Vector<int>(127)) << 23);
+        var twoToN = Vector.AsVectorSingle((Vector.ConvertToInt32Native(n) + new Vector<int>(127)) << 23);
         return p * twoToN;
     }
 

@@ -44,6 +44,15 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     /// <summary>The backbone.</summary>
     public MambaModel Backbone => backbone;
 
+    /// <summary>
+    /// Rows (decode rows + chunk positions) up to which a step's linears stay on the decode kernel: past it the
+    /// native bf16 GEMM hands over to libtorch, whose per-row cost is higher at these sizes, so a scheduler keeps a
+    /// combined step within it. Unbounded where no such kernel runs (CUDA, float32, CPUs without AVX512-BF16).
+    /// </summary>
+    public int StepRowsLimit =>
+        UseManagedKernels && Device.type == DeviceType.CPU && DType == ScalarType.BFloat16 && Kernels.NativeBf16Gemm.IsAvailable
+            ? Kernels.NativeBf16Gemm.MaxRows : int.MaxValue;
+
     /// <summary>A zero state for <paramref name="batchSize"/> sequences (float32, see <see cref="MambaState.Zeros"/>).</summary>
     public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, Device);
 
