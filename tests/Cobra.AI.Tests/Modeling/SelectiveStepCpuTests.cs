@@ -20,11 +20,13 @@ public sealed class SelectiveStepCpuTests
     [InlineData(ScalarType.Float32, 300, 1e-5, 48)]                             // B and C staged on the heap, not the stack
     [InlineData(ScalarType.Float32, 2, 1e-5, 51)]                               // d_inner 102: a tile that ends inside a vector
     [InlineData(ScalarType.BFloat16, 40, 1e-2, 51)]                             // channels split over the workers mid-vector
-    public void Fused_step_equals_the_torch_op_step(ScalarType dtype, int rows, double tolerance, int dModel)
+    [InlineData(ScalarType.Float32, 3, 1e-5, 51, 3)]                            // d_conv 3: the any-width conv, not the 4-channel transpose
+    [InlineData(ScalarType.BFloat16, 7, 1e-2, 48, 5)]
+    public void Fused_step_equals_the_torch_op_step(ScalarType dtype, int rows, double tolerance, int dModel, int dConv = 4)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
-        var config = new MambaConfig { DModel = dModel, NLayer = 1, VocabSize = 100 };
+        var config = new MambaConfig { DModel = dModel, NLayer = 1, VocabSize = 100, DConv = dConv };
         var mixer = new MambaMixer(config, dtype, torch.CPU);
         MambaRandomInit.Fill(mixer, seed: 11);
         using var generator = new torch.Generator(5);

@@ -1,6 +1,8 @@
 using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -101,6 +103,26 @@ internal static class SelectiveStepCpu
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void ConvChannels(in ConvJob job, int from, int to)
     {
+        if (job.Width == 4 && Sse.IsSupported)
+        {
+            int channels = to - from, weights = 16 * ((channels + 3) / 4);       // whole groups of four
+            float[] staged = ArrayPool<float>.Shared.Rent(weights + channels);
+            try
+            {
+                fixed (float* buffer = staged)
+                {
+                    StageConvConstants(job, from, to, weightsByTap: buffer, bias: buffer + weights);
+                    ConvChannelsWidth4(job, from, to, buffer, buffer + weights);
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(staged);
+            }
+
+            return;
+        }
+
         float* sums = stackalloc float[Tile];                                    // a tile's pre-activations
         for (int b = 0; b < job.Rows; b++)                                      // rows outermost: each row's window is one stream
         {
@@ -110,22 +132,7 @@ internal static class SelectiveStepCpu
                 int count = Math.Min(Tile, to - c0);
                 for (int i = 0; i < count; i++)
                 {
-                    int c = c0 + i;
-                    float* window = (float*)job.Window + ((row + c) * job.Width);                  // [K]
-                    long w = (long)c * job.Width;                                                  // weight row [K]
-                    for (int k = 0; k < job.Width - 1; k++)
-                    {
-                        window[k] = window[k + 1];
-                    }
-
-                    window[job.Width - 1] = KernelMath.Read(job.Xz, ((long)b * job.XzStride) + c, job.BFloat16);
-                    float sum = KernelMath.Read(job.Bias, c, job.BFloat16);
-                    for (int k = 0; k < job.Width; k++)
-                    {
-                        sum += window[k] * KernelMath.Read(job.Weight, w + k, job.BFloat16);
-                    }
-
-                    sums[i] = sum;
+                    sums[i] = ConvChannel(job, b, c0 + i);
                 }
 
                 ForLanes(sums, count, v => KernelMath.Silu(v));
@@ -135,6 +142,104 @@ internal static class SelectiveStepCpu
                 }
             }
         }
+    }
+
+    /// <summary>One channel's step, any width: shift the window, append x, return b + Σ window · w (in that order).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe float ConvChannel(in ConvJob job, int b, int c)
+    {
+        float* window = (float*)job.Window + ((((long)b * job.Channels) + c) * job.Width);  // [K]
+        long w = (long)c * job.Width;                                                     // weight row [K]
+        for (int k = 0; k < job.Width - 1; k++)
+        {
+            window[k] = window[k + 1];
+        }
+
+        window[job.Width - 1] = KernelMath.Read(job.Xz, ((long)b * job.XzStride) + c, job.BFloat16);
+        float sum = KernelMath.Read(job.Bias, c, job.BFloat16);
+        for (int k = 0; k < job.Width; k++)
+        {
+            sum += window[k] * KernelMath.Read(job.Weight, w + k, job.BFloat16);
+        }
+
+        return sum;
+    }
+
+    /// <summary>The weights of channels [from, to) as [group of 4 channels][tap][channel in group], and the bias, as float32.</summary>
+    private static unsafe void StageConvConstants(in ConvJob job, int from, int to, float* weightsByTap, float* bias)
+    {
+        for (int c = from; c < to; c++)
+        {
+            int group = (c - from) / 4, lane = (c - from) % 4;
+            for (int k = 0; k < 4; k++)
+            {
+                weightsByTap[(group * 16) + (k * 4) + lane] = KernelMath.Read(job.Weight, ((long)c * 4) + k, job.BFloat16);
+            }
+
+            bias[c - from] = KernelMath.Read(job.Bias, c, job.BFloat16);
+        }
+    }
+
+    /// <summary>
+    /// The d_conv = 4 step (Mamba's), four channels at a time: their windows (16 contiguous floats) are transposed
+    /// so each tap is one vector across the channels, shifted by renaming, summed in the scalar path's order
+    /// (b + w0·x0 + w1·x1 + w2·x2 + w3·x3, no fused multiply-adds: bitwise the scalar result) and transposed back.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
+    private static unsafe void ConvChannelsWidth4(in ConvJob job, int from, int to, float* weightsByTap, float* bias)
+    {
+        float* sums = stackalloc float[Tile];                                    // a tile's pre-activations
+        for (int b = 0; b < job.Rows; b++)
+        {
+            long row = (long)b * job.Channels, xRow = (long)b * job.XzStride;
+            for (int c0 = from; c0 < to; c0 += Tile)
+            {
+                int count = Math.Min(Tile, to - c0), i = 0;
+                for (; i + 4 <= count; i += 4)
+                {
+                    int c = c0 + i, group = (c - from) / 4;
+                    float* window = (float*)job.Window + ((row + c) * 4);                        // [4 channels, 4 taps]
+                    var (tap0, tap1, tap2, tap3) = Transpose(Sse.LoadVector128(window), Sse.LoadVector128(window + 4), Sse.LoadVector128(window + 8), Sse.LoadVector128(window + 12));
+                    var x = Vector128.Create(
+                        KernelMath.Read(job.Xz, xRow + c, job.BFloat16), KernelMath.Read(job.Xz, xRow + c + 1, job.BFloat16),
+                        KernelMath.Read(job.Xz, xRow + c + 2, job.BFloat16), KernelMath.Read(job.Xz, xRow + c + 3, job.BFloat16));
+                    float* w = weightsByTap + (group * 16);
+                    var sum = Sse.LoadVector128(bias + (c - from));                                // the window after the shift: tap1, tap2, tap3, x
+                    sum += tap1 * Sse.LoadVector128(w);
+                    sum += tap2 * Sse.LoadVector128(w + 4);
+                    sum += tap3 * Sse.LoadVector128(w + 8);
+                    sum += x * Sse.LoadVector128(w + 12);
+                    sum.Store(sums + i);
+                    var (first, second, third, fourth) = Transpose(tap1, tap2, tap3, x);
+                    first.Store(window);
+                    second.Store(window + 4);
+                    third.Store(window + 8);
+                    fourth.Store(window + 12);
+                }
+
+                for (; i < count; i++)
+                {
+                    sums[i] = ConvChannel(job, b, c0 + i);
+                }
+
+                ForLanes(sums, count, v => KernelMath.Silu(v));
+                for (int k = 0; k < count; k++)
+                {
+                    KernelMath.Write(job.Output, row + c0 + k, sums[k], job.BFloat16);
+                }
+            }
+        }
+    }
+
+    /// <summary>4 x 4 transpose: rows a, b, c, d in, columns out.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector128<float>, Vector128<float>, Vector128<float>, Vector128<float>) Transpose(Vector128<float> a, Vector128<float> b, Vector128<float> c, Vector128<float> d)
+    {
+        var abLow = Sse.UnpackLow(a, b);                                         // a0 b0 a1 b1
+        var cdLow = Sse.UnpackLow(c, d);                                         // c0 d0 c1 d1
+        var abHigh = Sse.UnpackHigh(a, b);                                       // a2 b2 a3 b3
+        var cdHigh = Sse.UnpackHigh(c, d);                                       // c2 d2 c3 d3
+        return (Sse.MoveLowToHigh(abLow, cdLow), Sse.MoveHighToLow(cdLow, abLow), Sse.MoveLowToHigh(abHigh, cdHigh), Sse.MoveHighToLow(cdHigh, abHigh));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
