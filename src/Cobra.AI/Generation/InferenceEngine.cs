@@ -62,10 +62,11 @@ internal sealed record EngineSettings
 internal sealed partial class InferenceEngine : IDisposable
 {
     /// <summary>
-    /// Shortest prefill chunk beside a decode step, and the length before the first measurement. The chunk shares
-    /// the step's weight reads, so it costs its FLOPs alone; fewer positions would barely move the GEMMs' row count.
+    /// Fewest positions per row of a prefill chunk beside a decode step (and the chunk before the first
+    /// measurement). The chunk shares the step's weight reads and costs about its FLOPs; when the time box holds
+    /// fewer positions than every ready row would get this many, fewer rows go (first come, first served).
     /// </summary>
-    private const int MinStreamingChunk = 16;
+    private const int MinStreamingChunk = 4;
 
     /// <summary>Tower work per iteration while nothing decodes: short enough that admission and cancellation are checked often.</summary>
     private const double IdleVisionSliceMs = 250;
@@ -594,19 +595,20 @@ internal sealed partial class InferenceEngine : IDisposable
             return (null, 0);
         }
 
-        int length = Math.Min(rows.Min(j => j.NextBoundary - j.Position), settings.PrefillChunkTokens);
         if (streaming)
         {
-            // Within the time box, and within the rows the step's kernels take at their best rate (the decode rows' too).
-            int shortest = Math.Min(MinStreamingChunk, length);
-            int fits = (pipeline.Model.LanguageModel.StepRowsLimit - decoding.Count) / rows.Count;
-            length = double.IsNaN(chunkTokenMs) || double.IsNaN(budgetMs)
-                ? shortest
-                : Math.Clamp((int)(budgetMs / Math.Max(chunkTokenMs, 1e-3) / rows.Count), shortest, length);
-            length = Math.Max(shortest, Math.Min(length, fits));
+            // Positions the time box holds (within the rows the step's kernels take at their best rate), then as
+            // many rows as can have MinStreamingChunk each, then one length for them.
+            int room = Math.Max(MinStreamingChunk, pipeline.Model.LanguageModel.StepRowsLimit - decoding.Count);
+            int positions = double.IsNaN(chunkTokenMs) || double.IsNaN(budgetMs)
+                ? MinStreamingChunk
+                : (int)Math.Clamp(budgetMs / Math.Max(chunkTokenMs, 1e-3), MinStreamingChunk, room);
+            rows = rows.Take(Math.Max(1, positions / MinStreamingChunk)).ToList();
+            int cap = Math.Max(MinStreamingChunk, positions / rows.Count);
+            return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), Math.Min(cap, settings.PrefillChunkTokens)));
         }
 
-        return (rows, length);
+        return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), settings.PrefillChunkTokens));
     }
 
     /// <summary>
