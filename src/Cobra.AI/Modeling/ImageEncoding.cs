@@ -6,9 +6,10 @@ namespace Cobra.AI.Modeling;
 
 /// <summary>
 /// One image's trip through the towers and the projector, cut into units of one residual branch of a transformer
-/// block (attention, then MLP: ~40 ms each at the real size on 2 cores), so the engine can interleave it with
-/// decode steps (a whole image is ~1.2 TFLOP at the real size: seconds on a CPU). Units run in order: DINOv2
-/// blocks, then SigLIP blocks, then the projector; the same ops in the same order as
+/// block (attention, then MLP: ~40 ms each at the real size on 2 cores) and one projector layer (~25-80 ms; the
+/// whole projector, ~70 GFLOP, had been one ~170 ms unit), so the engine can interleave it with decode steps (a
+/// whole image is ~1.2 TFLOP at the real size: seconds on a CPU). Units run in order: DINOv2 blocks, then SigLIP
+/// blocks, then the projector's layers; the same ops in the same order as
 /// <see cref="CobraModel.EncodeImage"/>. Holds its activations outside any dispose scope; dispose it to free them.
 /// Used on one thread only.
 /// </summary>
@@ -30,10 +31,10 @@ internal sealed class ImageEncoding : IDisposable
         var device = model.LanguageModel.Device;
         this.dinoPixels = dinoPixels.to(device).DetachFromDisposeScope();
         this.siglipPixels = siglipPixels.to(device).DetachFromDisposeScope();
-        UnitCount = (2 * (vision.Dino.FeatureBlockCount + vision.SigLip.FeatureBlockCount)) + 1;
+        UnitCount = (2 * (vision.Dino.FeatureBlockCount + vision.SigLip.FeatureBlockCount)) + projector.LayerCount;
     }
 
-    /// <summary>Units in all: two per feature block of both towers, plus the projector.</summary>
+    /// <summary>Units in all: two per feature block of both towers, plus one per projector layer.</summary>
     public int UnitCount { get; }
 
     /// <summary>Units still to run.</summary>
@@ -70,10 +71,23 @@ internal sealed class ImageEncoding : IDisposable
         }
         else
         {
-            var fused = torch.cat([dinoFeatures!, vision.SigLip.TakeFeatures(hidden!)], 2); // [1,P,Dd+Ds]
-            Result = projector.forward(fused).DetachFromDisposeScope();        // [1,P,D]
-            Replace(ref hidden, null);
-            Replace(ref dinoFeatures, null);
+            int layer = done - dinoUnits - siglipUnits;
+            if (layer == 0)
+            {
+                var fused = torch.cat([dinoFeatures!, vision.SigLip.TakeFeatures(hidden!)], 2); // [1,P,Dd+Ds]
+                Replace(ref dinoFeatures, null);
+                Replace(ref hidden, projector.ForwardLayer(0, fused).DetachFromDisposeScope()); // [1,P,4(Dd+Ds)] (fused-gelu-mlp)
+            }
+            else
+            {
+                Replace(ref hidden, projector.ForwardLayer(layer, hidden!).DetachFromDisposeScope()); // [1,P,D]
+            }
+
+            if (layer == projector.LayerCount - 1)
+            {
+                Result = hidden;                                                 // [1,P,D]
+                hidden = null;
+            }
         }
 
         done++;

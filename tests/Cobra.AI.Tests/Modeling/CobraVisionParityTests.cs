@@ -51,7 +51,7 @@ public abstract class CobraVisionParityTests : IDisposable
         var siglip = expected.Read("pixel_values.siglip");
         var whole = model.EncodeImage(dino, siglip);                              // [1,P,D]
         using var encoding = new ImageEncoding(model, dino, siglip);
-        Assert.Equal((2 * (model.Vision!.Dino.FeatureBlockCount + model.Vision.SigLip.FeatureBlockCount)) + 1, encoding.UnitCount);
+        Assert.Equal((2 * (model.Vision!.Dino.FeatureBlockCount + model.Vision.SigLip.FeatureBlockCount)) + model.Projector!.LayerCount, encoding.UnitCount);
         int units = 0;
         while (!encoding.Advance())
         {

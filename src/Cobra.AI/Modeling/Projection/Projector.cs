@@ -47,17 +47,23 @@ internal sealed class Projector : nn.Module<Tensor, Tensor>
         };
     }
 
+    /// <summary>Linear layers in the chain (the engine runs them as separate units of an image's encoding).</summary>
+    public int LayerCount => layers.Length;
+
     /// <summary>Linear layers with an exact GELU between consecutive ones.</summary>
     public override Tensor forward(Tensor features)
     {
         var x = features;
         for (int i = 0; i < layers.Length; i++)
         {
-            x = layers[i].forward(i == 0 ? x : F.gelu(x));
+            x = ForwardLayer(i, x);
         }
 
         return x;
     }
+
+    /// <summary>Step <paramref name="layer"/> of <see cref="forward"/>: the layer's linear, after a GELU for every layer but the first.</summary>
+    public Tensor ForwardLayer(int layer, Tensor x) => layers[layer].forward(layer == 0 ? x : F.gelu(x));
 
     /// <summary>The <c>linear</c> kind: the module itself is <c>projector</c>.</summary>
     private static Projector Single(Linear linear) => new([linear], linear);
