@@ -68,6 +68,9 @@ internal sealed partial class InferenceEngine : IDisposable
     /// </summary>
     private const int MinStreamingChunk = 4;
 
+    /// <summary>Steps with a chunk between two plain steps (which re-measure the step beside which chunks are sized).</summary>
+    private const int PlainStepEvery = 16;
+
     /// <summary>Tower work per iteration while nothing decodes: short enough that admission and cancellation are checked often.</summary>
     private const double IdleVisionSliceMs = 250;
 
@@ -97,6 +100,8 @@ internal sealed partial class InferenceEngine : IDisposable
 
     // Cost estimates (ms) that size the pending-work slice; exponential moving averages.
     private double decodeStepMs = double.NaN;                                    // a plain decode step of the current batch
+    private int decodeStepRows;                                                  // ... measured at this many rows
+    private int stepsSincePlain;
     private double chunkTokenMs = double.NaN;                                    // what one chunk position adds to a step
     private double visionUnitMs = double.NaN;
     private bool visionLeads;                                                    // which kind of pending work opens the next slice
@@ -360,7 +365,7 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             SyncBatch();
             members = [.. batchMembers];
-            if (withChunk)
+            if (withChunk && !PlainStepDue(members.Length))
             {
                 (chunkRows, length) = PlanChunk(streaming: true, decodeStepMs * settings.PendingWorkPerStep);
             }
@@ -398,9 +403,11 @@ internal sealed partial class InferenceEngine : IDisposable
         }
 
         double elapsed = clock.Elapsed.TotalMilliseconds;
+        stepsSincePlain = chunkRows is null ? 0 : stepsSincePlain + 1;
         if (chunkRows is null)
         {
-            decodeStepMs = Average(decodeStepMs, elapsed);
+            decodeStepMs = members.Length == decodeStepRows ? Average(decodeStepMs, elapsed) : elapsed; // a new batch size starts afresh
+            decodeStepRows = members.Length;
         }
         else if (double.IsNaN(decodeStepMs))
         {
@@ -408,10 +415,22 @@ internal sealed partial class InferenceEngine : IDisposable
         }
         else
         {
-            // What the chunk's positions added to the step.
-            chunkTokenMs = Average(chunkTokenMs, Math.Max(elapsed - decodeStepMs, 0.0) / (length * chunkRows.Count));
+            // What the chunk's positions added to the step. Signed: a step's noise (tens of ms) over a few positions
+            // swamps one sample, and clamping each at zero had biased the average up to 2-4x the true cost (the
+            // chunks then shrank and prefill fell behind the decode batch); it is clamped where it is used.
+            chunkTokenMs = Average(chunkTokenMs, (elapsed - decodeStepMs) / (length * chunkRows.Count));
         }
     }
+
+    /// <summary>
+    /// True when this step should go without a chunk, to measure a plain step of the batch as it is now: the time
+    /// box and the chunk's per-position cost are both read against it, and under steady prefill traffic no plain
+    /// step would run otherwise (a 1-row estimate had stayed in use at 16 rows: the box stayed a 1-row step long,
+    /// the per-position cost read 2-4x too high, and prefill fell behind the decode batch). Due when the batch has
+    /// grown or shrunk by a quarter since the last one (or none ran yet), and every 16 steps.
+    /// </summary>
+    private bool PlainStepDue(int rows) =>
+        decodeStepRows == 0 || Math.Abs(rows - decodeStepRows) > Math.Max(1, decodeStepRows / 4) || stepsSincePlain >= PlainStepEvery;
 
     /// <summary>Samples every row of <paramref name="logits"/> [R, V] for <paramref name="rows"/> and advances each choice.</summary>
     private void Accept(Choice[] rows, Tensor logits)
@@ -602,7 +621,7 @@ internal sealed partial class InferenceEngine : IDisposable
             int room = Math.Max(MinStreamingChunk, pipeline.Model.LanguageModel.StepRowsLimit - decoding.Count);
             int positions = double.IsNaN(chunkTokenMs) || double.IsNaN(budgetMs)
                 ? MinStreamingChunk
-                : (int)Math.Clamp(budgetMs / Math.Max(chunkTokenMs, 1e-3), MinStreamingChunk, room);
+                : (int)Math.Clamp(budgetMs / Math.Max(chunkTokenMs, 0.05), MinStreamingChunk, room);
             rows = rows.Take(Math.Max(1, positions / MinStreamingChunk)).ToList();
             int cap = Math.Max(MinStreamingChunk, positions / rows.Count);
             return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), Math.Min(cap, settings.PrefillChunkTokens)));
