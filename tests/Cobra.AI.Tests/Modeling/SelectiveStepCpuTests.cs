@@ -59,4 +59,24 @@ public sealed class SelectiveStepCpuTests
         Assert.False(SelectiveStepCpu.Supports(hidden.to(ScalarType.Float16), torch.zeros([1, 16, 4]), torch.zeros([1, 16, 16]))); // fp16
         Assert.False(SelectiveStepCpu.Supports(hidden, torch.zeros([1, 16, 4]), torch.zeros([1, 16, 32]).transpose(1, 2))); // non-contiguous state
     }
+
+    /// <summary>The 512-bit state update (one d_state-16 channel per register) computes what the 256-bit one does.</summary>
+    [Theory]
+    [InlineData(ScalarType.Float32, 1, 100)]
+    [InlineData(ScalarType.BFloat16, 5, 100)]
+    [InlineData(ScalarType.BFloat16, 40, 5120)]                                 // split over the workers
+    public void Every_register_width_updates_the_state_the_same_way(ScalarType dtype, int rows, int channels)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var generator = new torch.Generator(9);
+        Tensor R(params long[] shape) => torch.randn(shape, generator: generator).to(dtype);
+        var (x, delta, bc, xz) = (R(rows, channels), R(rows, channels), R(rows, 10 + 32), R(rows, 2 * channels));
+        var (aLog, dSkip, deltaBias) = (R(channels, 16), R(channels), R(channels));
+        var state = torch.randn([rows, channels, 16], generator: generator);
+        var narrowState = state.clone();
+        var wide = SelectiveStepCpu.SsmStep(x, delta, bc, xz, state, aLog, dSkip, deltaBias, simdBits: 512);
+        var narrow = SelectiveStepCpu.SsmStep(x, delta, bc, xz, narrowState, aLog, dSkip, deltaBias, simdBits: 256);
+        Golden.AssertClose(narrow.to(ScalarType.Float32), wide.to(ScalarType.Float32), "output", 0);
+        Golden.AssertClose(narrowState, state, "state", 0);
+    }
 }

@@ -35,6 +35,38 @@ internal static class KernelMath
         return p * twoToN;
     }
 
+    /// <summary>
+    /// <see cref="Exp(Vector{float})"/> on 16 lanes, the same operations lane by lane (so the same results): the
+    /// decode step's state update runs one d_state-16 channel per register where the CPU has 512-bit vectors.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Exp(Vector512<float> x)
+    {
+        x = Vector512.MinNative(Vector512.Create(88.72283f), Vector512.MaxNative(Vector512.Create(-87.33654f), x));
+        var n = Vector512.Round(x * Vector512.Create(1.44269504088896341f));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Vector512.FusedMultiplyAdd(p * r, r, r + Vector512<float>.One);
+        var twoToN = ((Vector512.ConvertToInt32Native(n) + Vector512.Create(127)) << 23).AsSingle();
+        return p * twoToN;
+    }
+
+    /// <summary><see cref="RoundToBFloat16(Vector{float})"/> on 16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> RoundToBFloat16(Vector512<float> value)
+    {
+        var bits = value.AsUInt32();
+        var rounded = (bits + Vector512.Create(0x7FFFu) + ((bits >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u);
+        var nan = Vector512.GreaterThan(bits & Vector512.Create(0x7FFF_FFFFu), Vector512.Create(0x7F80_0000u));
+        return Vector512.ConditionalSelect(nan, bits | Vector512.Create(0x0040_0000u), rounded).AsSingle();
+    }
+
     /// <summary>softplus(v) with torch's threshold 20 (the identity above it); log1p(e^v) kept accurate for small e^v.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector<float> Softplus(Vector<float> v)

