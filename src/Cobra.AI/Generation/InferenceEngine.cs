@@ -70,6 +70,9 @@ internal sealed partial class InferenceEngine : IDisposable
     /// </summary>
     private const int MinStreamingChunk = 4;
 
+    /// <summary>The most the chunk's time box grows with the number of prompts waiting to prefill (x the plain box).</summary>
+    private const int PrefillQueueBoost = 3;
+
     /// <summary>Steps with a chunk between two plain steps (which re-measure the step beside which chunks are sized).</summary>
     private const int PlainStepEvery = 16;
 
@@ -620,10 +623,13 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             // Positions the time box holds (within the rows the step's kernels take at their best rate), then as
             // many rows as can have MinStreamingChunk each, then one length for them.
+            // More waiting prompts get a longer box (up to PrefillQueueBoost steps): each waits with its client idle,
+            // which costs throughput; one (an image prompt beside running streams) gets the plain box.
             int room = Math.Max(MinStreamingChunk, pipeline.Model.LanguageModel.StepRowsLimit - decoding.Count);
-            int positions = double.IsNaN(chunkTokenMs) || double.IsNaN(budgetMs)
+            double box = budgetMs * Math.Min(rows.Count, PrefillQueueBoost);
+            int positions = double.IsNaN(chunkTokenMs) || double.IsNaN(box)
                 ? MinStreamingChunk
-                : (int)Math.Clamp(budgetMs / Math.Max(chunkTokenMs, 0.05), MinStreamingChunk, room);
+                : (int)Math.Clamp(box / Math.Max(chunkTokenMs, 0.05), MinStreamingChunk, room);
             rows = rows.Take(Math.Max(1, positions / MinStreamingChunk)).ToList();
             int cap = Math.Max(MinStreamingChunk, positions / rows.Count);
             return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), Math.Min(cap, settings.PrefillChunkTokens)));
