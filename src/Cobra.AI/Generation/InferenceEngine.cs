@@ -34,13 +34,13 @@ internal sealed record EngineSettings
 
     /// <summary>
     /// While streams decode, the pending work of one iteration (the chunk positions beside the step, or tower units)
-    /// is held to this multiple of a decode step (at least one unit of work), so a running stream's gap between tokens
-    /// stays near (1 + this) steps. 1: measured at 8 layers, 4 clients, an image in the towers, inter-token p50 85 ms
-    /// against 126 ms at 2, with the image's first token no later (the towers run on every iteration they are alone).
-    /// 0.6 left that tail where it was (one tower unit, 40-80 ms, is already longer than such a box at 8 layers) and
-    /// cost 16 text clients ~12 % of their tokens/s (their prompts waited longer).
+    /// is held to this multiple of a decode step (at least one unit of work; the chunk's box grows with the prompts
+    /// waiting, see PlanChunk), so a running stream's gap between tokens stays near (1 + this) steps. 0.6, measured
+    /// with the full 64 layers, 4 clients, every 4th with a new image: inter-token p99 2.6x the single-stream step
+    /// (two runs; 3.3x at 1.0), while 16 text clients at 8 layers kept 6.9x one client's tokens/s. At 8 layers the
+    /// tail is one tower unit (40-80 ms, longer than such a box) whatever this is.
     /// </summary>
-    public double PendingWorkPerStep { get; init; } = 1.0;
+    public double PendingWorkPerStep { get; init; } = 0.6;
 }
 
 /// <summary>
