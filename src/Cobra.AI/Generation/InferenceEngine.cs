@@ -35,7 +35,7 @@ internal sealed record EngineSettings
     /// <summary>
     /// While streams decode, the pending work of one iteration (the chunk positions beside the step, or tower units)
     /// is held to this multiple of a decode step (at least one unit of work; the chunk's box grows with the prompts
-    /// waiting, see PlanChunk), so a running stream's gap between tokens stays near (1 + this) steps. 0.6, measured
+    /// waiting, see <see cref="StreamingChunkPlan"/>), so a running stream's gap between tokens stays near (1 + this) steps. 0.6, measured
     /// with the full 64 layers, 4 clients, every 4th with a new image: inter-token p99 2.6x the single-stream step
     /// (two runs; 3.3x at 1.0), while 16 text clients at 8 layers kept 6.9x one client's tokens/s. At 8 layers the
     /// tail is one tower unit (40-80 ms, longer than such a box) whatever this is.
@@ -63,19 +63,6 @@ internal sealed record EngineSettings
 /// </summary>
 internal sealed partial class InferenceEngine : IDisposable
 {
-    /// <summary>
-    /// Fewest positions per row of a prefill chunk beside a decode step (and the chunk before the first
-    /// measurement). The chunk shares the step's weight reads and costs about its FLOPs; when the time box holds
-    /// fewer positions than every ready row would get this many, fewer rows go (first come, first served).
-    /// </summary>
-    private const int MinStreamingChunk = 4;
-
-    /// <summary>The most the chunk's time box grows with the number of prompts waiting to prefill (x the plain box).</summary>
-    private const int PrefillQueueBoost = 3;
-
-    /// <summary>Steps with a chunk between two plain steps (which re-measure the step beside which chunks are sized).</summary>
-    private const int PlainStepEvery = 16;
-
     /// <summary>Tower work per iteration while nothing decodes: short enough that admission and cancellation are checked often.</summary>
     private const double IdleVisionSliceMs = 250;
 
@@ -370,7 +357,7 @@ internal sealed partial class InferenceEngine : IDisposable
         {
             SyncBatch();
             members = [.. batchMembers];
-            if (withChunk && !PlainStepDue(members.Length))
+            if (withChunk && !StreamingChunkPlan.PlainStepDue(members.Length, decodeStepRows, stepsSincePlain))
             {
                 (chunkRows, length) = PlanChunk(streaming: true, decodeStepMs * settings.PendingWorkPerStep);
             }
@@ -426,16 +413,6 @@ internal sealed partial class InferenceEngine : IDisposable
             chunkTokenMs = Average(chunkTokenMs, (elapsed - decodeStepMs) / (length * chunkRows.Count));
         }
     }
-
-    /// <summary>
-    /// True when this step should go without a chunk, to measure a plain step of the batch as it is now: the time
-    /// box and the chunk's per-position cost are both read against it, and under steady prefill traffic no plain
-    /// step would run otherwise (a 1-row estimate had stayed in use at 16 rows: the box stayed a 1-row step long,
-    /// the per-position cost read 2-4x too high, and prefill fell behind the decode batch). Due when the batch has
-    /// grown or shrunk by a quarter since the last one (or none ran yet), and every 16 steps.
-    /// </summary>
-    private bool PlainStepDue(int rows) =>
-        decodeStepRows == 0 || Math.Abs(rows - decodeStepRows) > Math.Max(1, decodeStepRows / 4) || stepsSincePlain >= PlainStepEvery;
 
     /// <summary>Samples every row of <paramref name="logits"/> [R, V] for <paramref name="rows"/> and advances each choice.</summary>
     private void Accept(Choice[] rows, Tensor logits)
@@ -621,18 +598,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
         if (streaming)
         {
-            // Positions the time box holds (within the rows the step's kernels take at their best rate), then as
-            // many rows as can have MinStreamingChunk each, then one length for them.
-            // More waiting prompts get a longer box (up to PrefillQueueBoost steps): each waits with its client idle,
-            // which costs throughput; one (an image prompt beside running streams) gets the plain box.
-            int room = Math.Max(MinStreamingChunk, pipeline.Model.LanguageModel.StepRowsLimit - decoding.Count);
-            double box = budgetMs * Math.Min(rows.Count, PrefillQueueBoost);
-            int positions = double.IsNaN(chunkTokenMs) || double.IsNaN(box)
-                ? MinStreamingChunk
-                : (int)Math.Clamp(box / Math.Max(chunkTokenMs, 0.05), MinStreamingChunk, room);
-            rows = rows.Take(Math.Max(1, positions / MinStreamingChunk)).ToList();
-            int cap = Math.Max(MinStreamingChunk, positions / rows.Count);
-            return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), Math.Min(cap, settings.PrefillChunkTokens)));
+            var (take, perRow) = StreamingChunkPlan.Size(rows.Count, decoding.Count, pipeline.Model.LanguageModel.StepRowsLimit, budgetMs, chunkTokenMs);
+            rows = rows.Take(take).ToList();
+            return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), Math.Min(perRow, settings.PrefillChunkTokens)));
         }
 
         return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), settings.PrefillChunkTokens));
