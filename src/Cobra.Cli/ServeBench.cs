@@ -69,7 +69,7 @@ internal static class ServeBench
         }
     }
 
-    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, (double ReadGbPerSecond, double GemmGflops, string GemmKernel, long WeightBytes) limits, int tokens, IReadOnlyList<int> clientCounts, TextWriter log)
+    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, DecodeLimits limits, int tokens, IReadOnlyList<int> clientCounts, TextWriter log)
     {
         await StreamAsync(client, Prompt(3, -1), 4).ConfigureAwait(false);       // warm-up (JIT, allocator)
 
@@ -212,12 +212,15 @@ internal static class ServeBench
     /// The decode ceiling's inputs: the read rate the bench probed, and the best in-process GEMM rate at the decode
     /// shape of 64 rows (libtorch's or the native bf16 kernel's, whichever is faster: the one the step can use).
     /// </summary>
-    private static (double ReadGbPerSecond, double GemmGflops, string GemmKernel, long WeightBytes) MeasureLimits(MambaForCausalLM llm, ScalarType dtype, double readGbPerSecond)
+    private static DecodeLimits MeasureLimits(MambaForCausalLM llm, ScalarType dtype, double readGbPerSecond)
     {
         long weightBytes = llm.parameters().Sum(p => p.NumberOfElements * p.ElementSize);
         var (gflops, kernel) = MachineLimits.BestLinearGflops(dtype, 64, llm.Config.DModel, 2L * llm.Config.DInner);
-        return (readGbPerSecond, gflops, kernel, weightBytes);
+        return new DecodeLimits(readGbPerSecond, gflops, kernel, weightBytes);
     }
+
+    /// <summary>What bounds a decode step: the read rate, the GEMM rate (and which linear reached it), the weights' size.</summary>
+    private readonly record struct DecodeLimits(double ReadGbPerSecond, double GemmGflops, string GemmKernel, long WeightBytes);
 
     private static DataContent RandomPng(int seed)
     {

@@ -344,8 +344,8 @@ internal sealed partial class InferenceEngine : IDisposable
 
     /// <summary>
     /// One step for every decoding row; with <paramref name="withChunk"/>, the next prefill chunk rides in the same
-    /// pass (<see cref="MambaForCausalLM.StepWithChunk"/>: one read of the weights for both), as long as the time box
-    /// allows (<see cref="EngineSettings.PendingWorkPerStep"/> steps' worth of chunk positions).
+    /// pass (<see cref="MambaForCausalLM.StepWithChunk"/>: one read of the weights for both), as many positions as
+    /// the time box holds (<see cref="StreamingChunkPlan.Size"/>), unless a plain step is due to re-measure the batch.
     /// </summary>
     private void DecodeStep(bool withChunk)
     {
