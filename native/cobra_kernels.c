@@ -22,9 +22,7 @@
 
 // Up to this many rows decoding is a pure weight stream: one weight row after another is one sequential stream,
 // which the hardware prefetcher follows at the full read rate (six rows side by side read ~25 % slower).
-#ifndef SINGLE_STREAM_ROWS
 #define SINGLE_STREAM_ROWS 1
-#endif
 
 // float32 -> bf16 bits, round to nearest even, NaN kept quiet (as c10::BFloat16 rounds).
 INLINE uint16_t round_bf16(float value)
