@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds src/Cobra.AI/runtimes/linux-x64/native/libcobra_kernels.so from cobra_kernels.c (a developer step:
 # the library is committed, so building and testing Cobra.AI needs no C compiler). Needs gcc >= 11 (x86-64).
-# The library has no dependencies (-nostdlib: no libc, no libgcc) and only the two exported kernels; it writes
+# The library has no dependencies (-nostdlib: no libc, no libgcc) and only its exported kernels; it writes
 # the source's SHA-256 beside it, which a test holds the committed source to (a changed source not rebuilt fails).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -64,7 +64,7 @@ internal static class MachineLimits
         // of the peak (fractions held against it are upper bounds: .NET 10 has no BF16 dot-product intrinsics).
         result["fp32_peak_gflops"] = Math.Round(Math.Max(fma, bestFp32), 1);
         result["bf16_libtorch_best_gflops"] = Math.Round(bestBf16, 1);
-        if (NativeBf16Gemm.IsAvailable)
+        if (NativeBf16Kernels.IsAvailable)
         {
             double dot = Bf16DotPeakGflops(threads);
             log.WriteLine($"limits: bf16 dot-product peak {dot:F0} GFLOP/s (AVX512-BF16 microkernel, {threads} threads)");
@@ -75,14 +75,14 @@ internal static class MachineLimits
         else
         {
             result["bf16_peak_gflops"] = Math.Round(bestBf16, 1);
-            result["bf16_peak_source"] = $"best libtorch bf16 GEMM (a lower bound of the peak; no dot-product probe: {NativeBf16Gemm.UnavailableReason})";
+            result["bf16_peak_source"] = $"best libtorch bf16 GEMM (a lower bound of the peak; no dot-product probe: {NativeBf16Kernels.UnavailableReason})";
             if (CpuFlags().Contains("avx512_bf16"))
             {
                 result["bf16_peak_upper_bound_gflops"] = Math.Round(2 * fma, 1);
             }
         }
 
-        result["bf16_decode_gemm"] = NativeBf16Gemm.IsAvailable ? "native AVX512-BF16 (libcobra_kernels.so)" : $"managed GEMV / libtorch ({NativeBf16Gemm.UnavailableReason})";
+        result["bf16_decode_gemm"] = NativeBf16Kernels.IsAvailable ? "native AVX512-BF16 (libcobra_kernels.so)" : $"managed GEMV / libtorch ({NativeBf16Kernels.UnavailableReason})";
         return result;
     }
 
@@ -168,7 +168,7 @@ internal static class MachineLimits
     /// <summary>
     /// Peak bf16 rate of the AVX512-BF16 dot-product instruction: 12 independent register chains per thread, nothing
     /// read from memory; 1.5 s of warm-up runs (this VM kind's second core needs ~1 s of load to reach full
-    /// speed: one warm-up run measured 319 instead of ~460 GFLOP/s), then the median of <see cref="Runs"/>. Only where <see cref="NativeBf16Gemm.IsAvailable"/>.
+    /// speed: one warm-up run measured 319 instead of ~460 GFLOP/s), then the median of <see cref="Runs"/>. Only where <see cref="NativeBf16Kernels.IsAvailable"/>.
     /// </summary>
     public static double Bf16DotPeakGflops(int threads)
     {
@@ -177,17 +177,17 @@ internal static class MachineLimits
         var warm = Stopwatch.StartNew();
         while (warm.Elapsed.TotalSeconds < 1.5)
         {
-            OnThreads(threads, t => sink[t] += NativeBf16Gemm.PeakProbe(Iterations));
+            OnThreads(threads, t => sink[t] += NativeBf16Kernels.PeakProbe(Iterations));
         }
 
         var times = new double[Runs];
         for (int r = 0; r < Runs; r++)
         {
-            times[r] = OnThreads(threads, t => sink[t] += NativeBf16Gemm.PeakProbe(Iterations));
+            times[r] = OnThreads(threads, t => sink[t] += NativeBf16Kernels.PeakProbe(Iterations));
         }
 
         GC.KeepAlive(sink);
-        return (double)NativeBf16Gemm.PeakProbeFlopsPerIteration * Iterations * threads / Median(times) / 1e9;
+        return (double)NativeBf16Kernels.PeakProbeFlopsPerIteration * Iterations * threads / Median(times) / 1e9;
     }
 
     /// <summary>
@@ -197,12 +197,12 @@ internal static class MachineLimits
     public static (double Gflops, string Kernel) BestLinearGflops(ScalarType dtype, long m, long k, long n)
     {
         double libtorch = GemmGflops(dtype, m, k, n);
-        if (dtype != ScalarType.BFloat16 || !NativeBf16Gemm.IsAvailable || m > NativeBf16Gemm.MaxRows)
+        if (dtype != ScalarType.BFloat16 || !NativeBf16Kernels.IsAvailable || m > NativeBf16Kernels.MaxRows)
         {
             return (libtorch, "libtorch");
         }
 
-        double native = GemmGflops(m, k, n, (x, w) => NativeBf16Gemm.Linear(x, w, null).Dispose(), ScalarType.BFloat16);
+        double native = GemmGflops(m, k, n, (x, w) => NativeBf16Kernels.Linear(x, w, null).Dispose(), ScalarType.BFloat16);
         return native > libtorch ? (native, "native") : (libtorch, "libtorch");
     }
 

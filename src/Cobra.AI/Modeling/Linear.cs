@@ -51,9 +51,9 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
     /// </summary>
     public static Tensor Apply(Tensor input, Tensor weight, Tensor? bias, bool managedKernels)
     {
-        if (managedKernels && NativeBf16Gemm.Supports(input, weight, bias))
+        if (managedKernels && NativeBf16Kernels.Supports(input, weight, bias))
         {
-            return NativeBf16Gemm.Linear(input, weight, bias);
+            return NativeBf16Kernels.Linear(input, weight, bias);
         }
 
         if (managedKernels && CpuGemv.Supports(input, weight, bias))

@@ -17,7 +17,7 @@ public sealed class MachineLimitsTests(ITestOutputHelper output)
         Assert.InRange(limits["read_gb_s"]!.GetValue<double>(), 1e-3, 1e4);
         Assert.InRange(limits["fp32_peak_gflops"]!.GetValue<double>(), 1e-3, 1e5);
         Assert.Contains(limits["vector_bits"]!.GetValue<int>(), new[] { 128, 256, 512 });
-        if (Cobra.AI.Modeling.Kernels.NativeBf16Gemm.IsAvailable)
+        if (Cobra.AI.Modeling.Kernels.NativeBf16Kernels.IsAvailable)
         {
             // The dot-product probe is the peak; without libtorch probes (gemms: false) it is the figure itself.
             Assert.InRange(limits["bf16_dot_peak_gflops"]!.GetValue<double>(), 1e-3, 1e5);

@@ -1,5 +1,6 @@
 using Cobra.AI.Loading;
 using Cobra.AI.Modeling;
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using Xunit;
 using Xunit.Abstractions;
@@ -93,7 +94,11 @@ public sealed class Bf16OracleTests : IDisposable
         using var scope = torch.NewDisposeScope();
         using var expected = SafetensorsFile.Open(Golden.Expected(kitCase));
         var inputs = new Dictionary<string, Tensor>();
-        var reference = new Bf16Oracle(model, OracleVariant.LibtorchAttention);
+
+        // The attention the model runs: the native kernel (the flash kernels' cast points, which the Reference
+        // variant emulates) where the CPU has AVX512-BF16, else libtorch's SDPA.
+        var matching = NativeBf16Kernels.IsAvailable ? OracleVariant.Reference : OracleVariant.LibtorchAttention;
+        var reference = new Bf16Oracle(model, matching);
         var fused = (Tensor?)null;
         reference.EncodeImage(expected.Read("pixel_values.dino"), expected.Read("pixel_values.siglip"), (n, t) =>
         {
@@ -136,10 +141,11 @@ public sealed class Bf16OracleTests : IDisposable
         double llmDistance = RelL2(llm, reference.PrefillLogits(tokens, ids));
         output.WriteLine($"{kitCase}: prefill logits from the same image tokens, model vs oracle rel-L2 {llmDistance:E3}");
 
-        // Measured 0 (img_rgba) and 2.4e-3 (img_scene: a one-ulp flip in the first layers, from the scan
-        // kernel's polynomial exp, amplified by this tiny random model); the text test pins the LLM's cast points.
-        Assert.InRange(llmDistance, 0, 3e-3);
-        Assert.InRange(worst[OracleVariant.LibtorchAttention], 0, 0.02);
+        // Measured 3.4e-3 (img_rgba) and 2.4e-3 (img_scene): one-ulp flips in the first layers, from the scan
+        // kernel's polynomial exp, amplified by this tiny random model (with SDPA's image tokens img_rgba measured 0);
+        // the text test pins the LLM's cast points.
+        Assert.InRange(llmDistance, 0, 5e-3);
+        Assert.InRange(worst[matching], 0, 0.02);
         Assert.True(worst[OracleVariant.BiasAfterRounding] > 0.05, $"rounding before the bias: {worst[OracleVariant.BiasAfterRounding]:P2}");
         Assert.True(worst[OracleVariant.NormalisedBf16Probabilities] > 0.05, $"normalised bf16 probabilities: {worst[OracleVariant.NormalisedBf16Probabilities]:P2}");
     }

@@ -50,8 +50,8 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     /// combined step within it. Unbounded where no such kernel runs (CUDA, float32, CPUs without AVX512-BF16).
     /// </summary>
     public int StepRowsLimit =>
-        UseManagedKernels && Device.type == DeviceType.CPU && DType == ScalarType.BFloat16 && Kernels.NativeBf16Gemm.IsAvailable
-            ? Kernels.NativeBf16Gemm.MaxRows : int.MaxValue;
+        UseManagedKernels && Device.type == DeviceType.CPU && DType == ScalarType.BFloat16 && Kernels.NativeBf16Kernels.IsAvailable
+            ? Kernels.NativeBf16Kernels.MaxRows : int.MaxValue;
 
     /// <summary>A zero state for <paramref name="batchSize"/> sequences (float32, see <see cref="MambaState.Zeros"/>).</summary>
     public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, Device);

@@ -1,3 +1,4 @@
+using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -224,8 +225,12 @@ internal sealed class VitBlock : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>Multi-head self-attention: qkv rows [q; k; v], heads contiguous within each; SDPA, scale 1/√head_dim.</summary>
-internal sealed class Attention : nn.Module<Tensor, Tensor>
+/// <summary>
+/// Multi-head self-attention: qkv rows [q; k; v], heads contiguous within each; SDPA, scale 1/√head_dim. In bf16 on
+/// a CPU with AVX512-BF16 the native kernel runs it (same cast points as the flash kernels; ~3x libtorch's CPU SDPA
+/// at the towers' shapes); libtorch's SDPA otherwise and with the managed kernels off (the device-generic path).
+/// </summary>
+internal sealed class Attention : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
 {
     private readonly int heads;
 #pragma warning disable IDE1006 // field names are the state-dict keys
@@ -244,10 +249,19 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc />
+    public bool UseManagedKernels { get; set; } = true;
+
+    /// <inheritdoc />
     public override Tensor forward(Tensor x)
     {
         long b = x.shape[0], n = x.shape[1], d = x.shape[2];
-        var parts = qkv.forward(x)                                               // [B,N,3D]
+        var projected = qkv.forward(x);                                          // [B,N,3D]
+        if (UseManagedKernels && NativeBf16Kernels.SupportsAttention(projected, heads))
+        {
+            return proj.forward(NativeBf16Kernels.Attention(projected, heads));  // [B,N,D]
+        }
+
+        var parts = projected
             .reshape(b, n, 3, heads, d / heads)                                  // [B,N,3,H,hd]
             .permute(2, 0, 3, 1, 4);                                             // [3,B,H,N,hd]
         var attended = F.scaled_dot_product_attention(parts[0], parts[1], parts[2]); // [B,H,N,hd]

@@ -6,9 +6,10 @@ using static TorchSharp.torch;
 namespace Cobra.AI.Modeling.Kernels;
 
 /// <summary>
-/// y = x Wᵀ (+ b) in bf16 for decode-sized inputs (up to <see cref="MaxRows"/> rows: the decode batch, or the
-/// batch with a prefill chunk riding in it) through <c>libcobra_kernels.so</c>, a small C kernel over the
-/// AVX512-BF16 dot-product instruction, which .NET 10 does not expose (<c>native/cobra_kernels.c</c>).
+/// The bf16 kernels of <c>libcobra_kernels.so</c>, small C kernels over the AVX512-BF16 dot-product instruction,
+/// which .NET 10 does not expose (<c>native/cobra_kernels.c</c>): <see cref="Linear"/>, y = x Wᵀ (+ b) for
+/// decode-sized inputs (up to <see cref="MaxRows"/> rows: the decode batch, or the batch with a prefill chunk
+/// riding in it), and <see cref="Attention"/>, the vision towers' self-attention with the flash kernels' cast points.
 /// <para>
 /// Why: a decode step is a few to a few dozen rows. libtorch's bf16 GEMM repacks the weights on every call and
 /// runs at ~45 % of the bf16 peak at 16 rows; the managed GEMV widens bf16 to float32 FMAs (half the rate) and
@@ -25,7 +26,7 @@ namespace Cobra.AI.Modeling.Kernels;
 /// it has no side effect on the process.
 /// </para>
 /// </summary>
-internal static unsafe class NativeBf16Gemm
+internal static unsafe class NativeBf16Kernels
 {
     /// <summary>Set to <c>0</c> (or <c>false</c>/<c>off</c>) to keep the native kernels unloaded.</summary>
     public const string EnvironmentVariable = "COBRA_NATIVE_KERNELS";
@@ -91,6 +92,61 @@ internal static unsafe class NativeBf16Gemm
         return output;
     }
 
+    /// <summary>True when <see cref="Attention"/> handles this qkv projection output [B, N, 3·D] for <paramref name="heads"/> heads.</summary>
+    public static bool SupportsAttention(Tensor qkv, int heads) =>
+        qkv.dtype == ScalarType.BFloat16 && qkv.device_type == DeviceType.CPU && qkv.dim() == 3
+        && qkv.shape[1] > 0 && heads > 0 && qkv.shape[2] % (3L * heads) == 0 && qkv.shape[2] > 0
+        && IsAvailable;
+
+    /// <summary>
+    /// softmax(q kᵀ / √hd) v per head from a qkv projection's output [B, N, 3·D] (rows [q | k | v], heads contiguous
+    /// within each, as timm's <c>Attention</c> lays them out) to [B, N, D] in bf16, heads side by side (the input of
+    /// the output projection, so no transpose is needed). Cast points of the flash kernels under bf16: float32
+    /// scores times the scale, float32 row max, unnormalised exponentials rounded to bf16 for the value product,
+    /// float32 row sum and accumulation, one division, one rounding. The (batch, head) pairs are split over the
+    /// kernel workers, each with its own workspace. Check <see cref="SupportsAttention"/> first.
+    /// </summary>
+    public static Tensor Attention(Tensor qkv, int heads)
+    {
+        var library = Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
+        long batch = qkv.shape[0], n = qkv.shape[1], d = qkv.shape[2] / 3, hd = d / heads;
+        using var source = qkv.contiguous();                                     // [B,N,3D]
+        var output = torch.empty([batch, n, d], ScalarType.BFloat16, torch.CPU);  // [B,N,D]
+        long workspaceBytes = library.AttentionWorkspace(n, hd);
+        int items = (int)(batch * heads), parts = Math.Min(KernelWorkers.Parallelism, items);
+        using var workspace = torch.empty([parts, workspaceBytes], ScalarType.Byte, torch.CPU); // one per part
+        nint x = TensorMemory.Address(source), y = TensorMemory.Address(output), w = TensorMemory.Address(workspace);
+        float scale = (float)(1.0 / Math.Sqrt(hd));
+        var attention = library.Attention;
+        void Heads(int part, int count)
+        {
+            for (int item = items * part / count; item < items * (part + 1) / count; item++)
+            {
+                long b = item / heads, h = item % heads;
+                nint q = x + (nint)((((b * n * 3 * d) + (h * hd)) * sizeof(ushort)));
+                nint o = y + (nint)((((b * n * d) + (h * hd)) * sizeof(ushort)));
+                attention(q, q + (nint)(d * sizeof(ushort)), q + (nint)(2 * d * sizeof(ushort)), 3 * d, o, d, n, hd, scale, w + (nint)(part * workspaceBytes));
+            }
+        }
+
+        if (parts == 1)
+        {
+            Heads(0, 1);
+        }
+        else
+        {
+            KernelWorkers.Run((part, _) =>
+            {
+                if (part < parts)
+                {
+                    Heads(part, parts);
+                }
+            });
+        }
+
+        return output;
+    }
+
     /// <summary>
     /// The bf16 peak probe: <paramref name="iterations"/> x 12 independent dot-product instructions on registers
     /// (64 FLOPs each) on the calling thread; returns a value that depends on all of them.
@@ -137,6 +193,8 @@ internal static unsafe class NativeBf16Gemm
             {
                 return new Library(
                     (delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, void>)NativeLibrary.GetExport(handle, "cobra_bf16_linear"),
+                    (delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void>)NativeLibrary.GetExport(handle, "cobra_bf16_attention"),
+                    (delegate* unmanaged<long, long, long>)NativeLibrary.GetExport(handle, "cobra_bf16_attention_workspace"),
                     (delegate* unmanaged<long, float>)NativeLibrary.GetExport(handle, "cobra_bf16_peak"));
             }
         }
@@ -147,7 +205,7 @@ internal static unsafe class NativeBf16Gemm
     /// <summary>Where the library can be: beside the assembly or the app (project references), or under runtimes/linux-x64/native (packages).</summary>
     private static IEnumerable<string> Candidates()
     {
-        string? assemblyDirectory = Path.GetDirectoryName(typeof(NativeBf16Gemm).Assembly.Location);
+        string? assemblyDirectory = Path.GetDirectoryName(typeof(NativeBf16Kernels).Assembly.Location);
         foreach (string? directory in new[] { assemblyDirectory, AppContext.BaseDirectory }.Distinct())
         {
             if (!string.IsNullOrEmpty(directory))
@@ -158,12 +216,18 @@ internal static unsafe class NativeBf16Gemm
         }
     }
 
-    /// <summary>The two exports.</summary>
+    /// <summary>The exports.</summary>
     private sealed class Library(
         delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, void> linear,
+        delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void> attention,
+        delegate* unmanaged<long, long, long> attentionWorkspace,
         delegate* unmanaged<long, float> peak)
     {
         public delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, void> Linear { get; } = linear;
+
+        public delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void> Attention { get; } = attention;
+
+        public delegate* unmanaged<long, long, long> AttentionWorkspace { get; } = attentionWorkspace;
 
         public delegate* unmanaged<long, float> Peak { get; } = peak;
     }
