@@ -62,6 +62,27 @@ public sealed class SelectiveScanTests
         AssertClose(hRef, hCpu, $"cpu state, {channels} channels");
     }
 
+    /// <summary>The 512-bit kernel does the 256-bit one's operations lane by lane: identical outputs and states, float32 and bf16.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Cpu_kernel_gives_the_same_result_at_every_register_width(bool bf16)
+    {
+        using var scope = torch.NewDisposeScope();
+        var inputs = RandomInputs(batch: 2, length: 37, channels: 100, dState: 16, seed: 11);
+        if (bf16)
+        {
+            inputs = inputs with { U = inputs.U.to(ScalarType.BFloat16), Delta = inputs.Delta.to(ScalarType.BFloat16), Z = inputs.Z.to(ScalarType.BFloat16) };
+        }
+
+        var initial = torch.randn(2, 100, 16);
+        var (y256, h256) = SelectiveScanCpu.Run(inputs, initial, simdBits: 256);
+        var (y512, h512) = SelectiveScanCpu.Run(inputs, initial, simdBits: 512);
+        Assert.True(y256.equal(y512).all().item<bool>(), "outputs");
+        Assert.True(h256.equal(h512).all().item<bool>(), "states");
+        AssertClose(SelectiveScan.Sequential(inputs, initial).Output.to(ScalarType.Float32), y512.to(ScalarType.Float32), "512-bit output", bf16 ? 1e-2 : 1e-5);
+    }
+
     [Fact]
     public void Chunk_size_does_not_change_the_result()
     {

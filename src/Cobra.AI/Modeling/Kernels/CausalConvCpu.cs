@@ -49,6 +49,40 @@ internal static class CausalConvCpu
         return output;
     }
 
+    /// <summary>
+    /// <see cref="Channels"/> for one whole block of lanes (every block but a ragged last one): the same sums in
+    /// the same order, with vector loads and stores of the rows instead of one element at a time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
+    private static unsafe void FullBlock(in Job job, int b, int c0, float* window, float* taps, Vector<float> bias)
+    {
+        int lanes = Vector<float>.Count, width = job.Width, channels = job.Channels;
+        Vector<float>* tap = stackalloc Vector<float>[width];                    // w[c0.., k], one vector per tap
+        for (int k = 0; k < width; k++)
+        {
+            tap[k] = KernelMath.Load(taps + ((long)k * channels));
+        }
+
+        float* newest = window + ((width - 1) * lanes);
+        for (int t = 0; t < job.Length; t++)
+        {
+            for (int k = 0; k < width - 1; k++)
+            {
+                KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
+            }
+
+            long row = ((long)b * job.Length) + t;
+            KernelMath.Store(KernelMath.LoadWide(job.Xz, (row * 2 * channels) + c0, job.BFloat16), newest);
+            var sum = Vector<float>.Zero;
+            for (int k = 0; k < width; k++)
+            {
+                sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), tap[k], sum);
+            }
+
+            KernelMath.StoreNarrow(KernelMath.Silu(sum + bias), job.Output, (row * channels) + c0, job.BFloat16);
+        }
+    }
+
     private readonly record struct Job(nint Xz, nint State, nint Taps, nint Bias, nint Output, int Rows, int Length, int Channels, int Width, bool BFloat16);
 
     /// <summary>Channels [from, to) of every row and position; the window slides over registers-worth of channels.</summary>
@@ -76,30 +110,37 @@ internal static class CausalConvCpu
 
                 var bias = KernelMath.LoadPartial((float*)job.Bias + c0, count);
                 float* newest = window + ((width - 1) * lanes);
-                for (int t = 0; t < job.Length; t++)
+                if (count == lanes)
                 {
-                    // 2. Slide out the oldest input, append x[t]; x̃[t] = SiLU(b + Σ_k w_k · window_k).
-                    for (int k = 0; k < width - 1; k++)
+                    FullBlock(job, b, c0, window, taps + c0, bias);
+                }
+                else
+                {
+                    for (int t = 0; t < job.Length; t++)
                     {
-                        KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
-                    }
+                        // 2. Slide out the oldest input, append x[t]; x̃[t] = SiLU(b + Σ_k w_k · window_k).
+                        for (int k = 0; k < width - 1; k++)
+                        {
+                            KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
+                        }
 
-                    long row = ((long)b * job.Length) + t;
-                    for (int i = 0; i < count; i++)
-                    {
-                        newest[i] = KernelMath.Read(job.Xz, (row * 2 * channels) + c0 + i, job.BFloat16);
-                    }
+                        long row = ((long)b * job.Length) + t;
+                        for (int i = 0; i < count; i++)
+                        {
+                            newest[i] = KernelMath.Read(job.Xz, (row * 2 * channels) + c0 + i, job.BFloat16);
+                        }
 
-                    var sum = Vector<float>.Zero;
-                    for (int k = 0; k < width; k++)
-                    {
-                        sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), KernelMath.LoadPartial(taps + ((long)k * channels) + c0, count), sum);
-                    }
+                        var sum = Vector<float>.Zero;
+                        for (int k = 0; k < width; k++)
+                        {
+                            sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), KernelMath.LoadPartial(taps + ((long)k * channels) + c0, count), sum);
+                        }
 
-                    var activated = KernelMath.Silu(sum + bias);
-                    for (int i = 0; i < count; i++)
-                    {
-                        KernelMath.Write(job.Output, (row * channels) + c0 + i, activated[i], job.BFloat16);
+                        var activated = KernelMath.Silu(sum + bias);
+                        for (int i = 0; i < count; i++)
+                        {
+                            KernelMath.Write(job.Output, (row * channels) + c0 + i, activated[i], job.BFloat16);
+                        }
                     }
                 }
 

@@ -77,6 +77,39 @@ internal static class KernelMath
         return Vector.ConditionalSelect(Vector.GreaterThan(v, new Vector<float>(20f)), v, log1p);
     }
 
+    /// <summary><see cref="Softplus(Vector{float})"/> on 16 lanes, the same operations lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Softplus(Vector512<float> v)
+    {
+        var e = Exp(v);
+        var onePlus = Vector512<float>.One + e;
+        var log1p = Vector512.ConditionalSelect(Vector512.Equals(onePlus, Vector512<float>.One), e, Vector512.Log(onePlus) * (e / (onePlus - Vector512<float>.One)));
+        return Vector512.ConditionalSelect(Vector512.GreaterThan(v, Vector512.Create(20f)), v, log1p);
+    }
+
+    /// <summary>x · sigmoid(x) on 16 lanes, as <see cref="Silu(Vector{float})"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Silu(Vector512<float> v) => v / (Vector512<float>.One + Exp(-v));
+
+    /// <summary>16 values at element <paramref name="at"/>, widened from bf16 when <paramref name="bf16"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector512<float> LoadWide512(nint data, long at, bool bf16) =>
+        bf16 ? (Vector512.WidenLower(Vector256.Load((ushort*)data + at).ToVector512Unsafe()) << 16).AsSingle() : Vector512.Load((float*)data + at);
+
+    /// <summary>Stores 16 lanes at element <paramref name="at"/>, rounded to bf16 (nearest even) when <paramref name="bf16"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe void StoreNarrow512(Vector512<float> value, nint data, long at, bool bf16)
+    {
+        if (!bf16)
+        {
+            value.Store((float*)data + at);
+            return;
+        }
+
+        var bits = RoundToBFloat16(value).AsUInt32() >> 16;
+        Vector512.Narrow(bits, bits).GetLower().Store((ushort*)data + at);
+    }
+
     /// <summary>Vector&lt;float&gt;.Count values at element <paramref name="at"/>, widened from bf16 when <paramref name="bf16"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static unsafe Vector<float> LoadWide(nint data, long at, bool bf16)
@@ -112,6 +145,14 @@ internal static class KernelMath
         }
 
         ushort* to = (ushort*)data + at;
+        if (Vector<float>.Count == Vector256<float>.Count && Vector256.IsHardwareAccelerated)
+        {
+            // BFloat16Bits.Round lane-wise: the rounded pattern's upper halves, narrowed to 8 x 16 bits.
+            var bits = Vector.AsVectorUInt32(RoundToBFloat16(value)).AsVector256() >> 16;
+            Vector256.Narrow(bits, bits).GetLower().Store(to);
+            return;
+        }
+
         for (int i = 0; i < Vector<float>.Count; i++)
         {
             to[i] = BFloat16Bits.Round(value[i]);
