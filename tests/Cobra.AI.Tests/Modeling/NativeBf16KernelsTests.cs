@@ -46,6 +46,9 @@ public sealed class NativeBf16KernelsTests
     [InlineData(16, 2560, 1001, true)]
     [InlineData(37, 64, 45, false)]
     [InlineData(64, 1024, 257, true)]
+    [InlineData(129, 600, 11, false)]                                             // past MaxRows: wide enough inputs still come here
+    [InlineData(300, 1024, 37, true)]                                             // two row blocks
+    [InlineData(761, 2560, 7, true)]                                              // an image prompt's prefill: eight row blocks
     public void Equals_the_float64_sum_of_its_bf16_products(int rows, int inFeatures, int outFeatures, bool withBias)
     {
         if (!NativeBf16Kernels.IsAvailable)
@@ -86,7 +89,9 @@ public sealed class NativeBf16KernelsTests
         Assert.Equal(new long[] { 2, 3, 9 }, y.shape);
         Assert.True(y.equal(NativeBf16Kernels.Linear(x.contiguous().view(6, 70), w, null).view(2, 3, 9)).all().item<bool>());
 
-        Assert.False(NativeBf16Kernels.Supports(torch.randn(NativeBf16Kernels.MaxRows + 1, 70).to(ScalarType.BFloat16), w));
+        Assert.False(NativeBf16Kernels.Supports(torch.randn(NativeBf16Kernels.MaxRows + 1, 70).to(ScalarType.BFloat16), w)); // narrow K, many rows: libtorch's
+        var wideWeight = torch.randn(3, NativeBf16Kernels.LargeInputMinFeatures).to(ScalarType.BFloat16);
+        Assert.True(NativeBf16Kernels.Supports(torch.randn(1000, NativeBf16Kernels.LargeInputMinFeatures).to(ScalarType.BFloat16), wideWeight));
         Assert.False(NativeBf16Kernels.Supports(torch.randn(2, 70), w.to(ScalarType.Float32)));      // float32: the managed GEMV's
         Assert.False(NativeBf16Kernels.Supports(torch.randn(2, 70).to(ScalarType.BFloat16), w.t().contiguous().t())); // a strided weight
         Assert.False(NativeBf16Kernels.Supports(torch.randn(2, 71).to(ScalarType.BFloat16), w));
@@ -112,6 +117,12 @@ public sealed class NativeBf16KernelsTests
         }
 
         Assert.True(NativeBf16Kernels.Linear(x[7..8], w, b).equal(batch[7..8]).all().item<bool>(), "row 7 alone");
+
+        // Prompt-sized inputs go in row blocks (here 4 of ~103 rows at K = 2560): a row's result is the same in any block.
+        var prompt = torch.randn(411, 2560).to(ScalarType.BFloat16);
+        var whole = NativeBf16Kernels.Linear(prompt, w, b);
+        Assert.True(NativeBf16Kernels.Linear(prompt[200..230], w, b).equal(whole[200..230]).all().item<bool>(), "rows 200-229 of a 411-row prompt alone");
+        Assert.True(NativeBf16Kernels.Linear(torch.cat([x, prompt[..5]]), w, b)[NativeBf16Kernels.MaxRows..].equal(whole[..5]).all().item<bool>(), "a prompt's rows behind a decode batch");
         try
         {
             KernelWorkers.SetParallelism(3);

@@ -57,6 +57,102 @@ internal static class KernelMath
         return p * twoToN;
     }
 
+    /// <summary>
+    /// 2^y on 16 lanes to within 1.7e-7 relative (Cephes' exp2f: y = n + f, |f| ≤ ½, 2^f = 1 + f·P(f) of degree 5,
+    /// 2^n added to the exponent bits): the scan's decay e^(ΔA) as 2^(Δ·A·log₂e) with A·log₂e computed once per
+    /// channel, which takes 7 multiply-adds to <see cref="Exp(Vector512{float})"/>'s 12 (the scan is bound by them).
+    /// y is clamped to [−125, 127], so results stay normal (≥ 2^−125.5; a decay that small is zero for every purpose
+    /// and a denormal would cost a microcode assist in every later operation); NaN propagates.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Pow2(Vector512<float> y)
+    {
+        y = Vector512.MinNative(Vector512.Create(127f), Vector512.MaxNative(Vector512.Create(-125f), y));
+        var n = Vector512.Round(y);
+        var f = y - n;                                                           // exact
+        var p = Vector512.Create(1.535336188319500e-4f);
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(1.339887440266574e-3f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(9.618437357674640e-3f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(5.550332471162809e-2f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(2.402264791363012e-1f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512.Create(6.931472028550421e-1f));
+        p = Vector512.FusedMultiplyAdd(p, f, Vector512<float>.One);              // 2^f in [0.707, 1.415]
+        return (p.AsInt32() + (Vector512.ConvertToInt32Native(n) << 23)).AsSingle();
+    }
+
+    /// <summary><see cref="Pow2(Vector512{float})"/> on <see cref="Vector{T}"/> lanes, the same operations lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector<float> Pow2(Vector<float> y)
+    {
+        y = Vector.MinNative(new Vector<float>(127f), Vector.MaxNative(new Vector<float>(-125f), y));
+        var n = Vector.Round(y);
+        var f = y - n;
+        var p = new Vector<float>(1.535336188319500e-4f);
+        p = Vector.FusedMultiplyAdd(p, f, new Vector<float>(1.339887440266574e-3f));
+        p = Vector.FusedMultiplyAdd(p, f, new Vector<float>(9.618437357674640e-3f));
+        p = Vector.FusedMultiplyAdd(p, f, new Vector<float>(5.550332471162809e-2f));
+        p = Vector.FusedMultiplyAdd(p, f, new Vector<float>(2.402264791363012e-1f));
+        p = Vector.FusedMultiplyAdd(p, f, new Vector<float>(6.931472028550421e-1f));
+        p = Vector.FusedMultiplyAdd(p, f, Vector<float>.One);
+        return Vector.AsVectorSingle(Vector.AsVectorInt32(p) + (Vector.ConvertToInt32Native(n) << 23));
+    }
+
+    /// <summary>
+    /// ln x for positive normal x to within 8e-8 relative (Cephes' logf: x = m 2^e with m in [√½, √2), ln(1 + (m − 1))
+    /// by a degree-8 polynomial, e ln 2 in two parts), inline: .NET's <see cref="Vector512.Log(Vector512{float})"/> is a
+    /// call with the scan's live registers spilled around it, which took a third of the scan's time.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Log(Vector512<float> x)
+    {
+        var bits = x.AsInt32();
+        var e = Vector512.ConvertToSingle((bits >> 23) - Vector512.Create(126));                  // x = m 2^e, m in [½, 1)
+        var m = ((bits & Vector512.Create(0x007FFFFF)) | Vector512.Create(0x3F000000)).AsSingle();
+        var small = Vector512.LessThan(m, Vector512.Create(0.707106781186547524f));
+        e -= Vector512.ConditionalSelect(small, Vector512<float>.One, Vector512<float>.Zero);
+        m = Vector512.ConditionalSelect(small, m + m, m) - Vector512<float>.One;
+        var z = m * m;
+        var p = Vector512.Create(7.0376836292e-2f);
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(-1.1514610310e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(1.1676998740e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(-1.2420140846e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(1.4249322787e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(-1.6668057665e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(2.0000714765e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(-2.4999993993e-1f));
+        p = Vector512.FusedMultiplyAdd(p, m, Vector512.Create(3.3333331174e-1f));
+        var y = p * m * z;
+        y = Vector512.FusedMultiplyAdd(e, Vector512.Create(-2.12194440e-4f), y);
+        y = Vector512.FusedMultiplyAdd(z, Vector512.Create(-0.5f), y);
+        return Vector512.FusedMultiplyAdd(e, Vector512.Create(0.693359375f), m + y);
+    }
+
+    /// <summary><see cref="Log(Vector512{float})"/> on <see cref="Vector{T}"/> lanes, the same operations lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector<float> Log(Vector<float> x)
+    {
+        var bits = Vector.AsVectorInt32(x);
+        var e = Vector.ConvertToSingle((bits >> 23) - new Vector<int>(126));
+        var m = Vector.AsVectorSingle((bits & new Vector<int>(0x007FFFFF)) | new Vector<int>(0x3F000000));
+        var small = Vector.LessThan(m, new Vector<float>(0.707106781186547524f));
+        e -= Vector.ConditionalSelect(small, Vector<float>.One, Vector<float>.Zero);
+        m = Vector.ConditionalSelect(small, m + m, m) - Vector<float>.One;
+        var z = m * m;
+        var p = new Vector<float>(7.0376836292e-2f);
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(-1.1514610310e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(1.1676998740e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(-1.2420140846e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(1.4249322787e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(-1.6668057665e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(2.0000714765e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(-2.4999993993e-1f));
+        p = Vector.FusedMultiplyAdd(p, m, new Vector<float>(3.3333331174e-1f));
+        var y = p * m * z;
+        y = Vector.FusedMultiplyAdd(e, new Vector<float>(-2.12194440e-4f), y);
+        y = Vector.FusedMultiplyAdd(z, new Vector<float>(-0.5f), y);
+        return Vector.FusedMultiplyAdd(e, new Vector<float>(0.693359375f), m + y);
+    }
+
     /// <summary><see cref="RoundToBFloat16(Vector{float})"/> on 16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector512<float> RoundToBFloat16(Vector512<float> value)
@@ -73,7 +169,7 @@ internal static class KernelMath
     {
         var e = Exp(v);
         var onePlus = Vector<float>.One + e;
-        var log1p = Vector.ConditionalSelect(Vector.Equals(onePlus, Vector<float>.One), e, Vector.Log(onePlus) * (e / (onePlus - Vector<float>.One)));
+        var log1p = Vector.ConditionalSelect(Vector.Equals(onePlus, Vector<float>.One), e, Log(onePlus) * (e / (onePlus - Vector<float>.One)));
         return Vector.ConditionalSelect(Vector.GreaterThan(v, new Vector<float>(20f)), v, log1p);
     }
 
@@ -83,7 +179,7 @@ internal static class KernelMath
     {
         var e = Exp(v);
         var onePlus = Vector512<float>.One + e;
-        var log1p = Vector512.ConditionalSelect(Vector512.Equals(onePlus, Vector512<float>.One), e, Vector512.Log(onePlus) * (e / (onePlus - Vector512<float>.One)));
+        var log1p = Vector512.ConditionalSelect(Vector512.Equals(onePlus, Vector512<float>.One), e, Log(onePlus) * (e / (onePlus - Vector512<float>.One)));
         return Vector512.ConditionalSelect(Vector512.GreaterThan(v, Vector512.Create(20f)), v, log1p);
     }
 

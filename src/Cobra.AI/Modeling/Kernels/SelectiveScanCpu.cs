@@ -13,10 +13,14 @@ namespace Cobra.AI.Modeling.Kernels;
 /// states in registers. Nothing of size L·D·N is ever materialised, so it runs at arithmetic speed instead
 /// of memory speed. Like the CUDA kernel it reads x̃, Δ and z in the model dtype, applies Δ's bias and
 /// softplus itself, and writes the gated output in the model dtype (rounded once); the arithmetic is float32,
-/// as in <see cref="SelectiveScan.Sequential"/>.
+/// as in <see cref="SelectiveScan.Sequential"/>. Like the CUDA kernel it takes the decay as 2^(Δ · A log₂e), with
+/// A log₂e once per channel (<see cref="KernelMath.Pow2(Vector512{float})"/>: 7 multiply-adds a state update where
+/// e^(ΔA) took 12, and the scan is bound by them).
 /// </summary>
 internal static class SelectiveScanCpu
 {
+    private const float Log2E = 1.44269504088896341f;
+
     /// <summary>
     /// Runs the scan on CPU tensors of one float dtype (float32 or bf16); returns the gated output [B, L, D] in
     /// U's dtype and the float32 final state [B, D, N].
@@ -104,13 +108,13 @@ internal static class SelectiveScanCpu
         float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
 
         Vector<float>* h = stackalloc Vector<float>[2 * s.States];               // h[2n], h[2n+1]: the two blocks
-        Vector<float>* a = stackalloc Vector<float>[2 * s.States];               // A[:, n] likewise
+        Vector<float>* a = stackalloc Vector<float>[2 * s.States];               // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
         for (int n = 0; n < s.States; n++)
         {
             h[2 * n] = KernelMath.Load(state + ((long)n * s.Channels));
             h[(2 * n) + 1] = KernelMath.Load(state + ((long)n * s.Channels) + lanes);
-            a[2 * n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0);
-            a[(2 * n) + 1] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes);
+            a[2 * n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * Log2E;
+            a[(2 * n) + 1] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes) * Log2E;
         }
 
         var dSkip0 = KernelMath.Load((float*)p.DSkip + d0);
@@ -135,14 +139,14 @@ internal static class SelectiveScanCpu
             int n = 0;
             for (; n + 4 <= s.States; n += 4)
             {
-                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
-                h[2 * (n + 1)] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
-                h[(2 * (n + 1)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
-                h[2 * (n + 2)] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
-                h[(2 * (n + 2)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
-                h[2 * (n + 3)] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
-                h[(2 * (n + 3)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
+                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
+                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
+                h[2 * (n + 1)] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
+                h[(2 * (n + 1)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
+                h[2 * (n + 2)] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
+                h[(2 * (n + 2)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
+                h[2 * (n + 3)] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
+                h[(2 * (n + 3)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
                 acc0 = Vector.FusedMultiplyAdd(h[2 * n], new Vector<float>(ct[n]), acc0);
                 bcc0 = Vector.FusedMultiplyAdd(h[(2 * n) + 1], new Vector<float>(ct[n]), bcc0);
                 acc1 = Vector.FusedMultiplyAdd(h[2 * (n + 1)], new Vector<float>(ct[n + 1]), acc1);
@@ -155,8 +159,8 @@ internal static class SelectiveScanCpu
 
             for (; n < s.States; n++)
             {
-                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
+                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
+                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
                 acc0 = Vector.FusedMultiplyAdd(h[2 * n], new Vector<float>(ct[n]), acc0);
                 bcc0 = Vector.FusedMultiplyAdd(h[(2 * n) + 1], new Vector<float>(ct[n]), bcc0);
             }
@@ -190,13 +194,13 @@ internal static class SelectiveScanCpu
         float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
 
         Vector512<float>* h = stackalloc Vector512<float>[2 * s.States];         // h[2n], h[2n+1]: the two blocks
-        Vector512<float>* a = stackalloc Vector512<float>[2 * s.States];         // A[:, n] likewise
+        Vector512<float>* a = stackalloc Vector512<float>[2 * s.States];         // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
         for (int n = 0; n < s.States; n++)
         {
             h[2 * n] = Vector512.Load(state + ((long)n * s.Channels));
             h[(2 * n) + 1] = Vector512.Load(state + ((long)n * s.Channels) + lanes);
-            a[2 * n] = Vector512.Load((float*)p.AByState + ((long)n * s.Channels) + d0);
-            a[(2 * n) + 1] = Vector512.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes);
+            a[2 * n] = Vector512.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * Vector512.Create(Log2E);
+            a[(2 * n) + 1] = Vector512.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes) * Vector512.Create(Log2E);
         }
 
         var dSkip0 = Vector512.Load((float*)p.DSkip + d0);
@@ -221,14 +225,14 @@ internal static class SelectiveScanCpu
             int n = 0;
             for (; n + 4 <= s.States; n += 4)
             {
-                h[2 * n] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
-                h[2 * (n + 1)] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
-                h[(2 * (n + 1)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
-                h[2 * (n + 2)] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
-                h[(2 * (n + 2)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
-                h[2 * (n + 3)] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
-                h[(2 * (n + 3)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
+                h[2 * n] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
+                h[(2 * n) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
+                h[2 * (n + 1)] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
+                h[(2 * (n + 1)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
+                h[2 * (n + 2)] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
+                h[(2 * (n + 2)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
+                h[2 * (n + 3)] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
+                h[(2 * (n + 3)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
                 acc0 = Vector512.FusedMultiplyAdd(h[2 * n], Vector512.Create(ct[n]), acc0);
                 bcc0 = Vector512.FusedMultiplyAdd(h[(2 * n) + 1], Vector512.Create(ct[n]), bcc0);
                 acc1 = Vector512.FusedMultiplyAdd(h[2 * (n + 1)], Vector512.Create(ct[n + 1]), acc1);
@@ -241,8 +245,8 @@ internal static class SelectiveScanCpu
 
             for (; n < s.States; n++)
             {
-                h[2 * n] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Exp(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
+                h[2 * n] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
+                h[(2 * n) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
                 acc0 = Vector512.FusedMultiplyAdd(h[2 * n], Vector512.Create(ct[n]), acc0);
                 bcc0 = Vector512.FusedMultiplyAdd(h[(2 * n) + 1], Vector512.Create(ct[n]), bcc0);
             }
@@ -279,11 +283,11 @@ internal static class SelectiveScanCpu
         float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
 
         Vector<float>* h = stackalloc Vector<float>[s.States];                   // h[n], lanes = channels
-        Vector<float>* a = stackalloc Vector<float>[s.States];                   // A[:, n]
+        Vector<float>* a = stackalloc Vector<float>[s.States];                   // A[:, n] log₂e
         for (int n = 0; n < s.States; n++)
         {
             h[n] = KernelMath.Load(state + ((long)n * s.Channels));
-            a[n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0);
+            a[n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * Log2E;
         }
 
         var dSkip = KernelMath.Load((float*)p.DSkip + d0);
@@ -303,10 +307,10 @@ internal static class SelectiveScanCpu
             int n = 0;
             for (; n + 4 <= s.States; n += 4)
             {
-                h[n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n]), h[n], dtx * bt[n]);                     // h = exp(ΔA) h + Δ B x̃
-                h[n + 1] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n + 1]), h[n + 1], dtx * bt[n + 1]);
-                h[n + 2] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n + 2]), h[n + 2], dtx * bt[n + 2]);
-                h[n + 3] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n + 3]), h[n + 3], dtx * bt[n + 3]);
+                h[n] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt * a[n]), h[n], dtx * bt[n]);                     // h = exp(ΔA) h + Δ B x̃
+                h[n + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt * a[n + 1]), h[n + 1], dtx * bt[n + 1]);
+                h[n + 2] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt * a[n + 2]), h[n + 2], dtx * bt[n + 2]);
+                h[n + 3] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt * a[n + 3]), h[n + 3], dtx * bt[n + 3]);
                 acc0 = Vector.FusedMultiplyAdd(h[n], new Vector<float>(ct[n]), acc0);
                 acc1 = Vector.FusedMultiplyAdd(h[n + 1], new Vector<float>(ct[n + 1]), acc1);
                 acc2 = Vector.FusedMultiplyAdd(h[n + 2], new Vector<float>(ct[n + 2]), acc2);
@@ -315,7 +319,7 @@ internal static class SelectiveScanCpu
 
             for (; n < s.States; n++)
             {
-                h[n] = Vector.FusedMultiplyAdd(KernelMath.Exp(dt * a[n]), h[n], dtx * bt[n]);
+                h[n] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt * a[n]), h[n], dtx * bt[n]);
                 acc0 = Vector.FusedMultiplyAdd(h[n], new Vector<float>(ct[n]), acc0);
             }
 

@@ -45,9 +45,10 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     public MambaModel Backbone => backbone;
 
     /// <summary>
-    /// Rows (decode rows + chunk positions) up to which a step's linears stay on the decode kernel: past it the
-    /// native bf16 GEMM hands over to libtorch, whose per-row cost is higher at these sizes, so a scheduler keeps a
-    /// combined step within it. Unbounded where no such kernel runs (CUDA, float32, CPUs without AVX512-BF16).
+    /// Rows (decode rows + chunk positions) up to which every linear of a step stays on the native bf16 GEMM: past
+    /// it dt_proj (160 input features) hands over to libtorch, whose per-row cost is higher at these sizes, so a
+    /// scheduler keeps a combined step within it. Unbounded where no such kernel runs (CUDA, float32, CPUs without
+    /// AVX512-BF16).
     /// </summary>
     public int StepRowsLimit =>
         UseManagedKernels && Device.type == DeviceType.CPU && DType == ScalarType.BFloat16 && Kernels.NativeBf16Kernels.IsAvailable
