@@ -38,6 +38,23 @@ INLINE float widen_bf16(uint16_t bits)
     return value.f;
 }
 
+// 2^y (Cephes' exp2f: y = m + f, |f| <= 1/2, 2^f = 1 + f P(f) of degree 5, 2^m added to the exponent bits), y
+// clamped to [-125, 127] so every result is a normal number (as KernelMath.Pow2 computes it).
+KERNEL INLINE __m512 pow2_ps(__m512 y)
+{
+    y = _mm512_min_ps(_mm512_set1_ps(127.0f), _mm512_max_ps(_mm512_set1_ps(-125.0f), y));
+    __m512 m = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, m);
+    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvtps_epi32(m), 23)));
+}
+
 // float32 lanes -> bf16 bits, round to nearest even, NaN kept quiet: round_bf16 lane-wise (vcvtneps2bf16 would
 // flush denormals, which the reference's rounding keeps).
 KERNEL INLINE __m256i round_bf16_ps(__m512 value)
@@ -87,9 +104,13 @@ KERNEL INLINE void store_4x6(__m512 acc[4][6], const uint16_t* b, uint16_t* y, l
         }
         __m512 sums = reduce16(v);
         if (b) sums = _mm512_add_ps(sums, bias_f);
+        // Six values a row as one 8-byte and one 4-byte store (masked stores are slow on some cores).
         __m256i bits = round_bf16_ps(sums);
-        _mm256_mask_storeu_epi16(y + 2 * g * ldy, 0x003F, bits);
-        _mm256_mask_storeu_epi16(y + (2 * g + 1) * ldy - 8, 0x3F00, bits);
+        __m128i first = _mm256_castsi256_si128(bits), second = _mm256_extracti128_si256(bits, 1);
+        _mm_storel_epi64((__m128i*)(y + 2 * g * ldy), first);
+        _mm_storeu_si32(y + 2 * g * ldy + 4, _mm_srli_si128(first, 8));
+        _mm_storel_epi64((__m128i*)(y + (2 * g + 1) * ldy), second);
+        _mm_storeu_si32(y + (2 * g + 1) * ldy + 4, _mm_srli_si128(second, 8));
     }
 }
 
@@ -230,7 +251,8 @@ EXPORT KERNEL float cobra_bf16_peak(long iterations)
 // Attention for the vision towers: one head of softmax(q kᵀ · scale) v over every query row, with the cast points
 // of the flash kernels under bf16 (what timm's towers run on the GPU): float32 scores times the scale, float32 row
 // max, unnormalised exponentials rounded to bf16 for the value product, float32 row sum and accumulation, one
-// float32 division, one rounding of the output. The whole row of scores is kept (n is a few hundred patches), so
+// float32 division, one rounding of the output. Like the flash kernels it takes the exponential as exp2 with log₂e
+// folded into the scale. The whole row of scores is kept (n is a few hundred patches), so
 // there is no running-max rescale. libtorch's CPU SDPA runs these shapes at ~125 GFLOP/s on two Zen 4 cores, a
 // third of its GEMMs: its blocked kernel calls a small GEMM per block and a separate softmax pass.
 //
@@ -245,29 +267,13 @@ EXPORT KERNEL float cobra_bf16_peak(long iterations)
 
 INLINE long round_up(long value, long multiple) { return (value + multiple - 1) / multiple * multiple; }
 
-// e^x as KernelMath.Exp computes it (Cephes' expf: x = m ln2 + r, a degree-6 polynomial in r, 2^m via the exponent).
-KERNEL INLINE __m512 exp_ps(__m512 x)
-{
-    x = _mm512_min_ps(_mm512_set1_ps(88.72283f), _mm512_max_ps(_mm512_set1_ps(-87.33654f), x));
-    __m512 m = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(m, _mm512_set1_ps(-0.693359375f), x);
-    r = _mm512_fmadd_ps(m, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i two_to_m = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(m), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(two_to_m));
-}
-
 INLINE __mmask16 lanes_below(long count) { return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1); }
 
-// Scores of `mr` query rows (pairs in qt, [mr][hp/2]) against keys [j0, j0 + 16·kv): s = (q · k) · scale.
-KERNEL INLINE void score_tile(const uint32_t* qt, long pairs, const uint32_t* keys, long kn, long j0, float scale,
-                              float* s, long lds, const int mr, const int kv)
+// Scores of `mr` query rows (pairs in qt, [mr][hp/2]) against keys [j0, j0 + 16·kv): s = (q · k) · scale, in log2
+// units (scale = 1/√hd · log₂e, as the flash kernels fold it into their exp2); `best` keeps each row's running max
+// over the n real keys.
+KERNEL INLINE void score_tile(const uint32_t* qt, long pairs, const uint32_t* keys, long kn, long n, long j0, float scale,
+                              float* s, long lds, __m512* best, const int mr, const int kv)
 {
     __m512 acc[ATT_MR][ATT_KV];
 #pragma GCC unroll 6
@@ -290,7 +296,12 @@ KERNEL INLINE void score_tile(const uint32_t* qt, long pairs, const uint32_t* ke
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < kv; j++) _mm512_storeu_ps(s + i * lds + j0 + 16 * j, _mm512_mul_ps(acc[i][j], _mm512_set1_ps(scale)));
+        for (int j = 0; j < kv; j++)
+        {
+            __m512 scaled = _mm512_mul_ps(acc[i][j], _mm512_set1_ps(scale));
+            _mm512_storeu_ps(s + i * lds + j0 + 16 * j, scaled);
+            best[i] = _mm512_mask_max_ps(best[i], lanes_below(n - j0 - 16 * j), best[i], scaled);
+        }
 }
 
 // o[i, c0 + 16·v + l] = (Σ_j p[i, j] · v[j, ·]) / l[i] for `mr` rows and `vv` output vectors, rounded to bf16.
@@ -322,7 +333,8 @@ KERNEL INLINE void value_tile(const uint16_t* p, long ldp, long pairs, const uin
         {
             long c = c0 + 16 * v;
             __m256i bits = round_bf16_ps(_mm512_div_ps(acc[i][v], _mm512_set1_ps(sums[i])));
-            _mm256_mask_storeu_epi16(out + i * ldo + c, lanes_below(hd - c), bits);
+            if (c + 16 <= hd) _mm256_storeu_si256((__m256i*)(out + i * ldo + c), bits);
+            else _mm256_mask_storeu_epi16(out + i * ldo + c, lanes_below(hd - c), bits);
         }
 }
 
@@ -339,27 +351,36 @@ KERNEL INLINE void query_rows(const uint16_t* q, long ld, long n, long hd, float
         for (long c = 0; c < pairs; c++)
             qt[i * pairs + c] = (uint32_t)q[i * ld + 2 * c] | (2 * c + 1 < hd ? (uint32_t)q[i * ld + 2 * c + 1] << 16 : 0u);
 
+    __m512 best[ATT_MR];
+    for (int i = 0; i < mr; i++) best[i] = _mm512_set1_ps(-__builtin_inff());
     for (long j0 = 0; j0 < kn; j0 += 16 * ATT_KV)                               // 2. scores, float32, times the scale
     {
         long left = (kn - j0) / 16 < ATT_KV ? (kn - j0) / 16 : ATT_KV;
-#define SCORES(m, k) score_tile(qt, pairs, keys, kn, j0, scale, s, kn, m, k)
+#define SCORES(m, k) score_tile(qt, pairs, keys, kn, n, j0, scale, s, kn, best, m, k)
         ATT_TILES(SCORES, mr, left)
 #undef SCORES
     }
 
-    for (int i = 0; i < mr; i++)                                                // 3. e = exp(s − max s), l = Σ e, p = bf16(e)
+    for (int i = 0; i < mr; i++)                                                // 3. e = 2^(s − max s), l = Σ e, p = bf16(e)
     {
         const float* row = s + i * kn;
-        __m512 best = _mm512_set1_ps(-__builtin_inff());
-        for (long j = 0; j < n; j += 16) best = _mm512_mask_max_ps(best, lanes_below(n - j), best, _mm512_loadu_ps(row + j));
-        __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(best)), total = _mm512_setzero_ps();
+        __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(best[i])), total = _mm512_setzero_ps();
         uint16_t* prow = p + i * vn;
-        for (long j = 0; j < n; j += 16)
+        // vcvtneps2bf16 rounds to nearest even and flushes only denormals, which e (>= 2^-125.5) never is. Whole
+        // vectors take plain loads and stores (masked stores are slow on some cores); the ragged end is masked.
+        long j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            __m512 e = pow2_ps(_mm512_sub_ps(_mm512_loadu_ps(row + j), top));
+            total = _mm512_add_ps(total, e);
+            _mm256_storeu_si256((__m256i*)(prow + j), (__m256i)_mm512_cvtneps_pbh(e));
+        }
+        if (j < n)
         {
             __mmask16 live = lanes_below(n - j);
-            __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, row + j), top));
+            __m512 e = pow2_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, row + j), top));
             total = _mm512_mask_add_ps(total, live, total, e);
-            _mm256_mask_storeu_epi16(prow + j, live, round_bf16_ps(e));
+            _mm256_mask_storeu_epi16(prow + j, live, (__m256i)_mm512_cvtneps_pbh(e));
         }
         if (vn > n) prow[n] = 0;                                                // the odd key's pair partner
         sums[i] = _mm512_reduce_add_ps(total);
@@ -396,17 +417,37 @@ EXPORT KERNEL void cobra_bf16_attention(const uint16_t* q, const uint16_t* k, co
     uint16_t* p = (uint16_t*)at;      at += round_up(ATT_MR * vn * 2, 64);      // [MR][vn]
     float* sums = (float*)at;                                                   // [MR]
 
-    for (long c = 0; c < hp / 2; c++)                                           // keys, pair-interleaved, zero-padded
-        for (long j = 0; j < kn; j++)
-            keys[c * kn + j] = j >= n ? 0u : (uint32_t)k[j * ld + 2 * c] | (2 * c + 1 < hd ? (uint32_t)k[j * ld + 2 * c + 1] << 16 : 0u);
-    for (long j = 0; j < vn / 2; j++)                                           // values likewise
-        for (long c = 0; c < hv; c++)
+    // Keys: row j's pairs are its bf16 values read as 32-bit words; keys[c][j] is word c of row j (a transpose).
+    long whole = hd / 2;                                                        // pairs with both halves in the row
+    for (long j = 0; j < n; j++)
+    {
+        const uint16_t* row = k + j * ld;
+        for (long c = 0; c < whole; c++)
         {
-            uint32_t even = c < hd ? v[2 * j * ld + c] : 0u;
-            uint32_t odd = c < hd && 2 * j + 1 < n ? v[(2 * j + 1) * ld + c] : 0u;
-            values[j * hv + c] = even | odd << 16;
+            uint32_t pair;
+            __builtin_memcpy(&pair, row + 2 * c, sizeof pair);
+            keys[c * kn + j] = pair;
         }
+        if (whole < hp / 2) keys[whole * kn + j] = row[hd - 1];                 // odd hd: the last value, zero partner
+    }
+    for (long c = 0; c < hp / 2; c++)
+        for (long j = n; j < kn; j++) keys[c * kn + j] = 0u;                    // padding keys score 0 and are masked
 
+    // Values: rows 2j and 2j+1 interleaved, 16 columns at a time (the last row pair and columns past hd zero).
+    for (long j = 0; j < vn / 2; j++)
+    {
+        const uint16_t* even = v + 2 * j * ld;
+        const uint16_t* odd = 2 * j + 1 < n ? even + ld : 0;
+        for (long c = 0; c < hv; c += 16)
+        {
+            __mmask16 live = lanes_below(hd - c);
+            __m512i low = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, even + c));
+            __m512i high = odd ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, odd + c)) : _mm512_setzero_si512();
+            _mm512_storeu_si512(values + j * hv + c, _mm512_or_si512(low, _mm512_slli_epi32(high, 16)));
+        }
+    }
+
+    scale *= 1.44269504088896341f;                                              // scores in log2 units: e^x = 2^(x log₂e)
     long i = 0;
     for (; i + ATT_MR <= n; i += ATT_MR)
         query_rows(q + i * ld, ld, n, hd, scale, keys, values, qt, s, p, sums, out + i * ldo, ldo, ATT_MR);
