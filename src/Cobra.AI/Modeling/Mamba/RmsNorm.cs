@@ -36,7 +36,7 @@ internal sealed class RmsNorm : nn.Module, IManagedKernelSwitch
     /// <summary>
     /// mamba_ssm's fused add + norm: r = float32(<paramref name="hidden"/>) + <paramref name="residual"/> (a copy of
     /// the hidden states when null), then RMSNorm(r) in <paramref name="hidden"/>'s dtype. Returns both; the
-    /// caller's tensors are left untouched. Decode-step rows [B, D] on the CPU take one fused kernel.
+    /// caller's tensors are left untouched. On the CPU, decode rows [B, D] and prefill sequences [B, L, D] take one fused kernel.
     /// </summary>
     public (Tensor Normalized, Tensor Residual) AddAndNormalize(Tensor hidden, Tensor? residual)
     {
