@@ -65,7 +65,11 @@ internal static class VisionBench
 
             _ = logits.argmax(-1).item<long>();
         });
-        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s; RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
+        // The first token's compute floor: the towers, the projector and the prefill of every prompt position
+        // (image tokens + question) at the peak measured in this process.
+        long promptPositions = model.Vision!.PatchTokens + questionTokens;
+        double floorS = (flops + (promptPositions * BenchCommand.GemmFlopsPerToken(llm.Config))) / (peak * 1e9);
+        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s = {ttft / floorS:F3}x its compute floor ({floorS:F2} s: {promptPositions} prompt positions); RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         return new JsonObject
         {
             ["preprocess_ms"] = Math.Round(preprocessMs, 1),
@@ -77,6 +81,8 @@ internal static class VisionBench
                 ["tflop_per_image"] = Math.Round(flops / 1e12, 3),
             },
             ["time_to_first_token_s"] = Math.Round(ttft, 2),
+            ["time_to_first_token_floor_s"] = Math.Round(floorS, 2),
+            ["time_to_first_token_ratio_to_floor"] = Math.Round(ttft / floorS, 3),
             ["weight_gib"] = Math.Round(weightBytes / (double)(1L << 30), 2),
             ["rss_after_build_mib"] = Math.Round(rssLoaded, 0),
             ["question_tokens"] = questionTokens,
