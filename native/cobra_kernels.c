@@ -89,12 +89,49 @@ KERNEL INLINE __m512 reduce16(const __m512* v)
     return _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
 }
 
-// A 4 x 6 tile's sums + bias, rounded and stored: rows 2g and 2g+1 take lanes 0-5 and 8-13 of reduction g.
-KERNEL INLINE void store_4x6(__m512 acc[4][6], const uint16_t* b, uint16_t* y, long ldy)
+// Where a tile's outputs go and what follows the linear's own rounding, each step on bf16 values with its own
+// rounding, as the reference runs them as separate bf16 ops: × gamma[n] (LayerScale), + residual[r, n] (a block's
+// residual add).
+// Zeroed fields: the plain linear. at(o, r, n) is the descriptor of output (r, n).
+typedef struct
 {
-    __m256i bias = _mm256_setzero_si256();
-    if (b) bias = _mm256_mask_loadu_epi16(_mm256_maskz_loadu_epi16(0x003F, b), 0x3F00, b - 8); // b[0..5] at lanes 0-5, 8-13
-    __m512 bias_f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bias), 16));
+    uint16_t* y; long ldy;                                                      // output [rows, N]
+    const uint16_t* bias;                                                       // [N] or none
+    const uint16_t* gamma;                                                      // [N] or none
+    const uint16_t* residual; long ldr;                                         // [rows, N] or none
+} out_t;
+
+INLINE out_t at(out_t o, long r, long n)
+{
+    o.y += r * o.ldy + n;
+    if (o.bias) o.bias += n;
+    if (o.gamma) o.gamma += n;
+    if (o.residual) o.residual += r * o.ldr + n;
+    return o;
+}
+
+KERNEL INLINE __m512 widen_bf16_ps(__m256i bits) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)); }
+
+// Sums (+ bias) -> bf16 bits, then the epilogue: lanes' gamma and residual values given (unused when absent).
+KERNEL INLINE __m256i finish(__m512 sums, const out_t* o, __m512 gamma, __m512 residual)
+{
+    __m256i bits = round_bf16_ps(sums);                                         // the linear's output
+    if (o->gamma) bits = round_bf16_ps(_mm512_mul_ps(widen_bf16_ps(bits), gamma));
+    if (o->residual) bits = round_bf16_ps(_mm512_add_ps(residual, widen_bf16_ps(bits)));
+    return bits;
+}
+
+// Six bf16 of row a at lanes 0-5 and of row b at lanes 8-13 (the 4 x 6 tile's lane layout for one row pair).
+KERNEL INLINE __m512 six_and_six(const uint16_t* a, const uint16_t* b)
+{
+    return widen_bf16_ps(_mm256_mask_loadu_epi16(_mm256_maskz_loadu_epi16(0x003F, a), 0x3F00, b - 8));
+}
+
+// A 4 x 6 tile's sums + bias, rounded, the epilogue, stored: rows 2g and 2g+1 take lanes 0-5 and 8-13 of reduction g.
+KERNEL INLINE void store_4x6(__m512 acc[4][6], const out_t* o)
+{
+    __m512 bias = o->bias ? six_and_six(o->bias, o->bias) : _mm512_setzero_ps();
+    __m512 gamma = o->gamma ? six_and_six(o->gamma, o->gamma) : _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int g = 0; g < 2; g++)
     {
@@ -107,20 +144,32 @@ KERNEL INLINE void store_4x6(__m512 acc[4][6], const uint16_t* b, uint16_t* y, l
             v[k] = col < 6 ? acc[row][col] : _mm512_setzero_ps();
         }
         __m512 sums = reduce16(v);
-        if (b) sums = _mm512_add_ps(sums, bias_f);
+        if (o->bias) sums = _mm512_add_ps(sums, bias);
+        __m512 residual = o->residual ? six_and_six(o->residual + 2 * g * o->ldr, o->residual + (2 * g + 1) * o->ldr) : _mm512_setzero_ps();
+        __m256i bits = finish(sums, o, gamma, residual);
         // Six values a row as one 8-byte and one 4-byte store (masked stores are slow on some cores).
-        __m256i bits = round_bf16_ps(sums);
         __m128i first = _mm256_castsi256_si128(bits), second = _mm256_extracti128_si256(bits, 1);
-        _mm_storel_epi64((__m128i*)(y + 2 * g * ldy), first);
-        _mm_storeu_si32(y + 2 * g * ldy + 4, _mm_srli_si128(first, 8));
-        _mm_storel_epi64((__m128i*)(y + (2 * g + 1) * ldy), second);
-        _mm_storeu_si32(y + (2 * g + 1) * ldy + 4, _mm_srli_si128(second, 8));
+        uint16_t* y0 = o->y + 2 * g * o->ldy, * y1 = y0 + o->ldy;
+        _mm_storel_epi64((__m128i*)y0, first);
+        _mm_storeu_si32(y0 + 4, _mm_srli_si128(first, 8));
+        _mm_storel_epi64((__m128i*)y1, second);
+        _mm_storeu_si32(y1 + 4, _mm_srli_si128(second, 8));
     }
 }
 
-// One MR x NR tile: rows x[0..MR) · weight rows w[0..NR), written to y (row stride ldy) with bias b (or none).
-KERNEL INLINE void tile(const uint16_t* x, long ldx, const uint16_t* w, long k, const uint16_t* b,
-                        uint16_t* y, long ldy, const int mr, const int nr, const char* ahead, long ahead_lines)
+// One output of a smaller tile: the same steps on one lane.
+KERNEL INLINE void store_one(__m512 acc, const out_t* o, long i, long j)
+{
+    float sum = _mm512_reduce_add_ps(acc);
+    if (o->bias) sum += widen_bf16(o->bias[j]);
+    __m512 gamma = _mm512_set1_ps(o->gamma ? widen_bf16(o->gamma[j]) : 0.0f);
+    __m512 residual = _mm512_set1_ps(o->residual ? widen_bf16(o->residual[i * o->ldr + j]) : 0.0f);
+    o->y[i * o->ldy + j] = (uint16_t)_mm256_extract_epi16(finish(_mm512_set1_ps(sum), o, gamma, residual), 0);
+}
+
+// One MR x NR tile: rows x[0..MR) · weight rows w[0..NR), written through o.
+KERNEL INLINE void tile(const uint16_t* x, long ldx, const uint16_t* w, long k, const out_t* o,
+                        const int mr, const int nr, const char* ahead, long ahead_lines)
 {
     // Prefetch the next weight tile into L2 while this one computes: memory and compute then overlap instead of
     // taking turns (the hardware prefetcher, following six streams, does not run far enough ahead).
@@ -165,26 +214,20 @@ KERNEL INLINE void tile(const uint16_t* x, long ldx, const uint16_t* w, long k, 
 
     if (mr == 4 && nr == 6)                                                     // the full tile: 16 sums per reduction
     {
-        store_4x6(acc, b, y, ldy);
+        store_4x6(acc, o);
         return;
     }
 
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 6
-        for (int j = 0; j < nr; j++)
-        {
-            float sum = _mm512_reduce_add_ps(acc[i][j]);
-            if (b) sum += widen_bf16(b[j]);
-            y[i * ldy + j] = round_bf16(sum);
-        }
+        for (int j = 0; j < nr; j++) store_one(acc[i][j], o, i, j);
 }
 
 // NR weight rows · every input row, MR rows at a time: the weight tile is read from memory once and stays in
 // L1 / L2 while every row block passes over it (the inputs, a few KB a row, stay in L2 across tiles).
 // `next` = the weight rows of the tile after this one (prefetched in shares, one per row block).
-KERNEL INLINE void columns(const uint16_t* x, long ldx, const uint16_t* w, long k, const uint16_t* b,
-                           uint16_t* y, long ldy, long rows, const int nr, long next_rows)
+KERNEL INLINE void columns(const uint16_t* x, long ldx, const uint16_t* w, long k, out_t o, long rows, const int nr, long next_rows)
 {
     const char* next = (const char*)(w + nr * k);
     long lines = next_rows * k * 2 / 64, blocks = (rows + 3) / 4, r = 0;
@@ -192,43 +235,46 @@ KERNEL INLINE void columns(const uint16_t* x, long ldx, const uint16_t* w, long 
     {
         const char* ahead = next + block * lines / blocks * 64;
         long share = (block + 1) * lines / blocks - block * lines / blocks;
+        out_t here = at(o, r, 0);
         switch (rows - r < 4 ? rows - r : 4)
         {
-            case 4: tile(x + r * ldx, ldx, w, k, b, y + r * ldy, ldy, 4, nr, ahead, share); break;
-            case 3: tile(x + r * ldx, ldx, w, k, b, y + r * ldy, ldy, 3, nr, ahead, share); break;
-            case 2: tile(x + r * ldx, ldx, w, k, b, y + r * ldy, ldy, 2, nr, ahead, share); break;
-            default: tile(x + r * ldx, ldx, w, k, b, y + r * ldy, ldy, 1, nr, ahead, share); break;
+            case 4: tile(x + r * ldx, ldx, w, k, &here, 4, nr, ahead, share); break;
+            case 3: tile(x + r * ldx, ldx, w, k, &here, 3, nr, ahead, share); break;
+            case 2: tile(x + r * ldx, ldx, w, k, &here, 2, nr, ahead, share); break;
+            default: tile(x + r * ldx, ldx, w, k, &here, 1, nr, ahead, share); break;
         }
     }
 }
 
 // Columns [n0, n1) of `rows` rows (at most one row block).
-KERNEL INLINE void row_block(const uint16_t* x, long ldx, const uint16_t* w, long k, const uint16_t* bias,
-                             uint16_t* y, long ldy, long rows, long n0, long n1)
+KERNEL INLINE void row_block(const uint16_t* x, long ldx, const uint16_t* w, long k, out_t o, long rows, long n0, long n1)
 {
     long n = n0;
     if (rows <= SINGLE_STREAM_ROWS)                                             // weight rows one by one: one stream
     {
-        for (; n < n1; n++) columns(x, ldx, w + n * k, k, bias ? bias + n : 0, y + n, ldy, rows, 1, 0);
+        for (; n < n1; n++) columns(x, ldx, w + n * k, k, at(o, 0, n), rows, 1, 0);
         return;
     }
 
-    for (; n + 6 <= n1; n += 6) columns(x, ldx, w + n * k, k, bias ? bias + n : 0, y + n, ldy, rows, 6, n1 - n - 6 < 6 ? n1 - n - 6 : 6);
-    for (; n + 2 <= n1; n += 2) columns(x, ldx, w + n * k, k, bias ? bias + n : 0, y + n, ldy, rows, 2, 0);
-    for (; n < n1; n++) columns(x, ldx, w + n * k, k, bias ? bias + n : 0, y + n, ldy, rows, 1, 0);
+    for (; n + 6 <= n1; n += 6) columns(x, ldx, w + n * k, k, at(o, 0, n), rows, 6, n1 - n - 6 < 6 ? n1 - n - 6 : 6);
+    for (; n + 2 <= n1; n += 2) columns(x, ldx, w + n * k, k, at(o, 0, n), rows, 2, 0);
+    for (; n < n1; n++) columns(x, ldx, w + n * k, k, at(o, 0, n), rows, 1, 0);
 }
 
-// Output columns [n0, n1) of every row; the caller's threads take disjoint column ranges. Rows go in blocks whose
-// inputs fit in half of L2 (~512 KB): every weight tile passes over one block's rows while they stay in L2 (a
-// prefill's 761 rows at K = 2560 are 3.9 MB), and the weights are streamed once per block, prefetched as before.
+// Output columns [n0, n1) of every row, then the epilogue (gamma, residual: either may be null);
+// the caller's threads take disjoint column ranges. Rows go in blocks whose inputs fit in half of L2 (~512 KB):
+// every weight tile passes over one block's rows while they stay in L2 (a prefill's 761 rows at K = 2560 are
+// 3.9 MB), and the weights are streamed once per block, prefetched as before.
 EXPORT KERNEL void cobra_bf16_linear(const uint16_t* x, long ldx, const uint16_t* w, long k, const uint16_t* bias,
-                                     uint16_t* y, long ldy, long rows, long n0, long n1)
+                                     uint16_t* y, long ldy, long rows, long n0, long n1,
+                                     const uint16_t* gamma, const uint16_t* residual, long ldr)
 {
+    out_t o = { y, ldy, bias, gamma, residual, ldr };
     long most = 512 * 1024 / (2 * k), blocks = (rows + most - 1) / (most < 16 ? 16 : most);
     long block = (rows + blocks - 1) / blocks;                                  // equal blocks: no small one at the end
     block = (block + 3) / 4 * 4;
     for (long r = 0; r < rows; r += block)
-        row_block(x + r * ldx, ldx, w, k, bias, y + r * ldy, ldy, rows - r < block ? rows - r : block, n0, n1);
+        row_block(x + r * ldx, ldx, w, k, at(o, r, 0), rows - r < block ? rows - r : block, n0, n1);
 }
 
 // The bf16 peak probe: 12 independent vdpbf16ps chains on registers (64 FLOPs each), `iterations` times.

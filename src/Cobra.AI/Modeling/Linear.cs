@@ -39,6 +39,22 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
     /// <inheritdoc />
     public override Tensor forward(Tensor input) => Apply(input, weight, bias, UseManagedKernels);
 
+    /// <summary>
+    /// x Wᵀ + b, then <paramref name="epilogue"/>'s steps (× gamma, + residual), each rounded as the separate
+    /// op the reference runs: fused into the native GEMM's output where it runs, as torch ops otherwise.
+    /// </summary>
+    public Tensor Forward(Tensor input, in LinearEpilogue epilogue)
+    {
+        if (UseManagedKernels && NativeBf16Kernels.Supports(input, weight, bias, epilogue))
+        {
+            return NativeBf16Kernels.Linear(input, weight, bias, epilogue);
+        }
+
+        var y = forward(input);                                                  // [..., N]
+        y = epilogue.Gamma is null ? y : y * epilogue.Gamma;
+        return epilogue.Residual is null ? y : epilogue.Residual + y;
+    }
+
     /// <summary>x Wᵀ without the bias (mamba_ssm applies dt_proj's bias later, in float32).</summary>
     public Tensor ForwardWithoutBias(Tensor input) => Apply(input, weight, null, UseManagedKernels);
 
@@ -69,3 +85,9 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
         return F.linear(input.reshape(-1, input.shape[^1]), weight, bias).view([.. input.shape[..^1], weight.shape[0]]);
     }
 }
+
+/// <summary>
+/// What follows a linear in the towers' blocks, in this order: × <see cref="Gamma"/> [N] (LayerScale), then
+/// <see cref="Residual"/> [..., N] + the result (the block's residual add). Default: none.
+/// </summary>
+internal readonly record struct LinearEpilogue(Tensor? Gamma = null, Tensor? Residual = null);

@@ -154,6 +154,60 @@ public sealed class NativeBf16KernelsTests
         Assert.True(Linear.Apply(large, w, b, managedKernels: true).equal(torch.nn.functional.linear(large, w, b)).all().item<bool>());
     }
 
+    /// <summary>The towers' epilogue (LayerScale, residual) fused into the GEMM equals, bitwise, the separate bf16 ops it replaces.</summary>
+    [Theory]
+    [InlineData(1, 64, 13)]                                                       // a single row: one stream, one-lane stores
+    [InlineData(5, 70, 96)]                                                       // 4 x 6 tiles and a ragged row
+    [InlineData(37, 1024, 45)]                                                    // N not a multiple of the 6-row tile
+    [InlineData(300, 1152, 30)]                                                   // prompt-sized: row blocks
+    public void The_epilogue_equals_the_separate_bf16_ops(int rows, int inFeatures, int outFeatures)
+    {
+        if (!NativeBf16Kernels.IsAvailable)
+        {
+            return;
+        }
+
+        using var scope = torch.NewDisposeScope();
+        var x = torch.randn(1, rows, inFeatures).to(ScalarType.BFloat16);
+        var w = (torch.randn(outFeatures, inFeatures) / Math.Sqrt(inFeatures) * 2).to(ScalarType.BFloat16);
+        var b = torch.randn(outFeatures).to(ScalarType.BFloat16);
+        var gamma = torch.randn(outFeatures).to(ScalarType.BFloat16);
+        var residual = torch.randn(1, rows, outFeatures).to(ScalarType.BFloat16);
+        var plain = NativeBf16Kernels.Linear(x, w, b);                              // [1,R,N]
+
+        var scaled = new LinearEpilogue(Gamma: gamma, Residual: residual);
+        Assert.True(NativeBf16Kernels.Supports(x, w, b, scaled));
+        Assert.True(NativeBf16Kernels.Linear(x, w, b, scaled).equal(residual + (plain * gamma)).all().item<bool>(), "x + LayerScale(linear)");
+        Assert.True(NativeBf16Kernels.Linear(x, w, b, new LinearEpilogue(Residual: residual)).equal(residual + plain).all().item<bool>(), "x + linear");
+
+        Assert.False(NativeBf16Kernels.Supports(x, w, b, new LinearEpilogue(Residual: residual[.., .., ..1])), "a residual of another shape");
+        Assert.False(NativeBf16Kernels.Supports(x, w, b, new LinearEpilogue(Gamma: gamma.to(ScalarType.Float32))), "a float32 gamma");
+    }
+
+    [Fact]
+    public void Linear_applies_the_epilogue_as_torch_ops_where_the_kernel_does_not_run()
+    {
+        using var scope = torch.NewDisposeScope();
+        var linear = new Cobra.AI.Modeling.Linear(24, 10, hasBias: true, ScalarType.BFloat16, torch.CPU);
+        foreach (var (_, parameter) in linear.named_parameters())
+        {
+            parameter.copy_(torch.randn(parameter.shape) * 0.3);
+        }
+
+        var x = torch.randn(3, 24).to(ScalarType.BFloat16);
+        var gamma = torch.randn(10).to(ScalarType.BFloat16);
+        var residual = torch.randn(3, 10).to(ScalarType.BFloat16);
+        var epilogue = new LinearEpilogue(Gamma: gamma, Residual: residual);
+        linear.UseManagedKernels = false;
+        var expected = residual + (torch.nn.functional.linear(x, linear.Weight, linear.Bias) * gamma);
+        Assert.True(linear.Forward(x, epilogue).equal(expected).all().item<bool>(), "the device-generic path: the separate ops");
+        linear.UseManagedKernels = true;
+        var fused = linear.Forward(x, epilogue);
+        Assert.True(NativeBf16Kernels.IsAvailable
+            ? fused.equal(NativeBf16Kernels.Linear(x, linear.Weight, linear.Bias, epilogue)).all().item<bool>()
+            : fused.equal(expected).all().item<bool>());
+    }
+
     [Theory]
     [InlineData(1, 1, 1, 1)]
     [InlineData(2, 5, 3, 7)]                                                      // odd head dim: a zero-padded pair
@@ -236,14 +290,19 @@ public sealed class NativeBf16KernelsTests
         }
 
         var x = torch.randn(2, 9, 48).to(ScalarType.BFloat16);
-        var qkvWeight = attention.get_parameter("qkv.weight")!;
-        var projected = torch.nn.functional.linear(x.reshape(18, 48), qkvWeight, attention.get_parameter("qkv.bias")!).view(2, 9, 144);
-        var native = torch.nn.functional.linear(NativeBf16Kernels.Attention(projected, 4).reshape(18, 48), attention.get_parameter("proj.weight")!, attention.get_parameter("proj.bias")!).view(2, 9, 48);
+        Tensor P(string name) => attention.get_parameter(name)!;
+
+        // Managed kernels on: every linear and the attention on the native kernels.
+        var projected = NativeBf16Kernels.Linear(x, P("qkv.weight"), P("qkv.bias"));           // [2,9,144]
+        var native = NativeBf16Kernels.Linear(NativeBf16Kernels.Attention(projected, 4), P("proj.weight"), P("proj.bias"));
         Assert.True(attention.forward(x).equal(native).all().item<bool>(), "managed kernels on: the native kernel");
-        attention.UseManagedKernels = false;
+
+        // Off: libtorch's linears and SDPA.
+        ManagedKernels.Configure(attention, false);
+        projected = torch.nn.functional.linear(x.reshape(18, 48), P("qkv.weight"), P("qkv.bias")).view(2, 9, 144);
         var parts = projected.reshape(2, 9, 3, 4, 12).permute(2, 0, 3, 1, 4);
         var sdpa = torch.nn.functional.scaled_dot_product_attention(parts[0], parts[1], parts[2]).transpose(1, 2).reshape(18, 48);
-        var generic = torch.nn.functional.linear(sdpa, attention.get_parameter("proj.weight")!, attention.get_parameter("proj.bias")!).view(2, 9, 48);
+        var generic = torch.nn.functional.linear(sdpa, P("proj.weight"), P("proj.bias")).view(2, 9, 48);
         Assert.True(attention.forward(x).equal(generic).all().item<bool>(), "managed kernels off: libtorch's SDPA");
     }
 

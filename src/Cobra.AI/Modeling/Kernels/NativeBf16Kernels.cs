@@ -80,28 +80,42 @@ internal static unsafe class NativeBf16Kernels
         && (bias is null || (bias.device_type == DeviceType.CPU && bias.dtype == ScalarType.BFloat16 && bias.dim() == 1 && bias.shape[0] == weight.shape[0]))
         && IsAvailable;
 
-    /// <summary>x [..., K] · W [N, K]ᵀ (+ b [N]) -> [..., N] in bf16 (float32 sums, one rounding). Check <see cref="Supports"/> first.</summary>
-    public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias)
+    /// <summary>True when <see cref="Linear"/> also applies <paramref name="epilogue"/> (bf16 [N] gamma, bf16 residual shaped like the output).</summary>
+    public static bool Supports(Tensor input, Tensor weight, Tensor? bias, in LinearEpilogue epilogue) =>
+        Supports(input, weight, bias)
+        && (epilogue.Gamma is not { } gamma || (gamma.device_type == DeviceType.CPU && gamma.dtype == ScalarType.BFloat16 && gamma.dim() == 1 && gamma.shape[0] == weight.shape[0]))
+        && (epilogue.Residual is not { } residual || (residual.device_type == DeviceType.CPU && residual.dtype == ScalarType.BFloat16
+            && residual.shape.SequenceEqual([.. input.shape[..^1], weight.shape[0]])));
+
+    /// <summary>
+    /// x [..., K] · W [N, K]ᵀ (+ b [N]) -> [..., N] in bf16 (float32 sums, one rounding), then <paramref name="epilogue"/>'s
+    /// steps, each rounded as the separate bf16 op it replaces. Check <see cref="Supports(Tensor, Tensor, Tensor?, in LinearEpilogue)"/> first.
+    /// </summary>
+    public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias, in LinearEpilogue epilogue = default)
     {
         var library = Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
         long n = weight.shape[0], k = weight.shape[1];
         long rows = input.NumberOfElements / k;
         using var source = input.contiguous();                                   // [..., K]
         using var biasData = bias?.contiguous();                                 // [N]
+        using var gammaData = epilogue.Gamma?.contiguous();                      // [N]
+        using var residualData = epilogue.Residual?.contiguous();                // [..., N]
         var output = torch.empty([.. input.shape[..^1], n], ScalarType.BFloat16, torch.CPU); // [..., N]
         nint x = TensorMemory.Address(source), w = TensorMemory.Address(weight), y = TensorMemory.Address(output);
         nint b = biasData is null ? 0 : TensorMemory.Address(biasData);
+        nint g = gammaData is null ? 0 : TensorMemory.Address(gammaData);
+        nint r = residualData is null ? 0 : TensorMemory.Address(residualData);
         var linear = library.Linear;
         long work = weight.NumberOfElements * sizeof(ushort) * ((rows + 3) / 4);
         if (work < ParallelThresholdBytes)
         {
-            linear(x, k, w, k, b, y, n, rows, 0, n);
+            linear(x, k, w, k, b, y, n, rows, 0, n, g, r, n);
         }
         else
         {
             long tiles = (n + TileColumns - 1) / TileColumns;
             KernelWorkers.Run((part, parts) => linear(
-                x, k, w, k, b, y, n, rows, Math.Min(n, tiles * part / parts * TileColumns), Math.Min(n, tiles * (part + 1) / parts * TileColumns)));
+                x, k, w, k, b, y, n, rows, Math.Min(n, tiles * part / parts * TileColumns), Math.Min(n, tiles * (part + 1) / parts * TileColumns), g, r, n));
         }
 
         return output;
@@ -207,7 +221,7 @@ internal static unsafe class NativeBf16Kernels
             if (File.Exists(path) && NativeLibrary.TryLoad(path, out nint handle))
             {
                 return new Library(
-                    (delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, void>)NativeLibrary.GetExport(handle, "cobra_bf16_linear"),
+                    (delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, nint, nint, long, void>)NativeLibrary.GetExport(handle, "cobra_bf16_linear"),
                     (delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void>)NativeLibrary.GetExport(handle, "cobra_bf16_attention"),
                     (delegate* unmanaged<long, long, long>)NativeLibrary.GetExport(handle, "cobra_bf16_attention_workspace"),
                     (delegate* unmanaged<long, float>)NativeLibrary.GetExport(handle, "cobra_bf16_peak"));
@@ -233,12 +247,12 @@ internal static unsafe class NativeBf16Kernels
 
     /// <summary>The exports.</summary>
     private sealed class Library(
-        delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, void> linear,
+        delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, nint, nint, long, void> linear,
         delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void> attention,
         delegate* unmanaged<long, long, long> attentionWorkspace,
         delegate* unmanaged<long, float> peak)
     {
-        public delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, void> Linear { get; } = linear;
+        public delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, nint, nint, long, void> Linear { get; } = linear;
 
         public delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void> Attention { get; } = attention;
 

@@ -210,19 +210,13 @@ internal sealed class VitBlock : nn.Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor forward(Tensor x) => MlpHalf(AttentionHalf(x));
 
-    /// <summary>The block's first residual branch: x + LayerScale(Attention(norm1(x))), [B, N, D].</summary>
-    public Tensor AttentionHalf(Tensor x)
-    {
-        var attended = attn.forward(norm1.forward(x));                           // [B,N,D]
-        return x + (ls1 is null ? attended : ls1.forward(attended));             // [B,N,D]
-    }
+    /// <summary>The block's first residual branch: x + LayerScale(Attention(norm1(x))), [B, N, D] (the scale and the add in proj's epilogue).</summary>
+    public Tensor AttentionHalf(Tensor x) =>
+        attn.Forward(norm1.forward(x), new LinearEpilogue(Gamma: ls1?.Gamma, Residual: x)); // [B,N,D]
 
-    /// <summary>The block's second residual branch: x + LayerScale(Mlp(norm2(x))), [B, N, D].</summary>
-    public Tensor MlpHalf(Tensor x)
-    {
-        var mixed = mlp.forward(norm2.forward(x));                               // [B,N,D]
-        return x + (ls2 is null ? mixed : ls2.forward(mixed));                   // [B,N,D]
-    }
+    /// <summary>The block's second residual branch: x + LayerScale(Mlp(norm2(x))), [B, N, D] (the scale and the add in fc2's epilogue).</summary>
+    public Tensor MlpHalf(Tensor x) =>
+        mlp.Forward(norm2.forward(x), new LinearEpilogue(Gamma: ls2?.Gamma, Residual: x)); // [B,N,D]
 }
 
 /// <summary>
@@ -252,20 +246,23 @@ internal sealed class Attention : nn.Module<Tensor, Tensor>, IManagedKernelSwitc
     public bool UseManagedKernels { get; set; } = true;
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => Forward(x, default);
+
+    /// <summary>Attention of x [B, N, D], then <paramref name="epilogue"/> after the output projection (the block's LayerScale and residual).</summary>
+    public Tensor Forward(Tensor x, in LinearEpilogue epilogue)
     {
         long b = x.shape[0], n = x.shape[1], d = x.shape[2];
         var projected = qkv.forward(x);                                          // [B,N,3D]
         if (UseManagedKernels && NativeBf16Kernels.SupportsAttention(projected, heads))
         {
-            return proj.forward(NativeBf16Kernels.Attention(projected, heads));  // [B,N,D]
+            return proj.Forward(NativeBf16Kernels.Attention(projected, heads), epilogue); // [B,N,D]
         }
 
         var parts = projected
             .reshape(b, n, 3, heads, d / heads)                                  // [B,N,3,H,hd]
             .permute(2, 0, 3, 1, 4);                                             // [3,B,H,N,hd]
         var attended = F.scaled_dot_product_attention(parts[0], parts[1], parts[2]); // [B,H,N,hd]
-        return proj.forward(attended.transpose(1, 2).reshape(b, n, d));          // [B,N,D]
+        return proj.Forward(attended.transpose(1, 2).reshape(b, n, d), epilogue); // [B,N,D]
     }
 }
 
@@ -287,7 +284,11 @@ internal sealed class Mlp : nn.Module<Tensor, Tensor>
     }
 
     /// <inheritdoc />
-    public override Tensor forward(Tensor x) => fc2.forward(F.gelu(fc1.forward(x)));
+    public override Tensor forward(Tensor x) => Forward(x, default);
+
+    /// <summary>fc2(GELU(fc1(x))), then <paramref name="epilogue"/> after fc2 (the block's LayerScale and residual).</summary>
+    public Tensor Forward(Tensor x, in LinearEpilogue epilogue) =>
+        fc2.Forward(F.gelu(fc1.forward(x)), epilogue);                          // [B,N,D]
 }
 
 /// <summary>Per-channel scale (key <c>gamma</c>), DINOv2's LayerScale.</summary>
@@ -304,6 +305,9 @@ internal sealed class LayerScale : nn.Module<Tensor, Tensor>
         gamma = new Parameter(torch.empty([dim], dtype, device), requires_grad: false);
         RegisterComponents();
     }
+
+    /// <summary>[dim].</summary>
+    public Parameter Gamma => gamma;
 
     /// <inheritdoc />
     public override Tensor forward(Tensor x) => x * gamma;
