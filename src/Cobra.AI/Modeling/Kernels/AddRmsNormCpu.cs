@@ -38,7 +38,7 @@ internal static class AddRmsNormCpu
         }
         else
         {
-            KernelWorkers.Run((part, parts) => Rows(job, rows * part / parts, rows * (part + 1) / parts));
+            KernelWorkers.Split(rows, 1, (from, to) => Rows(job, from, to));
         }
 
         return (normalized, r);

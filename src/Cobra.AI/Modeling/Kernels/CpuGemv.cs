@@ -78,8 +78,7 @@ internal static class CpuGemv
         }
         else
         {
-            int groups = (n + 3) / 4;
-            KernelWorkers.Run((t, parts) => Rows(job, Math.Min(n, (int)((long)groups * t / parts) * 4), Math.Min(n, (int)((long)groups * (t + 1) / parts) * 4)));
+            KernelWorkers.Split(n, 4, (from, to) => Rows(job, (int)from, (int)to));
         }
 
         return output;

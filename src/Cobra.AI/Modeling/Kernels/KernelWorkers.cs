@@ -60,6 +60,17 @@ internal static class KernelWorkers
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="body"/>(from, to) over [0, <paramref name="count"/>) cut into <see cref="Parallelism"/>
+    /// contiguous ranges whose bounds are multiples of <paramref name="granule"/> (the last ends at count; a part
+    /// left without work gets an empty range). One place for the partition every kernel splits its work by.
+    /// </summary>
+    public static void Split(long count, long granule, Action<long, long> body)
+    {
+        long units = (count + granule - 1) / granule;
+        Run((part, parts) => body(Math.Min(count, units * part / parts * granule), Math.Min(count, units * (part + 1) / parts * granule)));
+    }
+
     /// <summary>One set of workers; replaced, never resized, when the thread count changes.</summary>
     private sealed class Pool
     {

@@ -39,7 +39,7 @@ internal static class LayerNormCpu
         }
         else
         {
-            KernelWorkers.Run((part, parts) => Rows(job, rows * part / parts, rows * (part + 1) / parts));
+            KernelWorkers.Split(rows, 1, (from, to) => Rows(job, from, to));
         }
 
         return output;

@@ -113,9 +113,7 @@ internal static unsafe class NativeBf16Kernels
         }
         else
         {
-            long tiles = (n + TileColumns - 1) / TileColumns;
-            KernelWorkers.Run((part, parts) => linear(
-                x, k, w, k, b, y, n, rows, Math.Min(n, tiles * part / parts * TileColumns), Math.Min(n, tiles * (part + 1) / parts * TileColumns), g, r, n));
+            KernelWorkers.Split(n, TileColumns, (from, to) => linear(x, k, w, k, b, y, n, rows, from, to, g, r, n));
         }
 
         return output;

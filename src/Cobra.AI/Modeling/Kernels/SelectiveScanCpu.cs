@@ -60,10 +60,9 @@ internal static class SelectiveScanCpu
         int pair = 2 * (wide512 ? Vector512<float>.Count : Vector<float>.Count);
         int pairsPerBatch = (shape.Channels + pair - 1) / pair;
         int workItems = shape.Batch * pairsPerBatch;
-        KernelWorkers.Run((part, parts) =>
+        KernelWorkers.Split(workItems, 1, (from, to) =>
         {
-            int end = (int)((long)workItems * (part + 1) / parts);
-            for (int item = (int)((long)workItems * part / parts); item < end; item++)
+            for (int item = (int)from; item < to; item++)
             {
                 int b = item / pairsPerBatch, d0 = (item % pairsPerBatch) * pair;
                 if (d0 + pair <= shape.Channels)

@@ -100,7 +100,7 @@ internal static class SelectiveStepCpu
             return;
         }
 
-        KernelWorkers.Run((part, parts) => body((int)((long)channels * part / parts), (int)((long)channels * (part + 1) / parts)));
+        KernelWorkers.Split(channels, 1, (from, to) => body((int)from, (int)to));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
