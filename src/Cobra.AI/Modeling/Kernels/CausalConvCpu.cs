@@ -36,67 +36,38 @@ internal static class CausalConvCpu
         var output = torch.empty([rows, length, channels], xz.dtype, torch.CPU); // [B,L,Di]
         var job = new Job(TensorMemory.Address(source), TensorMemory.Address(convState), TensorMemory.Address(taps), TensorMemory.Address(offset),
             TensorMemory.Address(output), rows, length, channels, width, bf16);
-        int blocks = (channels + Vector<float>.Count - 1) / Vector<float>.Count;
         if ((long)rows * length * channels < 1 << 14)
         {
             Channels(job, 0, channels);
         }
         else
         {
-            KernelWorkers.Run((part, parts) => Channels(job, Math.Min(channels, (int)((long)blocks * part / parts) * Vector<float>.Count), Math.Min(channels, (int)((long)blocks * (part + 1) / parts) * Vector<float>.Count)));
+            KernelWorkers.Split(channels, Vector<float>.Count, (from, to) => Channels(job, (int)from, (int)to));
         }
 
         return output;
     }
 
-    /// <summary>
-    /// <see cref="Channels"/> for one whole block of lanes (every block but a ragged last one): the same sums in
-    /// the same order, with vector loads and stores of the rows instead of one element at a time.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-    private static unsafe void FullBlock(in Job job, int b, int c0, float* window, float* taps, Vector<float> bias)
-    {
-        int lanes = Vector<float>.Count, width = job.Width, channels = job.Channels;
-        Vector<float>* tap = stackalloc Vector<float>[width];                    // w[c0.., k], one vector per tap
-        for (int k = 0; k < width; k++)
-        {
-            tap[k] = KernelMath.Load(taps + ((long)k * channels));
-        }
-
-        float* newest = window + ((width - 1) * lanes);
-        for (int t = 0; t < job.Length; t++)
-        {
-            for (int k = 0; k < width - 1; k++)
-            {
-                KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
-            }
-
-            long row = ((long)b * job.Length) + t;
-            KernelMath.Store(KernelMath.LoadWide(job.Xz, (row * 2 * channels) + c0, job.BFloat16), newest);
-            var sum = Vector<float>.Zero;
-            for (int k = 0; k < width; k++)
-            {
-                sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), tap[k], sum);
-            }
-
-            KernelMath.StoreNarrow(KernelMath.Silu(sum + bias), job.Output, (row * channels) + c0, job.BFloat16);
-        }
-    }
-
     private readonly record struct Job(nint Xz, nint State, nint Taps, nint Bias, nint Output, int Rows, int Length, int Channels, int Width, bool BFloat16);
 
-    /// <summary>Channels [from, to) of every row and position; the window slides over registers-worth of channels.</summary>
+    /// <summary>
+    /// Channels [from, to) of every row and position; the window slides over registers-worth of channels. Whole
+    /// blocks of lanes read and write their rows as vectors; a ragged last block goes element by element.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void Channels(in Job job, int from, int to)
     {
         int lanes = Vector<float>.Count, width = job.Width, channels = job.Channels;
         float* taps = (float*)job.Taps;                                          // [K,Di]
         float* window = stackalloc float[width * lanes];                         // the last K inputs, [K, lanes]
+        Vector<float>* tap = stackalloc Vector<float>[width];                    // w[c0.., k], one vector per tap
+        float* newest = window + ((width - 1) * lanes);
         for (int b = 0; b < job.Rows; b++)
         {
             for (int c0 = from; c0 < to; c0 += lanes)
             {
                 int count = Math.Min(lanes, to - c0);
+                bool whole = count == lanes;
                 float* state = (float*)job.State + ((((long)b * channels) + c0) * width); // [count, K]
 
                 // 1. The window starts as the state: the last K inputs before this chunk, oldest first.
@@ -106,37 +77,45 @@ internal static class CausalConvCpu
                     {
                         window[(k * lanes) + i] = i < count ? state[((long)i * width) + k] : 0f;
                     }
+
+                    tap[k] = KernelMath.LoadPartial(taps + ((long)k * channels) + c0, count);
                 }
 
                 var bias = KernelMath.LoadPartial((float*)job.Bias + c0, count);
-                float* newest = window + ((width - 1) * lanes);
-                if (count == lanes)
+                for (int t = 0; t < job.Length; t++)
                 {
-                    FullBlock(job, b, c0, window, taps + c0, bias);
-                }
-                else
-                {
-                    for (int t = 0; t < job.Length; t++)
+                    // 2. Slide out the oldest input, append x[t]; x̃[t] = SiLU(b + Σ_k w_k · window_k).
+                    for (int k = 0; k < width - 1; k++)
                     {
-                        // 2. Slide out the oldest input, append x[t]; x̃[t] = SiLU(b + Σ_k w_k · window_k).
-                        for (int k = 0; k < width - 1; k++)
-                        {
-                            KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
-                        }
+                        KernelMath.Store(KernelMath.Load(window + ((k + 1) * lanes)), window + (k * lanes));
+                    }
 
-                        long row = ((long)b * job.Length) + t;
+                    long row = ((long)b * job.Length) + t;
+                    if (whole)
+                    {
+                        KernelMath.Store(KernelMath.LoadWide(job.Xz, (row * 2 * channels) + c0, job.BFloat16), newest);
+                    }
+                    else
+                    {
                         for (int i = 0; i < count; i++)
                         {
                             newest[i] = KernelMath.Read(job.Xz, (row * 2 * channels) + c0 + i, job.BFloat16);
                         }
+                    }
 
-                        var sum = Vector<float>.Zero;
-                        for (int k = 0; k < width; k++)
-                        {
-                            sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), KernelMath.LoadPartial(taps + ((long)k * channels) + c0, count), sum);
-                        }
+                    var sum = Vector<float>.Zero;
+                    for (int k = 0; k < width; k++)
+                    {
+                        sum = Vector.FusedMultiplyAdd(KernelMath.Load(window + (k * lanes)), tap[k], sum);
+                    }
 
-                        var activated = KernelMath.Silu(sum + bias);
+                    var activated = KernelMath.Silu(sum + bias);
+                    if (whole)
+                    {
+                        KernelMath.StoreNarrow(activated, job.Output, (row * channels) + c0, job.BFloat16);
+                    }
+                    else
+                    {
                         for (int i = 0; i < count; i++)
                         {
                             KernelMath.Write(job.Output, (row * channels) + c0 + i, activated[i], job.BFloat16);
