@@ -319,6 +319,31 @@ INLINE long round_up(long value, long multiple) { return (value + multiple - 1) 
 
 INLINE __mmask16 lanes_below(long count) { return count >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << count) - 1); }
 
+// Both products of attention: acc[i][j] = Σ_c pair(a row i, c) · b[c][16j .. 16j + 16) over `steps` pair steps, for
+// `mr` rows a + i·lda (bf16 pairs as 32-bit words, broadcast) and `kv` 16-lane vectors of b (pair-interleaved, step
+// stride ldb words).
+KERNEL INLINE void pair_tile(const uint32_t* a, long lda, const uint32_t* b, long ldb, long steps,
+                             __m512 acc[ATT_MR][ATT_KV], const int mr, const int kv)
+{
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < kv; j++) acc[i][j] = _mm512_setzero_ps();
+    for (long c = 0; c < steps; c++)
+    {
+        __m512bh bv[ATT_KV];
+#pragma GCC unroll 4
+        for (int j = 0; j < kv; j++) bv[j] = (__m512bh)_mm512_loadu_si512(b + c * ldb + 16 * j);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++)
+        {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * lda + c]);
+#pragma GCC unroll 4
+            for (int j = 0; j < kv; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);
+        }
+    }
+}
+
 // Scores of `mr` query rows (pairs in qt, [mr][hp/2]) against keys [j0, j0 + 16·kv): s = (q · k) · scale, in log2
 // units (scale = 1/√hd · log₂e, as the flash kernels fold it into their exp2); `best` keeps each row's running max
 // over the n real keys.
@@ -326,23 +351,7 @@ KERNEL INLINE void score_tile(const uint32_t* qt, long pairs, const uint32_t* ke
                               float* s, long lds, __m512* best, const int mr, const int kv)
 {
     __m512 acc[ATT_MR][ATT_KV];
-#pragma GCC unroll 6
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < kv; j++) acc[i][j] = _mm512_setzero_ps();
-    for (long c = 0; c < pairs; c++)
-    {
-        __m512bh kvec[ATT_KV];
-#pragma GCC unroll 4
-        for (int j = 0; j < kv; j++) kvec[j] = (__m512bh)_mm512_loadu_si512(keys + c * kn + j0 + 16 * j);
-#pragma GCC unroll 6
-        for (int i = 0; i < mr; i++)
-        {
-            __m512bh q = (__m512bh)_mm512_set1_epi32((int)qt[i * pairs + c]);
-#pragma GCC unroll 4
-            for (int j = 0; j < kv; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], q, kvec[j]);
-        }
-    }
+    pair_tile(qt, pairs, keys + j0, kn, pairs, acc, mr, kv);
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 4
@@ -359,23 +368,7 @@ KERNEL INLINE void value_tile(const uint16_t* p, long ldp, long pairs, const uin
                               const float* sums, uint16_t* out, long ldo, long hd, const int mr, const int vv)
 {
     __m512 acc[ATT_MR][ATT_KV];
-#pragma GCC unroll 6
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int v = 0; v < vv; v++) acc[i][v] = _mm512_setzero_ps();
-    for (long j = 0; j < pairs; j++)
-    {
-        __m512bh vvec[ATT_KV];
-#pragma GCC unroll 4
-        for (int v = 0; v < vv; v++) vvec[v] = (__m512bh)_mm512_loadu_si512(values + j * hv + c0 + 16 * v);
-#pragma GCC unroll 6
-        for (int i = 0; i < mr; i++)
-        {
-            __m512bh pv = (__m512bh)_mm512_set1_epi32((int)((const uint32_t*)(p + i * ldp))[j]);
-#pragma GCC unroll 4
-            for (int v = 0; v < vv; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], pv, vvec[v]);
-        }
-    }
+    pair_tile((const uint32_t*)p, ldp / 2, values + c0, hv, pairs, acc, mr, vv); // ldp (= vn) is even
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++)
 #pragma GCC unroll 4

@@ -221,7 +221,7 @@ internal sealed class VitBlock : nn.Module<Tensor, Tensor>
 
 /// <summary>
 /// Multi-head self-attention: qkv rows [q; k; v], heads contiguous within each; SDPA, scale 1/√head_dim. In bf16 on
-/// a CPU with AVX512-BF16 the native kernel runs it (same cast points as the flash kernels; ~3x libtorch's CPU SDPA
+/// a CPU with AVX512-BF16 the native kernel runs it (same cast points as the flash kernels; ~2.3x libtorch's CPU SDPA
 /// at the towers' shapes); libtorch's SDPA otherwise and with the managed kernels off (the device-generic path).
 /// </summary>
 internal sealed class Attention : nn.Module<Tensor, Tensor>, IManagedKernelSwitch
