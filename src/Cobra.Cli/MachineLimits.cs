@@ -197,7 +197,7 @@ internal static class MachineLimits
     public static (double Gflops, string Kernel) BestLinearGflops(ScalarType dtype, long m, long k, long n)
     {
         double libtorch = GemmGflops(dtype, m, k, n);
-        if (dtype != ScalarType.BFloat16 || !NativeBf16Kernels.IsAvailable || (m > NativeBf16Kernels.MaxRows && k < NativeBf16Kernels.LargeInputMinFeatures))
+        if (dtype != ScalarType.BFloat16 || !NativeBf16Kernels.IsAvailable || !NativeBf16Kernels.TakesShape(m, k))
         {
             return (libtorch, "libtorch");
         }

@@ -126,7 +126,7 @@ internal static class ServeBench
 
         // Decoding B rows reads the weights once and costs B × 2 × parameters FLOPs: the step cannot beat either bound.
         int rows = clientCounts.Max();
-        double flopsPerToken = 2.0 * config.NLayer * ((config.DModel * 2.0 * config.DInner) + (config.DInner * (config.DtRank + (2.0 * config.DState))) + (config.DtRank * config.DInner) + (config.DInner * config.DModel)) + (2.0 * config.DModel * config.PaddedVocabSize);
+        double flopsPerToken = BenchCommand.GemmFlopsPerToken(config) + (2.0 * config.DModel * config.PaddedVocabSize); // every layer + the LM head
         double stepFloor = Math.Max(limits.WeightBytes / (limits.ReadGbPerSecond * 1e9), rows * flopsPerToken / (limits.GemmGflops * 1e9));
         result["single_stream_step_ms"] = Math.Round(singleStep * 1e3, 1);
         result["decode_ceiling_tokens_per_second"] = Math.Round(rows / stepFloor, 2);

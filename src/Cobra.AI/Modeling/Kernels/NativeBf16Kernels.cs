@@ -70,20 +70,26 @@ internal static unsafe class NativeBf16Kernels
     /// <summary>Why the kernel is not available (null when it is): for the bench and the logs.</summary>
     public static string? UnavailableReason => Loaded.Value is null ? Reason(Environment.GetEnvironmentVariable(EnvironmentVariable)) : null;
 
+    /// <summary>True when <see cref="Linear"/> takes <paramref name="rows"/> inputs of <paramref name="inFeatures"/> (see <see cref="MaxRows"/>).</summary>
+    public static bool TakesShape(long rows, long inFeatures) => rows <= MaxRows || inFeatures >= LargeInputMinFeatures;
+
+    /// <summary>The loaded library, or an exception that says why there is none.</summary>
+    private static Library Required => Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
+
     /// <summary>True when <see cref="Linear"/> handles this input, weight and bias.</summary>
     public static bool Supports(Tensor input, Tensor weight, Tensor? bias = null) =>
         weight.dtype == ScalarType.BFloat16 && input.dtype == ScalarType.BFloat16
         && weight.device_type == DeviceType.CPU && input.device_type == DeviceType.CPU
         && weight.dim() == 2 && weight.is_contiguous()
         && input.dim() >= 1 && input.shape[^1] == weight.shape[1] && input.NumberOfElements > 0
-        && (input.NumberOfElements / weight.shape[1] <= MaxRows || weight.shape[1] >= LargeInputMinFeatures)
-        && (bias is null || (bias.device_type == DeviceType.CPU && bias.dtype == ScalarType.BFloat16 && bias.dim() == 1 && bias.shape[0] == weight.shape[0]))
+        && TakesShape(input.NumberOfElements / weight.shape[1], weight.shape[1])
+        && (bias is null || IsBf16Vector(bias, weight.shape[0]))
         && IsAvailable;
 
     /// <summary>True when <see cref="Linear"/> also applies <paramref name="epilogue"/> (bf16 [N] gamma, bf16 residual shaped like the output).</summary>
     public static bool Supports(Tensor input, Tensor weight, Tensor? bias, in LinearEpilogue epilogue) =>
         Supports(input, weight, bias)
-        && (epilogue.Gamma is not { } gamma || (gamma.device_type == DeviceType.CPU && gamma.dtype == ScalarType.BFloat16 && gamma.dim() == 1 && gamma.shape[0] == weight.shape[0]))
+        && (epilogue.Gamma is null || IsBf16Vector(epilogue.Gamma, weight.shape[0]))
         && (epilogue.Residual is not { } residual || (residual.device_type == DeviceType.CPU && residual.dtype == ScalarType.BFloat16
             && residual.shape.SequenceEqual([.. input.shape[..^1], weight.shape[0]])));
 
@@ -93,7 +99,7 @@ internal static unsafe class NativeBf16Kernels
     /// </summary>
     public static Tensor Linear(Tensor input, Tensor weight, Tensor? bias, in LinearEpilogue epilogue = default)
     {
-        var library = Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
+        var library = Required;
         long n = weight.shape[0], k = weight.shape[1];
         long rows = input.NumberOfElements / k;
         using var source = input.contiguous();                                   // [..., K]
@@ -119,6 +125,10 @@ internal static unsafe class NativeBf16Kernels
         return output;
     }
 
+    /// <summary>A bf16 CPU vector of <paramref name="length"/> values (a bias or a LayerScale gamma).</summary>
+    private static bool IsBf16Vector(Tensor t, long length) =>
+        t.device_type == DeviceType.CPU && t.dtype == ScalarType.BFloat16 && t.dim() == 1 && t.shape[0] == length;
+
     /// <summary>True when <see cref="Attention"/> handles this qkv projection output [B, N, 3·D] for <paramref name="heads"/> heads.</summary>
     public static bool SupportsAttention(Tensor qkv, int heads) =>
         qkv.dtype == ScalarType.BFloat16 && qkv.device_type == DeviceType.CPU && qkv.dim() == 3
@@ -135,7 +145,7 @@ internal static unsafe class NativeBf16Kernels
     /// </summary>
     public static Tensor Attention(Tensor qkv, int heads)
     {
-        var library = Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
+        var library = Required;
         long batch = qkv.shape[0], n = qkv.shape[1], d = qkv.shape[2] / 3, hd = d / heads;
         using var source = qkv.contiguous();                                     // [B,N,3D]
         var output = torch.empty([batch, n, d], ScalarType.BFloat16, torch.CPU);  // [B,N,D]
@@ -180,8 +190,7 @@ internal static unsafe class NativeBf16Kernels
     /// </summary>
     public static float PeakProbe(long iterations)
     {
-        var library = Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
-        return library.Peak(iterations);
+        return Required.Peak(iterations);
     }
 
     /// <summary>FLOPs one <see cref="PeakProbe"/> iteration does.</summary>
