@@ -79,4 +79,27 @@ public sealed class SelectiveStepCpuTests
         Golden.AssertClose(narrow.to(ScalarType.Float32), wide.to(ScalarType.Float32), "output", 0);
         Golden.AssertClose(narrowState, state, "state", 0);
     }
+
+    /// <summary>The 512-bit conv step (16 channels per register after an in-lane transpose) computes what the 4-channel one does.</summary>
+    [Theory]
+    [InlineData(ScalarType.Float32, 1, 100)]                                    // 6 groups of 16, then one of four
+    [InlineData(ScalarType.BFloat16, 5, 102)]                                   // ... and two channels one by one
+    [InlineData(ScalarType.BFloat16, 40, 5120)]                                 // split over the workers
+    public void Every_register_width_steps_the_conv_the_same_way(ScalarType dtype, int rows, int channels)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var generator = new torch.Generator(13);
+        var xz = torch.randn([rows, 2 * channels], generator: generator).to(dtype);
+        var (weight, bias) = (torch.randn([channels, 1, 4], generator: generator).to(dtype), torch.randn([channels], generator: generator).to(dtype));
+        var window = torch.randn([rows, channels, 4], generator: generator);
+        var narrowWindow = window.clone();
+        for (int step = 0; step < 3; step++)
+        {
+            var wide = SelectiveStepCpu.ConvStep(xz, window, weight, bias, simdBits: 512);
+            var narrow = SelectiveStepCpu.ConvStep(xz, narrowWindow, weight, bias, simdBits: 256);
+            Golden.AssertClose(narrow.to(ScalarType.Float32), wide.to(ScalarType.Float32), $"step {step} output", 0);
+            Golden.AssertClose(narrowWindow, window, $"step {step} window", 0);
+            xz = torch.randn([rows, 2 * channels], generator: generator).to(dtype);
+        }
+    }
 }
