@@ -17,7 +17,7 @@ namespace Cobra.Cli;
 /// </summary>
 internal static class BenchCommand
 {
-    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "image-every", "state-store"];
+    internal static readonly HashSet<string> ValueOptions = ["part", "precision", "prefill-tokens", "decode-tokens", "layers", "threads", "question-tokens", "tokens-per-request", "clients", "tokenizer", "read-bytes", "image-every", "requests-per-client", "state-store"];
     internal static readonly HashSet<string> Flags = ["skip-sequential", "json", "skip-vision"];
 
     /// <summary>Runs the bench; progress goes to <paramref name="stdout"/>, or with --json to <paramref name="stderr"/> (stdout is then the JSON alone).</summary>
@@ -72,7 +72,7 @@ internal static class BenchCommand
             {
                 "llm" => BenchPrecision(config, precision, prefillTokens, decodeTokens, !cli.Has("skip-sequential"), limits, log),
                 "vision" => VisionBench.Run(config, precision, cli.GetInt("question-tokens", 30, 1, 2048), limits, log),
-                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), limits, log),
+                "serve" => ServeBench.Run(precision, config.NLayer, cli.GetInt("tokens-per-request", 128, 1, 4096), ParseClients(cli.Get("clients") ?? "1,4,16,64"), cli.Get("tokenizer"), cli.GetInt("image-every", 4, 0, 1024), cli.GetInt("requests-per-client", 1, 1, 1024), limits, log),
                 "statestore" => StateStoreBench.Run(config, precision, cli.Get("state-store") ?? "redis://127.0.0.1:6379", cli.GetInt("question-tokens", 30, 1, 2048), cli.Has("skip-vision"), log),
                 _ => LoadBench.Run(config, precision, log),
             };

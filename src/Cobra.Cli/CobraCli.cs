@@ -22,6 +22,7 @@ internal static class CobraCli
         ["tokens-per-request"] = "Tokens per request (serve part).",
         ["clients"] = "Concurrent client counts, comma-separated (serve part).",
         ["image-every"] = "Every Nth serve client sends a new image (default 4; 0: text only).",
+        ["requests-per-client"] = "Requests each serve client sends one after another (default 1).",
         ["read-bytes"] = "MiB of distinct buffers the memory-read probe reads (default 2048).",
         ["tokenizer"] = "A GPT-NeoX tokenizer.json for the structured-output mask cost (serve part; default: the repository fixture).",
         ["skip-sequential"] = "Skip the slow sequential scan.",
