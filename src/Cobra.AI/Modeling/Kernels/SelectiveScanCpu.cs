@@ -69,11 +69,11 @@ internal static class SelectiveScanCpu
                 {
                     if (wide512)
                     {
-                        ScanPair512(shape, buffers, b, d0);
+                        ScanPair<Simd512>(shape, buffers, b, d0);
                     }
                     else
                     {
-                        ScanPair(shape, buffers, b, d0);
+                        ScanPair<SimdVector>(shape, buffers, b, d0);
                     }
                 }
                 else
@@ -94,174 +94,91 @@ internal static class SelectiveScanCpu
     private readonly record struct ScanBuffers(nint U, nint Delta, nint DeltaBias, nint AByState, nint B, nint C, nint DSkip, nint Z, nint State, nint Output);
 
     /// <summary>
-    /// Scans channels [d0, d0 + 2·lanes) of batch item b: <see cref="ScanBlock"/>'s arithmetic for two blocks at
-    /// once, lane for lane the same operations (results do not depend on which of the two ran a channel).
+    /// Scans channels [d0, d0 + 2·lanes) of batch item b, lanes = <typeparamref name="TV"/>'s: <see cref="ScanBlock"/>'s
+    /// arithmetic for two blocks at once, lane for lane the same operations (results do not depend on which of the
+    /// two ran a channel, nor on the register width: <see cref="SimdVector"/> and <see cref="Simd512"/> compute alike).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-    private static unsafe void ScanPair(ScanShape s, ScanBuffers p, int b, int d0)
+    private static unsafe void ScanPair<TV>(ScanShape s, ScanBuffers p, int b, int d0)
+        where TV : unmanaged, ISimdMath<TV>
     {
-        int lanes = Vector<float>.Count;
+        int lanes = TV.Lanes;
         long start = ((long)b * s.Length * s.Channels) + d0;                   // element offset of (b, 0, d0)
         float* bm = (float*)p.B + ((long)b * s.Length * s.States);
         float* cm = (float*)p.C + ((long)b * s.Length * s.States);
         float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
 
-        Vector<float>* h = stackalloc Vector<float>[2 * s.States];               // h[2n], h[2n+1]: the two blocks
-        Vector<float>* a = stackalloc Vector<float>[2 * s.States];               // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
+        TV* h = stackalloc TV[2 * s.States];                                     // h[2n], h[2n+1]: the two blocks
+        TV* a = stackalloc TV[2 * s.States];                                     // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
+        var log2E = TV.Broadcast(Log2E);
         for (int n = 0; n < s.States; n++)
         {
-            h[2 * n] = KernelMath.Load(state + ((long)n * s.Channels));
-            h[(2 * n) + 1] = KernelMath.Load(state + ((long)n * s.Channels) + lanes);
-            a[2 * n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * Log2E;
-            a[(2 * n) + 1] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes) * Log2E;
+            h[2 * n] = TV.Load(state + ((long)n * s.Channels));
+            h[(2 * n) + 1] = TV.Load(state + ((long)n * s.Channels) + lanes);
+            a[2 * n] = TV.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * log2E;
+            a[(2 * n) + 1] = TV.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes) * log2E;
         }
 
-        var dSkip0 = KernelMath.Load((float*)p.DSkip + d0);
-        var dSkip1 = KernelMath.Load((float*)p.DSkip + d0 + lanes);
-        var deltaBias0 = KernelMath.Load((float*)p.DeltaBias + d0);
-        var deltaBias1 = KernelMath.Load((float*)p.DeltaBias + d0 + lanes);
+        var dSkip0 = TV.Load((float*)p.DSkip + d0);
+        var dSkip1 = TV.Load((float*)p.DSkip + d0 + lanes);
+        var deltaBias0 = TV.Load((float*)p.DeltaBias + d0);
+        var deltaBias1 = TV.Load((float*)p.DeltaBias + d0 + lanes);
         for (int t = 0; t < s.Length; t++)
         {
             long row = start + ((long)t * s.Channels);
-            var dt0 = KernelMath.Softplus(KernelMath.LoadWide(p.Delta, row, s.BFloat16) + deltaBias0);          // Δ_t
-            var dt1 = KernelMath.Softplus(KernelMath.LoadWide(p.Delta, row + lanes, s.BFloat16) + deltaBias1);
-            var x0 = KernelMath.LoadWide(p.U, row, s.BFloat16);                                                  // x̃_t
-            var x1 = KernelMath.LoadWide(p.U, row + lanes, s.BFloat16);
+            var dt0 = TV.Softplus(TV.LoadWide(p.Delta, row, s.BFloat16) + deltaBias0);          // Δ_t
+            var dt1 = TV.Softplus(TV.LoadWide(p.Delta, row + lanes, s.BFloat16) + deltaBias1);
+            var x0 = TV.LoadWide(p.U, row, s.BFloat16);                                          // x̃_t
+            var x1 = TV.LoadWide(p.U, row + lanes, s.BFloat16);
             var dtx0 = dt0 * x0;
             var dtx1 = dt1 * x1;
             float* bt = bm + ((long)t * s.States);
             float* ct = cm + ((long)t * s.States);
 
             // y = C · h over four partial sums per block, as in ScanBlock.
-            Vector<float> acc0 = Vector<float>.Zero, acc1 = Vector<float>.Zero, acc2 = Vector<float>.Zero, acc3 = Vector<float>.Zero;
-            Vector<float> bcc0 = Vector<float>.Zero, bcc1 = Vector<float>.Zero, bcc2 = Vector<float>.Zero, bcc3 = Vector<float>.Zero;
+            TV acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            TV bcc0 = default, bcc1 = default, bcc2 = default, bcc3 = default;
             int n = 0;
             for (; n + 4 <= s.States; n += 4)
             {
-                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
-                h[2 * (n + 1)] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
-                h[(2 * (n + 1)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
-                h[2 * (n + 2)] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
-                h[(2 * (n + 2)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
-                h[2 * (n + 3)] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
-                h[(2 * (n + 3)) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
-                acc0 = Vector.FusedMultiplyAdd(h[2 * n], new Vector<float>(ct[n]), acc0);
-                bcc0 = Vector.FusedMultiplyAdd(h[(2 * n) + 1], new Vector<float>(ct[n]), bcc0);
-                acc1 = Vector.FusedMultiplyAdd(h[2 * (n + 1)], new Vector<float>(ct[n + 1]), acc1);
-                bcc1 = Vector.FusedMultiplyAdd(h[(2 * (n + 1)) + 1], new Vector<float>(ct[n + 1]), bcc1);
-                acc2 = Vector.FusedMultiplyAdd(h[2 * (n + 2)], new Vector<float>(ct[n + 2]), acc2);
-                bcc2 = Vector.FusedMultiplyAdd(h[(2 * (n + 2)) + 1], new Vector<float>(ct[n + 2]), bcc2);
-                acc3 = Vector.FusedMultiplyAdd(h[2 * (n + 3)], new Vector<float>(ct[n + 3]), acc3);
-                bcc3 = Vector.FusedMultiplyAdd(h[(2 * (n + 3)) + 1], new Vector<float>(ct[n + 3]), bcc3);
+                h[2 * n] = TV.MultiplyAdd(TV.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * TV.Broadcast(bt[n]));
+                h[(2 * n) + 1] = TV.MultiplyAdd(TV.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * TV.Broadcast(bt[n]));
+                h[2 * (n + 1)] = TV.MultiplyAdd(TV.Pow2(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * TV.Broadcast(bt[n + 1]));
+                h[(2 * (n + 1)) + 1] = TV.MultiplyAdd(TV.Pow2(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * TV.Broadcast(bt[n + 1]));
+                h[2 * (n + 2)] = TV.MultiplyAdd(TV.Pow2(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * TV.Broadcast(bt[n + 2]));
+                h[(2 * (n + 2)) + 1] = TV.MultiplyAdd(TV.Pow2(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * TV.Broadcast(bt[n + 2]));
+                h[2 * (n + 3)] = TV.MultiplyAdd(TV.Pow2(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * TV.Broadcast(bt[n + 3]));
+                h[(2 * (n + 3)) + 1] = TV.MultiplyAdd(TV.Pow2(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * TV.Broadcast(bt[n + 3]));
+                acc0 = TV.MultiplyAdd(h[2 * n], TV.Broadcast(ct[n]), acc0);
+                bcc0 = TV.MultiplyAdd(h[(2 * n) + 1], TV.Broadcast(ct[n]), bcc0);
+                acc1 = TV.MultiplyAdd(h[2 * (n + 1)], TV.Broadcast(ct[n + 1]), acc1);
+                bcc1 = TV.MultiplyAdd(h[(2 * (n + 1)) + 1], TV.Broadcast(ct[n + 1]), bcc1);
+                acc2 = TV.MultiplyAdd(h[2 * (n + 2)], TV.Broadcast(ct[n + 2]), acc2);
+                bcc2 = TV.MultiplyAdd(h[(2 * (n + 2)) + 1], TV.Broadcast(ct[n + 2]), bcc2);
+                acc3 = TV.MultiplyAdd(h[2 * (n + 3)], TV.Broadcast(ct[n + 3]), acc3);
+                bcc3 = TV.MultiplyAdd(h[(2 * (n + 3)) + 1], TV.Broadcast(ct[n + 3]), bcc3);
             }
 
             for (; n < s.States; n++)
             {
-                h[2 * n] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
-                acc0 = Vector.FusedMultiplyAdd(h[2 * n], new Vector<float>(ct[n]), acc0);
-                bcc0 = Vector.FusedMultiplyAdd(h[(2 * n) + 1], new Vector<float>(ct[n]), bcc0);
+                h[2 * n] = TV.MultiplyAdd(TV.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * TV.Broadcast(bt[n]));
+                h[(2 * n) + 1] = TV.MultiplyAdd(TV.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * TV.Broadcast(bt[n]));
+                acc0 = TV.MultiplyAdd(h[2 * n], TV.Broadcast(ct[n]), acc0);
+                bcc0 = TV.MultiplyAdd(h[(2 * n) + 1], TV.Broadcast(ct[n]), bcc0);
             }
 
             var y0 = (acc0 + acc1) + (acc2 + acc3);
             var y1 = (bcc0 + bcc1) + (bcc2 + bcc3);
-            var gate0 = KernelMath.LoadWide(p.Z, row, s.BFloat16);
-            var gate1 = KernelMath.LoadWide(p.Z, row + lanes, s.BFloat16);
-            KernelMath.StoreNarrow((y0 + (dSkip0 * x0)) * KernelMath.Silu(gate0), p.Output, row, s.BFloat16);
-            KernelMath.StoreNarrow((y1 + (dSkip1 * x1)) * KernelMath.Silu(gate1), p.Output, row + lanes, s.BFloat16);
+            var gate0 = TV.LoadWide(p.Z, row, s.BFloat16);
+            var gate1 = TV.LoadWide(p.Z, row + lanes, s.BFloat16);
+            TV.StoreNarrow((y0 + (dSkip0 * x0)) * TV.Silu(gate0), p.Output, row, s.BFloat16);
+            TV.StoreNarrow((y1 + (dSkip1 * x1)) * TV.Silu(gate1), p.Output, row + lanes, s.BFloat16);
         }
 
         for (int n = 0; n < s.States; n++)
         {
-            KernelMath.Store(h[2 * n], state + ((long)n * s.Channels));
-            KernelMath.Store(h[(2 * n) + 1], state + ((long)n * s.Channels) + lanes);
-        }
-    }
-
-    /// <summary>
-    /// <see cref="ScanPair"/> with 16 lanes a block (channels [d0, d0 + 32)): the same operations lane by lane, so
-    /// the same results; on a CPU with 512-bit vectors half the instructions per channel.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
-    private static unsafe void ScanPair512(ScanShape s, ScanBuffers p, int b, int d0)
-    {
-        int lanes = Vector512<float>.Count;
-        long start = ((long)b * s.Length * s.Channels) + d0;                   // element offset of (b, 0, d0)
-        float* bm = (float*)p.B + ((long)b * s.Length * s.States);
-        float* cm = (float*)p.C + ((long)b * s.Length * s.States);
-        float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
-
-        Vector512<float>* h = stackalloc Vector512<float>[2 * s.States];         // h[2n], h[2n+1]: the two blocks
-        Vector512<float>* a = stackalloc Vector512<float>[2 * s.States];         // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
-        for (int n = 0; n < s.States; n++)
-        {
-            h[2 * n] = Vector512.Load(state + ((long)n * s.Channels));
-            h[(2 * n) + 1] = Vector512.Load(state + ((long)n * s.Channels) + lanes);
-            a[2 * n] = Vector512.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * Vector512.Create(Log2E);
-            a[(2 * n) + 1] = Vector512.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes) * Vector512.Create(Log2E);
-        }
-
-        var dSkip0 = Vector512.Load((float*)p.DSkip + d0);
-        var dSkip1 = Vector512.Load((float*)p.DSkip + d0 + lanes);
-        var deltaBias0 = Vector512.Load((float*)p.DeltaBias + d0);
-        var deltaBias1 = Vector512.Load((float*)p.DeltaBias + d0 + lanes);
-        for (int t = 0; t < s.Length; t++)
-        {
-            long row = start + ((long)t * s.Channels);
-            var dt0 = KernelMath.Softplus(KernelMath.LoadWide512(p.Delta, row, s.BFloat16) + deltaBias0);       // Δ_t
-            var dt1 = KernelMath.Softplus(KernelMath.LoadWide512(p.Delta, row + lanes, s.BFloat16) + deltaBias1);
-            var x0 = KernelMath.LoadWide512(p.U, row, s.BFloat16);                                               // x̃_t
-            var x1 = KernelMath.LoadWide512(p.U, row + lanes, s.BFloat16);
-            var dtx0 = dt0 * x0;
-            var dtx1 = dt1 * x1;
-            float* bt = bm + ((long)t * s.States);
-            float* ct = cm + ((long)t * s.States);
-
-            // y = C · h over four partial sums per block, as in ScanBlock.
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            Vector512<float> bcc0 = default, bcc1 = default, bcc2 = default, bcc3 = default;
-            int n = 0;
-            for (; n + 4 <= s.States; n += 4)
-            {
-                h[2 * n] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
-                h[2 * (n + 1)] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 1)]), h[2 * (n + 1)], dtx0 * bt[n + 1]);
-                h[(2 * (n + 1)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 1)) + 1]), h[(2 * (n + 1)) + 1], dtx1 * bt[n + 1]);
-                h[2 * (n + 2)] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 2)]), h[2 * (n + 2)], dtx0 * bt[n + 2]);
-                h[(2 * (n + 2)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 2)) + 1]), h[(2 * (n + 2)) + 1], dtx1 * bt[n + 2]);
-                h[2 * (n + 3)] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * (n + 3)]), h[2 * (n + 3)], dtx0 * bt[n + 3]);
-                h[(2 * (n + 3)) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * (n + 3)) + 1]), h[(2 * (n + 3)) + 1], dtx1 * bt[n + 3]);
-                acc0 = Vector512.FusedMultiplyAdd(h[2 * n], Vector512.Create(ct[n]), acc0);
-                bcc0 = Vector512.FusedMultiplyAdd(h[(2 * n) + 1], Vector512.Create(ct[n]), bcc0);
-                acc1 = Vector512.FusedMultiplyAdd(h[2 * (n + 1)], Vector512.Create(ct[n + 1]), acc1);
-                bcc1 = Vector512.FusedMultiplyAdd(h[(2 * (n + 1)) + 1], Vector512.Create(ct[n + 1]), bcc1);
-                acc2 = Vector512.FusedMultiplyAdd(h[2 * (n + 2)], Vector512.Create(ct[n + 2]), acc2);
-                bcc2 = Vector512.FusedMultiplyAdd(h[(2 * (n + 2)) + 1], Vector512.Create(ct[n + 2]), bcc2);
-                acc3 = Vector512.FusedMultiplyAdd(h[2 * (n + 3)], Vector512.Create(ct[n + 3]), acc3);
-                bcc3 = Vector512.FusedMultiplyAdd(h[(2 * (n + 3)) + 1], Vector512.Create(ct[n + 3]), bcc3);
-            }
-
-            for (; n < s.States; n++)
-            {
-                h[2 * n] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt0 * a[2 * n]), h[2 * n], dtx0 * bt[n]);
-                h[(2 * n) + 1] = Vector512.FusedMultiplyAdd(KernelMath.Pow2(dt1 * a[(2 * n) + 1]), h[(2 * n) + 1], dtx1 * bt[n]);
-                acc0 = Vector512.FusedMultiplyAdd(h[2 * n], Vector512.Create(ct[n]), acc0);
-                bcc0 = Vector512.FusedMultiplyAdd(h[(2 * n) + 1], Vector512.Create(ct[n]), bcc0);
-            }
-
-            var y0 = (acc0 + acc1) + (acc2 + acc3);
-            var y1 = (bcc0 + bcc1) + (bcc2 + bcc3);
-            var gate0 = KernelMath.LoadWide512(p.Z, row, s.BFloat16);
-            var gate1 = KernelMath.LoadWide512(p.Z, row + lanes, s.BFloat16);
-            KernelMath.StoreNarrow512((y0 + (dSkip0 * x0)) * KernelMath.Silu(gate0), p.Output, row, s.BFloat16);
-            KernelMath.StoreNarrow512((y1 + (dSkip1 * x1)) * KernelMath.Silu(gate1), p.Output, row + lanes, s.BFloat16);
-        }
-
-        for (int n = 0; n < s.States; n++)
-        {
-            h[2 * n].Store(state + ((long)n * s.Channels));
-            h[(2 * n) + 1].Store(state + ((long)n * s.Channels) + lanes);
+            TV.Store(h[2 * n], state + ((long)n * s.Channels));
+            TV.Store(h[(2 * n) + 1], state + ((long)n * s.Channels) + lanes);
         }
     }
 

@@ -65,8 +65,8 @@ internal static class SelectiveStepCpu
     /// dt_proj without its bias), <paramref name="bc"/> = x_proj's output [B, R+2N] (B and C are its last 2N
     /// columns), z = the second half of <paramref name="xz"/> [B, 2Di]; all in the model dtype.
     /// <paramref name="aLog"/> [Di, N], <paramref name="dSkip"/> [Di], <paramref name="deltaBias"/> [Di], in the model dtype.
-    /// <paramref name="simdBits"/>: at 512 (the default where the CPU has it) a d_state-16 channel's update is one
-    /// register (15-25 % faster than two 256-bit halves at 16-64 rows), with the same results; tests run both.
+    /// <paramref name="simdBits"/>: at 512 (the default where the CPU has it) d_state-16 channels go 16 at a time
+    /// (<see cref="SsmGroups512"/>, ~3x faster at 16-64 rows), with the same results; tests run both.
     /// </summary>
     public static unsafe Tensor SsmStep(Tensor xConv, Tensor deltaRaw, Tensor bc, Tensor xz, Tensor ssmState, Tensor aLog, Tensor dSkip, Tensor deltaBias, int? simdBits = null)
     {
@@ -379,10 +379,10 @@ internal static class SelectiveStepCpu
     /// <summary>
     /// The d_state-16 update at 512 bits, 16 channels [from, to) at a time (to - from a multiple of 16): softplus(Δ),
     /// SiLU(z), D x̃ and the output are one register across the group; each channel's state is one register (h, A
-    /// over d_state), as in <see cref="SsmChannelTiles"/>; the 16 channels' C·h products are summed together by
-    /// <see cref="SumLanes"/>, the per-channel fold and pairwise sums of <see cref="SsmChannelTiles"/>'s wide path
-    /// carried out across registers (the same additions in the same order: identical results, ~3 instead of ~13
-    /// instructions a channel). <paramref name="from"/> is where the staged constants start.
+    /// over d_state); the 16 channels' C·h products are summed together by <see cref="SumLanes"/>: the additions of
+    /// <see cref="SsmChannelTiles"/>'s per-channel sum (the two 8-lane halves, then <see cref="Vector.Sum{T}(Vector{T})"/>'s
+    /// pairwise order) carried out across registers, in the same order: identical results, ~3 instead of ~13
+    /// instructions a channel. <paramref name="from"/> is where the staged constants start.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void SsmGroups512(in SsmJob job, int from, int to, float* a, float* deltaBias, float* dSkip, float* bRows, float* cRows)
@@ -456,8 +456,9 @@ internal static class SelectiveStepCpu
         Avx512F.Shuffle4x128(low, high, 0x88) + Avx512F.Shuffle4x128(low, high, 0xDD);
 
     /// <summary>
-    /// Row by row, channels [start, to) in tiles of <see cref="Tile"/>: per tile softplus(Δ) and SiLU(z) run over the
-    /// whole tile at once, so the per-channel loop is the state update alone (lanes over d_state). A row's state
+    /// Row by row, channels [start, to) in tiles of <see cref="Tile"/> (every channel below 512 bits, the channels
+    /// after the last whole group of 16 at 512): per tile softplus(Δ) and SiLU(z) run over the whole tile at once, so
+    /// the per-channel loop is the state update alone (lanes over d_state). A row's state
     /// h[b, start..to, :] is read front to back. Every transcendental runs lane-wise on staged values, so a channel's
     /// result does not depend on its tile, its lane or how the channels were split. <paramref name="from"/> is where
     /// the staged constants start.
@@ -487,39 +488,19 @@ internal static class SelectiveStepCpu
 
                 ForLanes(delta, count, v => KernelMath.Softplus(v));
                 ForLanes(gate, count, v => KernelMath.Silu(v));
-                if (job.Wide)
+                for (int i = 0; i < count; i++)
                 {
-                    // One channel per 512-bit register; the C·h lanes fold to 8 and sum as Vector<float> does (same results).
-                    var c16 = Vector512.Load(cRow);
-                    var b16 = Vector512.Load(bRow);
-                    for (int i = 0; i < count; i++)
+                    float* h = (float*)job.State + ((row + i) * states);                          // [N]
+                    float* ai = a + ((t0 + i) * states);
+                    var deltaVector = new Vector<float>(delta[i]);
+                    var deltaX = new Vector<float>(delta[i] * x[i]);
+                    var sum = Vector<float>.Zero;
+                    for (int n = 0; n < states; n += lanes)
                     {
-                        float* h = (float*)job.State + ((row + i) * 16);                                     // [N]
-                        var decay = KernelMath.Exp(Vector512.Create(delta[i]) * Vector512.Load(a + ((t0 + i) * 16))); // exp(ΔA)
-                        var held = Vector512.Load(h);
-                        var cached = job.BFloat16 ? KernelMath.RoundToBFloat16(held) : held;
-                        var next = (Vector512.Create(delta[i] * x[i]) * b16) + (decay * cached);              // Δ x̃ B + exp(ΔA) h
-                        next.Store(h);
-                        var product = next * c16;
-                        y[i] = (Vector256.Sum(product.GetLower() + product.GetUpper()) + (x[i] * dSkip[t0 + i])) * gate[i];
+                        sum += Update(h + n, ai + n, bRow + n, deltaVector, deltaX, job.BFloat16) * KernelMath.Load(cRow + n); // C · h, per lane
                     }
-                }
-                else
-                {
-                    for (int i = 0; i < count; i++)
-                    {
-                        float* h = (float*)job.State + ((row + i) * states);                          // [N]
-                        float* ai = a + ((t0 + i) * states);
-                        var deltaVector = new Vector<float>(delta[i]);
-                        var deltaX = new Vector<float>(delta[i] * x[i]);
-                        var sum = Vector<float>.Zero;
-                        for (int n = 0; n < states; n += lanes)
-                        {
-                            sum += Update(h + n, ai + n, bRow + n, deltaVector, deltaX, job.BFloat16) * KernelMath.Load(cRow + n); // C · h, per lane
-                        }
 
-                        y[i] = (Vector.Sum(sum) + (x[i] * dSkip[t0 + i])) * gate[i];
-                    }
+                    y[i] = (Vector.Sum(sum) + (x[i] * dSkip[t0 + i])) * gate[i];
                 }
 
                 for (int i = 0; i < count; i++)

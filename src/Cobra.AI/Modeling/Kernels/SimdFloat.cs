@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -40,8 +41,53 @@ internal interface ISimdFloat<TSelf>
     static abstract float SumOfBoth(TSelf a, TSelf b);
 }
 
+/// <summary>
+/// The lane-wise vocabulary of the elementwise kernels (the scan) at one width: arithmetic, and
+/// <see cref="KernelMath"/>'s functions, so such a kernel is written once for every width it runs at.
+/// </summary>
+/// <typeparam name="TSelf">The implementing struct.</typeparam>
+internal interface ISimdMath<TSelf>
+    where TSelf : unmanaged, ISimdMath<TSelf>
+{
+    /// <summary>float32 lanes.</summary>
+    static abstract int Lanes { get; }
+
+    /// <summary>Loads <see cref="Lanes"/> floats.</summary>
+    static abstract unsafe TSelf Load(float* at);
+
+    /// <summary>Stores <see cref="Lanes"/> floats.</summary>
+    static abstract unsafe void Store(TSelf value, float* at);
+
+    /// <summary><paramref name="value"/> in every lane.</summary>
+    static abstract TSelf Broadcast(float value);
+
+    /// <summary>a·b + acc with one rounding.</summary>
+    static abstract TSelf MultiplyAdd(TSelf a, TSelf b, TSelf acc);
+
+    /// <summary>a + b, per lane.</summary>
+    static abstract TSelf operator +(TSelf a, TSelf b);
+
+    /// <summary>a·b, per lane.</summary>
+    static abstract TSelf operator *(TSelf a, TSelf b);
+
+    /// <summary>2^y (<see cref="KernelMath.Pow2(Vector{float})"/>).</summary>
+    static abstract TSelf Pow2(TSelf y);
+
+    /// <summary>softplus (<see cref="KernelMath.Softplus(Vector{float})"/>).</summary>
+    static abstract TSelf Softplus(TSelf v);
+
+    /// <summary>x · sigmoid(x) (<see cref="KernelMath.Silu(Vector{float})"/>).</summary>
+    static abstract TSelf Silu(TSelf v);
+
+    /// <summary><see cref="Lanes"/> values at element <paramref name="at"/>, widened from bf16 when <paramref name="bf16"/>.</summary>
+    static abstract TSelf LoadWide(nint data, long at, bool bf16);
+
+    /// <summary>Stores the lanes at element <paramref name="at"/>, rounded to bf16 (nearest even) when <paramref name="bf16"/>.</summary>
+    static abstract void StoreNarrow(TSelf value, nint data, long at, bool bf16);
+}
+
 /// <summary>512-bit registers (AVX-512).</summary>
-internal readonly struct Simd512 : ISimdFloat<Simd512>
+internal readonly struct Simd512 : ISimdFloat<Simd512>, ISimdMath<Simd512>
 {
     private readonly Vector512<float> value;
 
@@ -77,6 +123,93 @@ internal readonly struct Simd512 : ISimdFloat<Simd512>
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float SumOfBoth(Simd512 a, Simd512 b) => Vector512.Sum(a.value + b.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Store(Simd512 value, float* at) => value.value.Store(at);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 operator +(Simd512 a, Simd512 b) => new(a.value + b.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 operator *(Simd512 a, Simd512 b) => new(a.value * b.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Pow2(Simd512 y) => new(KernelMath.Pow2(y.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Softplus(Simd512 v) => new(KernelMath.Softplus(v.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Silu(Simd512 v) => new(KernelMath.Silu(v.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 LoadWide(nint data, long at, bool bf16) => new(KernelMath.LoadWide512(data, at, bf16));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreNarrow(Simd512 value, nint data, long at, bool bf16) => KernelMath.StoreNarrow512(value.value, data, at, bf16);
+}
+
+/// <summary><see cref="Vector{T}"/> registers: the width .NET picks for this process, which the elementwise kernels use below 512 bits.</summary>
+internal readonly struct SimdVector : ISimdMath<SimdVector>
+{
+    private readonly Vector<float> value;
+
+    private SimdVector(Vector<float> value) => this.value = value;
+
+    /// <inheritdoc />
+    public static int Lanes => Vector<float>.Count;
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe SimdVector Load(float* at) => new(KernelMath.Load(at));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Store(SimdVector value, float* at) => KernelMath.Store(value.value, at);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector Broadcast(float value) => new(new Vector<float>(value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector MultiplyAdd(SimdVector a, SimdVector b, SimdVector acc) => new(Vector.FusedMultiplyAdd(a.value, b.value, acc.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector operator +(SimdVector a, SimdVector b) => new(a.value + b.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector operator *(SimdVector a, SimdVector b) => new(a.value * b.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector Pow2(SimdVector y) => new(KernelMath.Pow2(y.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector Softplus(SimdVector v) => new(KernelMath.Softplus(v.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector Silu(SimdVector v) => new(KernelMath.Silu(v.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector LoadWide(nint data, long at, bool bf16) => new(KernelMath.LoadWide(data, at, bf16));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void StoreNarrow(SimdVector value, nint data, long at, bool bf16) => KernelMath.StoreNarrow(value.value, data, at, bf16);
 }
 
 /// <summary>256-bit registers (AVX2).</summary>
