@@ -32,14 +32,7 @@ internal static class AddRmsNormCpu
         var normalized = torch.empty(hidden.shape, hidden.dtype, torch.CPU);     // [..., D]
         var job = new Job(TensorMemory.Address(h), residual is null ? 0 : TensorMemory.Address(residual), TensorMemory.Address(w),
             TensorMemory.Address(r), TensorMemory.Address(normalized), width, epsilon, hidden.dtype == ScalarType.BFloat16);
-        if (rows * width < 1 << 16)
-        {
-            Rows(job, 0, rows);
-        }
-        else
-        {
-            KernelWorkers.Split(rows, 1, (from, to) => Rows(job, from, to));
-        }
+        KernelWorkers.Split(rows, 1, (from, to) => Rows(job, from, to), parallel: rows * width >= 1 << 16);
 
         return (normalized, r);
     }

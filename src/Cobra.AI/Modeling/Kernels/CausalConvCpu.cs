@@ -36,14 +36,7 @@ internal static class CausalConvCpu
         var output = torch.empty([rows, length, channels], xz.dtype, torch.CPU); // [B,L,Di]
         var job = new Job(TensorMemory.Address(source), TensorMemory.Address(convState), TensorMemory.Address(taps), TensorMemory.Address(offset),
             TensorMemory.Address(output), rows, length, channels, width, bf16);
-        if ((long)rows * length * channels < 1 << 14)
-        {
-            Channels(job, 0, channels);
-        }
-        else
-        {
-            KernelWorkers.Split(channels, Vector<float>.Count, (from, to) => Channels(job, (int)from, (int)to));
-        }
+        KernelWorkers.Split(channels, Vector<float>.Count, (from, to) => Channels(job, (int)from, (int)to), parallel: (long)rows * length * channels >= 1 << 14);
 
         return output;
     }

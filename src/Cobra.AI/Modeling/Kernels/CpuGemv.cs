@@ -72,14 +72,7 @@ internal static class CpuGemv
             TensorMemory.Address(output), rows, n, k, bf16, simdBits ?? SimdWidth.Bits);
 
         long work = weight.NumberOfElements * weight.ElementSize * Math.Max(1, rows / 4);
-        if (work < ParallelThresholdBytes)
-        {
-            Rows(job, 0, n);
-        }
-        else
-        {
-            KernelWorkers.Split(n, 4, (from, to) => Rows(job, (int)from, (int)to));
-        }
+        KernelWorkers.Split(n, 4, (from, to) => Rows(job, (int)from, (int)to), parallel: work >= ParallelThresholdBytes);
 
         return output;
     }

@@ -63,10 +63,17 @@ internal static class KernelWorkers
     /// <summary>
     /// Runs <paramref name="body"/>(from, to) over [0, <paramref name="count"/>) cut into <see cref="Parallelism"/>
     /// contiguous ranges whose bounds are multiples of <paramref name="granule"/> (the last ends at count; a part
-    /// left without work gets an empty range). One place for the partition every kernel splits its work by.
+    /// left without work gets an empty range). One place for the partition every kernel splits its work by. With
+    /// <paramref name="parallel"/> false (work too small to pay for waking the workers) the caller runs body(0, count).
     /// </summary>
-    public static void Split(long count, long granule, Action<long, long> body)
+    public static void Split(long count, long granule, Action<long, long> body, bool parallel = true)
     {
+        if (!parallel)
+        {
+            body(0, count);
+            return;
+        }
+
         long units = (count + granule - 1) / granule;
         Run((part, parts) => body(Math.Min(count, units * part / parts * granule), Math.Min(count, units * (part + 1) / parts * granule)));
     }

@@ -33,14 +33,7 @@ internal static class LayerNormCpu
         var output = torch.empty(input.shape, input.dtype, torch.CPU);           // [..., C]
         var job = new Job(TensorMemory.Address(x), TensorMemory.Address(gamma), TensorMemory.Address(beta), TensorMemory.Address(output),
             width, epsilon, input.dtype == ScalarType.BFloat16);
-        if (rows * width < 1 << 15)
-        {
-            Rows(job, 0, rows);
-        }
-        else
-        {
-            KernelWorkers.Split(rows, 1, (from, to) => Rows(job, from, to));
-        }
+        KernelWorkers.Split(rows, 1, (from, to) => Rows(job, from, to), parallel: rows * width >= 1 << 15);
 
         return output;
     }

@@ -113,14 +113,7 @@ internal static unsafe class NativeBf16Kernels
         nint r = residualData is null ? 0 : TensorMemory.Address(residualData);
         var linear = library.Linear;
         long work = weight.NumberOfElements * sizeof(ushort) * ((rows + 3) / 4);
-        if (work < ParallelThresholdBytes)
-        {
-            linear(x, k, w, k, b, y, n, rows, 0, n, g, r, n);
-        }
-        else
-        {
-            KernelWorkers.Split(n, TileColumns, (from, to) => linear(x, k, w, k, b, y, n, rows, from, to, g, r, n));
-        }
+        KernelWorkers.Split(n, TileColumns, (from, to) => linear(x, k, w, k, b, y, n, rows, from, to, g, r, n), parallel: work >= ParallelThresholdBytes);
 
         return output;
     }

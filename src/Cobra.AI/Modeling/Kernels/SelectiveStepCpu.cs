@@ -95,16 +95,8 @@ internal static class SelectiveStepCpu
         nint X, nint Delta, nint Projected, int ProjectedStride, nint Xz, nint State, nint A, nint D, nint DeltaBias, nint Output,
         int Rows, int Channels, int States, bool BFloat16, bool Wide);
 
-    private static void Split(int rows, int channels, Action<int, int> body)
-    {
-        if ((long)rows * channels < ParallelThreshold)
-        {
-            body(0, channels);
-            return;
-        }
-
-        KernelWorkers.Split(channels, 16, (from, to) => body((int)from, (int)to));   // whole 16-channel groups per worker
-    }
+    private static void Split(int rows, int channels, Action<int, int> body) =>
+        KernelWorkers.Split(channels, 16, (from, to) => body((int)from, (int)to), parallel: (long)rows * channels >= ParallelThreshold); // whole 16-channel groups per worker
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: skip tier-0 code
     private static unsafe void ConvChannels(in ConvJob job, int from, int to)
