@@ -33,9 +33,8 @@ internal static class ServeBench
 {
     private const int ImageSize = RandomCobraModel.ImageSize;
 
-    private static int ImageEvery { get; set; } = 4;
-
-    private static int RequestsPerClient { get; set; } = 1;
+    /// <summary>What every client sends: answers of <see cref="Tokens"/> tokens; every <see cref="ImageEvery"/>-th client (0: none) a new image; <see cref="RequestsPerClient"/> requests in turn.</summary>
+    private sealed record Workload(int Tokens, int ImageEvery, int RequestsPerClient);
 
     /// <summary>The GPT-NeoX tokenizer of a clone of this repository, for the prompts and the constrained-decoding mask cost when no --tokenizer is given.</summary>
     private const string RepoTokenizer = "tests/fixtures/tokenizer-gpt-neox-20b/tokenizer.json";
@@ -61,9 +60,7 @@ internal static class ServeBench
             var decodeLimits = MeasureLimits(model.LanguageModel, dtype, limits["read_gb_s"]!.GetValue<double>());
             var pipeline = CobraPipeline.FromModel(model, CobraTokenizer.FromFile(tokenizerPath), new ImageSettings(ImageSize, ResizeStrategy.ResizeNaive, TowerNormalization.Dino, TowerNormalization.SigLip));
             using var client = CobraChatClient.FromPipeline(pipeline, new CobraModelOptions { MaxConcurrentRequests = clientCounts.Max(), MaxQueuedRequests = 1024, ConversationCacheSize = 256, MaxConversations = 4096 });
-            ImageEvery = imageEvery;
-            RequestsPerClient = requestsPerClient;
-            var result = RunAsync(client, llmConfig, decodeLimits, tokensPerRequest, clientCounts, log).GetAwaiter().GetResult();
+            var result = RunAsync(client, llmConfig, decodeLimits, new Workload(tokensPerRequest, imageEvery, requestsPerClient), clientCounts, log).GetAwaiter().GetResult();
             result["tokenizer"] = byteLevel ? "byte-level" : tokenizerPath;
             AddMaskCost(result, byteLevel ? null : tokenizerPath, llmConfig.PaddedVocabSize, log);
             return result;
@@ -74,9 +71,9 @@ internal static class ServeBench
         }
     }
 
-    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, DecodeLimits limits, int tokens, IReadOnlyList<int> clientCounts, TextWriter log)
+    private static async Task<JsonObject> RunAsync(CobraChatClient client, MambaConfig config, DecodeLimits limits, Workload load, IReadOnlyList<int> clientCounts, TextWriter log)
     {
-        await StreamAsync(client, Prompt(3, -1, 0), 4).ConfigureAwait(false);    // warm-up (JIT, allocator)
+        await StreamAsync(client, Prompt(load, 3, -1, 0), 4).ConfigureAwait(false);    // warm-up (JIT, allocator)
 
         // Cold vs warm time to first token, on an idle engine.
         var seen = RandomPng(1);
@@ -85,7 +82,7 @@ internal static class ServeBench
         var resume = await StreamAsync(client, [new ChatMessage(ChatRole.User, "And what is in the corner?")], 4, cold.ConversationId).ConfigureAwait(false);
         log.WriteLine($"serve: cold image TTFT {cold.FirstToken:F2} s; new conversation about the same image {sameImage.FirstToken:F2} s ({sameImage.FirstToken / cold.FirstToken:F3}x); ConversationId continuation {resume.FirstToken:F2} s ({resume.FirstToken / cold.FirstToken:F3}x)");
 
-        var result = new JsonObject { ["layers"] = config.NLayer, ["tokens_per_request"] = tokens, ["image_every"] = ImageEvery, ["requests_per_client"] = RequestsPerClient };
+        var result = new JsonObject { ["layers"] = config.NLayer, ["tokens_per_request"] = load.Tokens, ["image_every"] = load.ImageEvery, ["requests_per_client"] = load.RequestsPerClient };
         double single = 0;
         double singleDecode = 0;
         double singleStep = 0;
@@ -97,7 +94,7 @@ internal static class ServeBench
             var measured = new List<(StreamRun[] Runs, double Rate)>();
             for (int repeat = 0; repeat < (clients == clientCounts[0] ? 3 : 1); repeat++)
             {
-                measured.Add(await LoadAsync(client, clients, tokens).ConfigureAwait(false));
+                measured.Add(await LoadAsync(client, clients, load).ConfigureAwait(false));
             }
 
             var (runs, rate) = measured.OrderBy(m => m.Rate).ElementAt(measured.Count / 2);
@@ -152,16 +149,16 @@ internal static class ServeBench
     }
 
     /// <summary>One load: <paramref name="clients"/> clients arriving 50 ms apart, each streaming its requests in turn; every answer and the aggregate tokens/s.</summary>
-    private static async Task<(StreamRun[] Runs, double Rate)> LoadAsync(CobraChatClient client, int clients, int tokens)
+    private static async Task<(StreamRun[] Runs, double Rate)> LoadAsync(CobraChatClient client, int clients, Workload load)
     {
         var clock = Stopwatch.StartNew();
         var runs = (await Task.WhenAll(Enumerable.Range(0, clients).Select(async i =>
         {
             await Task.Delay(TimeSpan.FromMilliseconds(i * 50)).ConfigureAwait(false);      // staggered arrivals
             var answers = new List<StreamRun>();
-            for (int request = 0; request < RequestsPerClient; request++)                      // the next question once the answer is in
+            for (int request = 0; request < load.RequestsPerClient; request++)                 // the next question once the answer is in
             {
-                answers.Add(await StreamAsync(client, Prompt(i, clients, request), tokens).ConfigureAwait(false));
+                answers.Add(await StreamAsync(client, Prompt(load, i, clients, request), load.Tokens).ConfigureAwait(false));
             }
 
             return answers;
@@ -191,8 +188,8 @@ internal static class ServeBench
 
     private static readonly Stopwatch BenchClock = Stopwatch.StartNew();
 
-    /// <summary>Every <see cref="ImageEvery"/>-th client (0: none) sends a photo never seen before (so its towers and prefill run); the rest send text.</summary>
-    private static ChatMessage[] Prompt(int client, int run, int request) => ImageEvery > 0 && client % ImageEvery == ImageEvery - 1
+    /// <summary>Every <see cref="Workload.ImageEvery"/>-th client (0: none) sends a photo never seen before (so its towers and prefill run); the rest send text.</summary>
+    private static ChatMessage[] Prompt(Workload load, int client, int run, int request) => load.ImageEvery > 0 && client % load.ImageEvery == load.ImageEvery - 1
         ? [new ChatMessage(ChatRole.User, [new TextContent($"Client {client}: describe this photo in detail, then list the objects."), RandomPng((request * 100_000) + (run * 1000) + client + 100)])]
         : [new ChatMessage(ChatRole.User, $"Client {client} of run {run}, question {request}: tell me a story about a cobra who learns to read, in three short paragraphs.")];
 
