@@ -49,6 +49,7 @@ public sealed class NativeBf16KernelsTests
     [InlineData(129, 600, 11, false)]                                             // past MaxRows: wide enough inputs still come here
     [InlineData(300, 1024, 37, true)]                                             // two row blocks
     [InlineData(761, 2560, 7, true)]                                              // an image prompt's prefill: eight row blocks
+    [InlineData(300, 2048, 13, true)]                                             // rows 4 KB apart: copied with padded rows
     public void Equals_the_float64_sum_of_its_bf16_products(int rows, int inFeatures, int outFeatures, bool withBias)
     {
         if (!NativeBf16Kernels.IsAvailable)
@@ -123,6 +124,12 @@ public sealed class NativeBf16KernelsTests
         var whole = NativeBf16Kernels.Linear(prompt, w, b);
         Assert.True(NativeBf16Kernels.Linear(prompt[200..230], w, b).equal(whole[200..230]).all().item<bool>(), "rows 200-229 of a 411-row prompt alone");
         Assert.True(NativeBf16Kernels.Linear(torch.cat([x, prompt[..5]]), w, b)[NativeBf16Kernels.MaxRows..].equal(whole[..5]).all().item<bool>(), "a prompt's rows behind a decode batch");
+
+        // A prompt whose rows are 4 KB apart runs from a padded copy, split by rows: the same sums as its rows alone.
+        var wide = torch.randn(150, 2048).to(ScalarType.BFloat16);
+        var wideWeight = torch.randn(50, 2048).to(ScalarType.BFloat16);
+        var wideWhole = NativeBf16Kernels.Linear(wide, wideWeight, null);
+        Assert.True(NativeBf16Kernels.Linear(wide[141..150], wideWeight, null).equal(wideWhole[141..150]).all().item<bool>(), "rows 141-149 of a padded prompt alone");
         try
         {
             KernelWorkers.SetParallelism(3);
@@ -160,6 +167,7 @@ public sealed class NativeBf16KernelsTests
     [InlineData(5, 70, 96)]                                                       // 4 x 6 tiles and a ragged row
     [InlineData(37, 1024, 45)]                                                    // N not a multiple of the 6-row tile
     [InlineData(300, 1152, 30)]                                                   // prompt-sized: row blocks
+    [InlineData(203, 4096, 14)]                                                   // rows 4 KB apart (padded), split by rows
     public void The_epilogue_equals_the_separate_bf16_ops(int rows, int inFeatures, int outFeatures)
     {
         if (!NativeBf16Kernels.IsAvailable)
