@@ -89,6 +89,102 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void Top_k_draws_follow_the_softmax_of_the_k_best_and_top_p_cuts_within_them()
+    {
+        using var scope = torch.NewDisposeScope();
+        // Ids 4, 1, 5 are the three best: softmax over them ~ [0.665, 0.245, 0.090].
+        var logits = Logits(-1f, 2f, -3f, 0f, 3f, 1f);
+        var draws = Draw(new SamplingOptions { Temperature = 1, TopK = 3, Seed = 5 }, logits, 3000);
+        Assert.All(draws, id => Assert.Contains(id, new long[] { 4, 1, 5 }));
+        Assert.InRange(draws.Count(id => id == 4) / 3000.0, 0.62, 0.71);
+        Assert.InRange(draws.Count(id => id == 5) / 3000.0, 0.06, 0.12);
+
+        // top_p 0.8 inside the top 3: the mass above id 5 is 0.91 >= 0.8, so it goes; ids 4 and 1 stay.
+        var nucleus = Draw(new SamplingOptions { Temperature = 1, TopK = 3, TopP = 0.8, Seed = 5 }, logits, 1000);
+        Assert.All(nucleus, id => Assert.Contains(id, new long[] { 4, 1 }));
+        Assert.Contains(1L, nucleus);
+    }
+
+    [Fact]
+    public void Top_p_alone_ranks_its_best_candidates_and_the_whole_row_where_the_nucleus_is_wider()
+    {
+        using var scope = torch.NewDisposeScope();
+        const int Vocab = 3000;
+        var ids = torch.arange(Vocab, dtype: ScalarType.Float32);
+        var peaked = ids * -0.05f;                                                // nucleus of top_p 0.9: ~46 ids
+        var flat = ids * -1e-4f;                                                  // ~2700 ids: past the candidates ranked first
+        var options = new SamplingOptions { Temperature = 1, TopP = 0.9, Seed = 11 };
+        int[] Nucleus(Tensor logits)
+        {
+            double[] p = logits.to(ScalarType.Float64).softmax(-1).data<double>().ToArray();
+            double above = 0;
+            var kept = new List<int>();
+            foreach (int id in Enumerable.Range(0, Vocab).OrderByDescending(i => p[i]))
+            {
+                if (above >= 0.9)
+                {
+                    break;
+                }
+
+                kept.Add(id);
+                above += p[id];
+            }
+
+            return [.. kept];
+        }
+
+        var peakedRow = Row(options);
+        var flatRow = Row(options with { Seed = 12 });
+        var alone = Enumerable.Range(0, 300).Select(_ => (BatchSampler.Sample(peaked.unsqueeze(0), [peakedRow], null)[0].Token, BatchSampler.Sample(flat.unsqueeze(0), [flatRow], null)[0].Token)).ToArray();
+        var nucleus = Nucleus(peaked);
+        var wide = Nucleus(flat);
+        Assert.InRange(nucleus.Length, 30, 60);
+        Assert.InRange(wide.Length, 2000, Vocab - 1);
+        Assert.All(alone, d => Assert.Contains(d.Item1, nucleus));
+        Assert.All(alone, d => Assert.Contains(d.Item2, wide));
+        Assert.Contains(alone, d => d.Item2 >= 1500);                           // ranked past the first candidates
+
+        // Both in one batch (one ranks its candidates, the other its whole row): the same draws as alone.
+        var rows = new[] { Row(options), Row(options with { Seed = 12 }) };
+        var batch = torch.stack([peaked, flat]);                                 // [2,V]
+        var together = Enumerable.Range(0, 300).Select(_ => BatchSampler.Sample(batch, rows, null)).Select(d => (d[0].Token, d[1].Token)).ToArray();
+        Assert.Equal(alone, together);
+    }
+
+    [Fact]
+    public void Every_kind_of_row_draws_the_same_alone_and_in_a_mixed_batch()
+    {
+        using var scope = torch.NewDisposeScope();
+        var one = torch.tensor(new float[] { 0f, 0.5f, 0.2f, 0.4f, 0.1f, -0.3f, 0.45f });
+        var options = new[]
+        {
+            new SamplingOptions { Temperature = 2, Seed = 7 },                    // every logit, in id order
+            new SamplingOptions { Temperature = 1, TopK = 2, Seed = 1 },          // a top-k of 2
+            new SamplingOptions { Temperature = 1.5, TopK = 4, Seed = 2 },        // another k: its own group
+            new SamplingOptions { Temperature = 1, TopP = 0.7, Seed = 3 },        // top-p alone: the whole row ranked
+            new SamplingOptions { Temperature = 0.8, TopK = 3, TopP = 0.6, Seed = 4 },
+            SamplingOptions.Greedy,
+        };
+        int[][] Alone(SamplingOptions o)
+        {
+            var row = Row(o);
+            return Enumerable.Range(0, 40).Select(_ => new[] { BatchSampler.Sample(one.unsqueeze(0), [row], null)[0].Token }).ToArray();
+        }
+
+        var alone = options.Select(Alone).ToArray();
+        var rows = options.Select(o => Row(o)).Reverse().ToArray();               // another order in the batch
+        var batch = torch.stack(rows.Select(_ => one).ToArray());                // [6,V]
+        var draws = Enumerable.Range(0, 40).Select(_ => BatchSampler.Sample(batch, rows, null)).ToArray();
+        for (int o = 0; o < options.Length; o++)
+        {
+            int inBatch = options.Length - 1 - o;
+            Assert.Equal(alone[o].Select(d => d[0]), draws.Select(d => d[inBatch].Token));
+        }
+
+        Assert.All(draws, d => Assert.Contains(d[options.Length - 1 - 1].Token, new[] { 1, 6 })); // top-k 2: ids 1 and 6
+    }
+
+    [Fact]
     public void Penalties_apply_per_row_from_each_rows_own_history()
     {
         using var scope = torch.NewDisposeScope();
