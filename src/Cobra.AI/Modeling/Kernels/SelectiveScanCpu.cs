@@ -43,17 +43,17 @@ internal static class SelectiveScanCpu
         var cm = inputs.C.to(ScalarType.Float32).contiguous();                   // [B,L,N]
         var dSkip = inputs.DSkip.to(ScalarType.Float32).contiguous();            // [D]
         var deltaBias = inputs.DeltaBias.to(ScalarType.Float32).contiguous();    // [D]
-        var aByState = inputs.A.to(ScalarType.Float32).t().contiguous();         // [N,D]: lanes over channels
-        var stateByState = initialState is null                                   // [B,N,D]
-            ? torch.zeros([u.shape[0], aByState.shape[0], u.shape[2]], ScalarType.Float32, torch.CPU)
-            : initialState.to(ScalarType.Float32).transpose(1, 2).contiguous();
+        var a = inputs.A.to(ScalarType.Float32).contiguous();                    // [D,N]
+        var state = initialState is null                                          // [B,D,N], updated in place by the kernel
+            ? torch.zeros([u.shape[0], u.shape[2], a.shape[1]], ScalarType.Float32, torch.CPU)
+            : initialState.to(ScalarType.Float32, copy: true).contiguous();
         var output = torch.empty_like(u);                                         // [B,L,D]
 
         bool wide512 = simdBits >= 512 && Vector512.IsHardwareAccelerated && Vector<float>.Count == 8;
-        var shape = new ScanShape((int)u.shape[0], (int)u.shape[1], (int)u.shape[2], (int)aByState.shape[0], bf16);
+        var shape = new ScanShape((int)u.shape[0], (int)u.shape[1], (int)u.shape[2], (int)a.shape[1], bf16);
         var buffers = new ScanBuffers(
-            TensorMemory.Address(u), TensorMemory.Address(delta), TensorMemory.Address(deltaBias), TensorMemory.Address(aByState), TensorMemory.Address(bm),
-            TensorMemory.Address(cm), TensorMemory.Address(dSkip), TensorMemory.Address(z), TensorMemory.Address(stateByState), TensorMemory.Address(output));
+            TensorMemory.Address(u), TensorMemory.Address(delta), TensorMemory.Address(deltaBias), TensorMemory.Address(a), TensorMemory.Address(bm),
+            TensorMemory.Address(cm), TensorMemory.Address(dSkip), TensorMemory.Address(z), TensorMemory.Address(state), TensorMemory.Address(output));
 
         // Work items are pairs of channel blocks (two independent recurrences interleaved keep more of the
         // core's pipelines busy than one); each part takes a contiguous run of them.
@@ -86,12 +86,13 @@ internal static class SelectiveScanCpu
             }
         });
 
-        return (output, stateByState.transpose(1, 2));                           // [B,L,D], [B,D,N]
+        return (output, state);                                                  // [B,L,D], [B,D,N]
     }
 
     private readonly record struct ScanShape(int Batch, int Length, int Channels, int States, bool BFloat16);
 
-    private readonly record struct ScanBuffers(nint U, nint Delta, nint DeltaBias, nint AByState, nint B, nint C, nint DSkip, nint Z, nint State, nint Output);
+    /// <summary>The kernel's operands; A [D, N] and the state [B, D, N] keep their channel-major layouts (a block's lanes gather them once).</summary>
+    private readonly record struct ScanBuffers(nint U, nint Delta, nint DeltaBias, nint A, nint B, nint C, nint DSkip, nint Z, nint State, nint Output);
 
     /// <summary>
     /// Scans channels [d0, d0 + 2·lanes) of batch item b, lanes = <typeparamref name="TV"/>'s: <see cref="ScanBlock"/>'s
@@ -106,17 +107,19 @@ internal static class SelectiveScanCpu
         long start = ((long)b * s.Length * s.Channels) + d0;                   // element offset of (b, 0, d0)
         float* bm = (float*)p.B + ((long)b * s.Length * s.States);
         float* cm = (float*)p.C + ((long)b * s.Length * s.States);
-        float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
+        float* state = (float*)p.State + ((((long)b * s.Channels) + d0) * s.States); // (b, d0, 0) of [B,D,N]
+        float* aBlock = (float*)p.A + ((long)d0 * s.States);                     // (d0, 0) of [D,N]
+        int second = lanes * s.States;                                           // the second block's offset
 
         TV* h = stackalloc TV[2 * s.States];                                     // h[2n], h[2n+1]: the two blocks
         TV* a = stackalloc TV[2 * s.States];                                     // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
         var log2E = TV.Broadcast(Log2E);
         for (int n = 0; n < s.States; n++)
         {
-            h[2 * n] = TV.Load(state + ((long)n * s.Channels));
-            h[(2 * n) + 1] = TV.Load(state + ((long)n * s.Channels) + lanes);
-            a[2 * n] = TV.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * log2E;
-            a[(2 * n) + 1] = TV.Load((float*)p.AByState + ((long)n * s.Channels) + d0 + lanes) * log2E;
+            h[2 * n] = Gather<TV>(state + n, s.States);
+            h[(2 * n) + 1] = Gather<TV>(state + second + n, s.States);
+            a[2 * n] = Gather<TV>(aBlock + n, s.States) * log2E;
+            a[(2 * n) + 1] = Gather<TV>(aBlock + second + n, s.States) * log2E;
         }
 
         var dSkip0 = TV.Load((float*)p.DSkip + d0);
@@ -177,8 +180,56 @@ internal static class SelectiveScanCpu
 
         for (int n = 0; n < s.States; n++)
         {
-            TV.Store(h[2 * n], state + ((long)n * s.Channels));
-            TV.Store(h[(2 * n) + 1], state + ((long)n * s.Channels) + lanes);
+            Scatter(h[2 * n], state + n, s.States);
+            Scatter(h[(2 * n) + 1], state + second + n, s.States);
+        }
+    }
+
+    /// <summary>Lane j = <paramref name="first"/>[j · <paramref name="stride"/>]: one state (or A column) of a block's channels, from [D, N].</summary>
+    private static unsafe TV Gather<TV>(float* first, int stride)
+        where TV : unmanaged, ISimdMath<TV>
+    {
+        float* lanes = stackalloc float[TV.Lanes];
+        for (int j = 0; j < TV.Lanes; j++)
+        {
+            lanes[j] = first[(long)j * stride];
+        }
+
+        return TV.Load(lanes);
+    }
+
+    /// <summary><see cref="Gather{TV}"/> into a <see cref="Vector{T}"/>.</summary>
+    private static unsafe Vector<float> Gather(float* first, int stride)
+    {
+        float* lanes = stackalloc float[Vector<float>.Count];
+        for (int j = 0; j < Vector<float>.Count; j++)
+        {
+            lanes[j] = first[(long)j * stride];
+        }
+
+        return KernelMath.Load(lanes);
+    }
+
+    /// <summary><see cref="Scatter{TV}"/> from a <see cref="Vector{T}"/>.</summary>
+    private static unsafe void Scatter(Vector<float> value, float* first, int stride)
+    {
+        float* lanes = stackalloc float[Vector<float>.Count];
+        KernelMath.Store(value, lanes);
+        for (int j = 0; j < Vector<float>.Count; j++)
+        {
+            first[(long)j * stride] = lanes[j];
+        }
+    }
+
+    /// <summary>The inverse of <see cref="Gather{TV}"/>.</summary>
+    private static unsafe void Scatter<TV>(TV value, float* first, int stride)
+        where TV : unmanaged, ISimdMath<TV>
+    {
+        float* lanes = stackalloc float[TV.Lanes];
+        TV.Store(value, lanes);
+        for (int j = 0; j < TV.Lanes; j++)
+        {
+            first[(long)j * stride] = lanes[j];
         }
     }
 
@@ -196,14 +247,14 @@ internal static class SelectiveScanCpu
         long start = ((long)b * s.Length * s.Channels) + d0;                   // element offset of (b, 0, d0)
         float* bm = (float*)p.B + ((long)b * s.Length * s.States);
         float* cm = (float*)p.C + ((long)b * s.Length * s.States);
-        float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d0;
+        float* state = (float*)p.State + ((((long)b * s.Channels) + d0) * s.States); // (b, d0, 0) of [B,D,N]
 
         Vector<float>* h = stackalloc Vector<float>[s.States];                   // h[n], lanes = channels
         Vector<float>* a = stackalloc Vector<float>[s.States];                   // A[:, n] log₂e
         for (int n = 0; n < s.States; n++)
         {
-            h[n] = KernelMath.Load(state + ((long)n * s.Channels));
-            a[n] = KernelMath.Load((float*)p.AByState + ((long)n * s.Channels) + d0) * Log2E;
+            h[n] = Gather(state + n, s.States);
+            a[n] = Gather((float*)p.A + ((long)d0 * s.States) + n, s.States) * Log2E;
         }
 
         var dSkip = KernelMath.Load((float*)p.DSkip + d0);
@@ -247,7 +298,7 @@ internal static class SelectiveScanCpu
 
         for (int n = 0; n < s.States; n++)
         {
-            KernelMath.Store(h[n], state + ((long)n * s.Channels));
+            Scatter(h[n], state + n, s.States);
         }
     }
 
@@ -259,10 +310,10 @@ internal static class SelectiveScanCpu
         for (int d = d0; d < s.Channels; d++)
         {
             long column = ((long)b * s.Length * s.Channels) + d;
-            float* state = (float*)p.State + ((long)b * s.States * s.Channels) + d;
+            float* state = (float*)p.State + ((((long)b * s.Channels) + d) * s.States); // (b, d, 0) of [B,D,N]
             for (int n = 0; n < s.States; n++)
             {
-                h[n] = state[(long)n * s.Channels];
+                h[n] = state[n];
             }
 
             for (int t = 0; t < s.Length; t++)
@@ -275,7 +326,7 @@ internal static class SelectiveScanCpu
                 float acc = 0;
                 for (int n = 0; n < s.States; n++)
                 {
-                    float a = ((float*)p.AByState)[((long)n * s.Channels) + d];
+                    float a = ((float*)p.A)[((long)d * s.States) + n];
                     h[n] = (MathF.Exp(dt * a) * h[n]) + (dt * x * bt[n]);
                     acc += h[n] * ct[n];
                 }
@@ -285,7 +336,7 @@ internal static class SelectiveScanCpu
 
             for (int n = 0; n < s.States; n++)
             {
-                state[(long)n * s.Channels] = h[n];
+                state[n] = h[n];
             }
         }
     }
