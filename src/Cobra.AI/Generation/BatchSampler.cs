@@ -77,7 +77,8 @@ internal readonly record struct SampledToken(int Token, CobraTokenLogprob? Logpr
 /// Picks the next token for every row of a batch in one pass over float32 logits [B, V] with mamba_ssm 1.2's
 /// <c>sample()</c> semantics per row: penalties (CTRL repetition over prompt and output; OpenAI frequency and
 /// presence over the output), the row's constraint mask, then argmax when greedy, else top-k, ÷ temperature,
-/// top-p, and an inverse-CDF draw with the row's own uniform number. One host sync per call (the chosen ids),
+/// top-p, and an inverse-CDF draw with the row's own uniform number (over the candidates most likely first; in id
+/// order when nothing is cut, where no ranking is needed). One host sync per call (the chosen ids),
 /// plus one more when some row asked for log-probabilities, and on the CPU one when some row has top-p without
 /// top-k (whether its nucleus reaches past the candidates ranked first).
 /// </summary>
@@ -207,31 +208,35 @@ internal static class BatchSampler
 
     /// <summary>
     /// Temperature alone: an inverse-CDF draw over the softmax of every logit, in id order. Any fixed order draws
-    /// from the same distribution, and this one needs no sort: the descending sort <see cref="Draw"/> runs took
-    /// 179 ms for 64 rows of 50280 logits (about one 8-layer decode step), this ~10 ms.
+    /// from the same distribution, and this one needs no sort: a descending sort of every logit had taken 179 ms
+    /// for 64 rows of 50280 logits (about one 8-layer decode step), this 19-26 ms.
     /// </summary>
     private static Tensor DrawFromAll(Tensor logits, SamplingRow[] rows, Device device)
     {
         var temperature = torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1); // [S,1]
         var cdf = (logits / temperature).softmax(-1).to(ScalarType.Float64).cumsum(-1); // [S,V]
         var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1); // [S,1]
-        long vocab = logits.shape[1];
-        var target = u * cdf.narrow(1, vocab - 1, 1);                            // [S,1]
-        using var last = (vocab - 1).ToScalar();
-        return (cdf < target).sum(-1).clamp_max(last);                           // [S] ids
+        return Rank(cdf, u);                                                     // [S] ranks are ids here
+    }
+
+    /// <summary>The inverse-CDF draw over cumulative weights [S, K]: the first rank whose weight so far reaches u × the row's total: [S].</summary>
+    private static Tensor Rank(Tensor cdf, Tensor u)
+    {
+        long k = cdf.shape[1];
+        var target = u * cdf.narrow(1, k - 1, 1);                                // [S,1]
+        using var last = (k - 1).ToScalar();
+        return (cdf < target).sum(-1).clamp_max(last);                           // [S]
     }
 
     /// <summary>
-    /// The <paramref name="candidates"/> most likely logits of every row (a top-k by partial selection, the whole
-    /// row by a sort), ÷ temperature, the top-p cut, and an inverse-CDF draw over what is left, most likely first:
-    /// ids [S]. A top-k of 40 took 161 ms for 64 rows as a sort of all 50280 logits.
+    /// Top-k (every row of the group has this <paramref name="topK"/>): the k most likely logits by partial
+    /// selection, ÷ temperature, the top-p cut among them, and an inverse-CDF draw over what is left, most likely
+    /// first: ids [S]. As a sort of all 50280 logits a top-k of 40 had taken 161 ms for 64 rows; this 10-15 ms.
     /// </summary>
-    private static Tensor Draw(Tensor logits, SamplingRow[] rows, long candidates, Device device)
+    private static Tensor Draw(Tensor logits, SamplingRow[] rows, long topK, Device device)
     {
         var temperature = torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1); // [S,1]
-        var (best, order) = candidates < logits.shape[1]
-            ? logits.topk((int)candidates, dim: -1, largest: true, sorted: true)  // [S,K] most likely first
-            : logits.sort(-1, descending: true);                                 // [S,V]
+        var (best, order) = logits.topk((int)topK, dim: -1, largest: true, sorted: true); // [S,K] most likely first
         var sorted = best / temperature;                                         // [S,K]
 
         // Ascending cumulative mass <= 1 - top_p removed, i.e. mass strictly above a token >= top_p.
@@ -240,13 +245,9 @@ internal static class BatchSampler
         var above = probs.cumsum(-1) - probs;                                    // [S,K]
         sorted = sorted.masked_fill(above >= p, Scalars.NegativeInfinity);
 
-        long kept = sorted.shape[1];
         var cdf = sorted.softmax(-1).to(ScalarType.Float64).cumsum(-1);         // [S,K]
         var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1); // [S,1]
-        var target = u * cdf.narrow(1, kept - 1, 1);                             // [S,1]
-        using var last = (kept - 1).ToScalar();
-        var position = (cdf < target).sum(-1).clamp_max(last);                   // [S]
-        return order.gather(1, position.unsqueeze(1)).squeeze(1);
+        return order.gather(1, Rank(cdf, u).unsqueeze(1)).squeeze(1);
     }
 
     /// <summary>
@@ -306,11 +307,8 @@ internal static class BatchSampler
         var above = probs.cumsum(-1) - probs;                                    // [S,K]
         var removed = above >= p;                                                // [S,K]
         var cdf = probs.masked_fill(removed, 0).to(ScalarType.Float64).cumsum(-1); // [S,K]
-        long k = ranked.shape[1];
-        var target = u * cdf.narrow(1, k - 1, 1);                                // [S,1]
-        using var last = (k - 1).ToScalar();
-        var position = (cdf < target).sum(-1).clamp_max(last);                   // [S]
-        return (order.gather(1, position.unsqueeze(1)).squeeze(1), removed.narrow(1, k - 1, 1).squeeze(1).logical_not());
+        var ids = order.gather(1, Rank(cdf, u).unsqueeze(1)).squeeze(1);          // [S]
+        return (ids, removed.narrow(1, ranked.shape[1] - 1, 1).squeeze(1).logical_not());
     }
 
     private static void AddLogprobs(Tensor adjusted, Tensor chosen, IReadOnlyList<SamplingRow> rows, SampledToken[] result, Text.CobraTokenizer? tokenizer, Device device)
