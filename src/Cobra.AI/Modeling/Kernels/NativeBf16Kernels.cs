@@ -18,7 +18,8 @@ namespace Cobra.AI.Modeling.Kernels;
 /// weights) and prefetches the next weight tile while it computes, so memory and compute overlap. Measured on a
 /// 2-core EPYC (Zen 4), ms per call native / libtorch: in_proj (2560 -> 10240) 1 row 0.7 / 3.1, 4 rows 1.4 / 2.4,
 /// 16 rows 2.5 / 4.3, 64 rows 8.8 / 10.6; the LM head 16 rows 11.3 / 21.1. Prompt-sized inputs (prefill, the
-/// towers' 729 patches, the projector) go in row blocks whose inputs fit in half of L2: 92-97 % of the bf16 peak.
+/// towers' 729 patches, the projector) go by rows to the threads and in row blocks whose inputs fit in half of L2:
+/// one thread 86-94 % of a core's bf16 peak (C harness), about libtorch's rate on two threads.
 /// </para>
 /// <para>
 /// <see cref="Attention"/> exists because libtorch's CPU SDPA runs the towers' shapes at ~125 GFLOP/s (a third of
@@ -39,17 +40,17 @@ internal static unsafe class NativeBf16Kernels
     public const string EnvironmentVariable = "COBRA_NATIVE_KERNELS";
 
     /// <summary>
-    /// Rows up to which the kernel takes every shape. Past it only weights with at least <see cref="LargeInputMinFeatures"/>
-    /// input features come here: at a handful of k steps a tile's fixed cost (its reductions) outweighs its dot
+    /// Rows up to which the kernel takes every shape, and splits the output columns over the threads (past it the
+    /// rows). Past it only weights with at least <see cref="LargeInputMinFeatures"/> input features come here: at a handful of k steps a tile's fixed cost (its reductions) outweighs its dot
     /// products, and libtorch's blocked GEMM is faster (dt_proj, K = 160, at 256 rows: 300 vs 400 GFLOP/s).
     /// </summary>
     public const int MaxRows = 128;
 
     /// <summary>
-    /// From this many input features the kernel takes any number of rows (prefill, the towers, the projector): in
-    /// blocks of rows whose inputs fit in half of L2 it runs at 92-97 % of the bf16 peak, libtorch's GEMM at 85-95 %.
-    /// GFLOP/s native / libtorch, 2 Zen 4 cores: in_proj 256 rows 422 / 414, out_proj 761 rows 440 / 438, SigLIP fc2
-    /// 729 rows 435 / 420, the projector's fc2 448 / 433.
+    /// From this many input features the kernel takes any number of rows (prefill, the towers, the projector), so a
+    /// row's sums are the same at every row count. GFLOP/s native / libtorch, 2 Zen 4 cores, the same process, three
+    /// rounds on a noisy VM: in_proj 256 rows 325-429 / 378-416, out_proj 256 rows 333-425 / 367-420, DINOv2 fc1
+    /// 729 rows 246-365 / 291-345.
     /// </summary>
     public const int LargeInputMinFeatures = 512;
 
@@ -102,7 +103,7 @@ internal static unsafe class NativeBf16Kernels
         var library = Required;
         long n = weight.shape[0], k = weight.shape[1];
         long rows = input.NumberOfElements / k;
-        using var source = Rows(input, k, rows);                                 // [rows, ldx >= K]
+        using var source = InputRows(input, k, rows);                                 // [rows, ldx >= K]
         long ldx = source.shape[1];
         using var biasData = bias?.contiguous();                                 // [N]
         using var gammaData = epilogue.Gamma?.contiguous();                      // [N]
@@ -135,7 +136,7 @@ internal static unsafe class NativeBf16Kernels
     /// and six weight rows all fall in one L1 set (8 ways), so the loads of every step evicted each other (fc2 at 729
     /// rows, one thread: 74 % of the peak unpadded, 83-94 % padded; the copy costs ~3 % of the GEMM).
     /// </summary>
-    private static Tensor Rows(Tensor input, long k, long rows)
+    private static Tensor InputRows(Tensor input, long k, long rows)
     {
         if (rows <= MaxRows || k % 2048 != 0)
         {
