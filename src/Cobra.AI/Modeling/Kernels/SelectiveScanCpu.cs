@@ -113,13 +113,14 @@ internal static class SelectiveScanCpu
 
         TV* h = stackalloc TV[2 * s.States];                                     // h[2n], h[2n+1]: the two blocks
         TV* a = stackalloc TV[2 * s.States];                                     // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
+        float* column = stackalloc float[lanes];                                 // one state of a block's channels
         var log2E = TV.Broadcast(Log2E);
         for (int n = 0; n < s.States; n++)
         {
-            h[2 * n] = Gather<TV>(state + n, s.States);
-            h[(2 * n) + 1] = Gather<TV>(state + second + n, s.States);
-            a[2 * n] = Gather<TV>(aBlock + n, s.States) * log2E;
-            a[(2 * n) + 1] = Gather<TV>(aBlock + second + n, s.States) * log2E;
+            h[2 * n] = TV.Load(Gather(state + n, s.States, lanes, column));
+            h[(2 * n) + 1] = TV.Load(Gather(state + second + n, s.States, lanes, column));
+            a[2 * n] = TV.Load(Gather(aBlock + n, s.States, lanes, column)) * log2E;
+            a[(2 * n) + 1] = TV.Load(Gather(aBlock + second + n, s.States, lanes, column)) * log2E;
         }
 
         var dSkip0 = TV.Load((float*)p.DSkip + d0);
@@ -180,56 +181,33 @@ internal static class SelectiveScanCpu
 
         for (int n = 0; n < s.States; n++)
         {
-            Scatter(h[2 * n], state + n, s.States);
-            Scatter(h[(2 * n) + 1], state + second + n, s.States);
+            TV.Store(h[2 * n], column);
+            Scatter(column, lanes, state + n, s.States);
+            TV.Store(h[(2 * n) + 1], column);
+            Scatter(column, lanes, state + second + n, s.States);
         }
     }
 
-    /// <summary>Lane j = <paramref name="first"/>[j · <paramref name="stride"/>]: one state (or A column) of a block's channels, from [D, N].</summary>
-    private static unsafe TV Gather<TV>(float* first, int stride)
-        where TV : unmanaged, ISimdMath<TV>
+    /// <summary>
+    /// <paramref name="into"/>[j] = <paramref name="first"/>[j · <paramref name="stride"/>] for j &lt; <paramref name="count"/>:
+    /// one state (or A column) of a block's channels, out of the channel-major [D, N] layout; returns <paramref name="into"/>.
+    /// </summary>
+    private static unsafe float* Gather(float* first, int stride, int count, float* into)
     {
-        float* lanes = stackalloc float[TV.Lanes];
-        for (int j = 0; j < TV.Lanes; j++)
+        for (int j = 0; j < count; j++)
         {
-            lanes[j] = first[(long)j * stride];
+            into[j] = first[(long)j * stride];
         }
 
-        return TV.Load(lanes);
+        return into;
     }
 
-    /// <summary><see cref="Gather{TV}"/> into a <see cref="Vector{T}"/>.</summary>
-    private static unsafe Vector<float> Gather(float* first, int stride)
+    /// <summary>The inverse of <see cref="Gather"/>: <paramref name="first"/>[j · <paramref name="stride"/>] = <paramref name="from"/>[j].</summary>
+    private static unsafe void Scatter(float* from, int count, float* first, int stride)
     {
-        float* lanes = stackalloc float[Vector<float>.Count];
-        for (int j = 0; j < Vector<float>.Count; j++)
+        for (int j = 0; j < count; j++)
         {
-            lanes[j] = first[(long)j * stride];
-        }
-
-        return KernelMath.Load(lanes);
-    }
-
-    /// <summary><see cref="Scatter{TV}"/> from a <see cref="Vector{T}"/>.</summary>
-    private static unsafe void Scatter(Vector<float> value, float* first, int stride)
-    {
-        float* lanes = stackalloc float[Vector<float>.Count];
-        KernelMath.Store(value, lanes);
-        for (int j = 0; j < Vector<float>.Count; j++)
-        {
-            first[(long)j * stride] = lanes[j];
-        }
-    }
-
-    /// <summary>The inverse of <see cref="Gather{TV}"/>.</summary>
-    private static unsafe void Scatter<TV>(TV value, float* first, int stride)
-        where TV : unmanaged, ISimdMath<TV>
-    {
-        float* lanes = stackalloc float[TV.Lanes];
-        TV.Store(value, lanes);
-        for (int j = 0; j < TV.Lanes; j++)
-        {
-            first[(long)j * stride] = lanes[j];
+            first[(long)j * stride] = from[j];
         }
     }
 
@@ -251,10 +229,11 @@ internal static class SelectiveScanCpu
 
         Vector<float>* h = stackalloc Vector<float>[s.States];                   // h[n], lanes = channels
         Vector<float>* a = stackalloc Vector<float>[s.States];                   // A[:, n] log₂e
+        float* column = stackalloc float[lanes];                                 // one state of the block's channels
         for (int n = 0; n < s.States; n++)
         {
-            h[n] = Gather(state + n, s.States);
-            a[n] = Gather((float*)p.A + ((long)d0 * s.States) + n, s.States) * Log2E;
+            h[n] = KernelMath.Load(Gather(state + n, s.States, lanes, column));
+            a[n] = KernelMath.Load(Gather((float*)p.A + ((long)d0 * s.States) + n, s.States, lanes, column)) * Log2E;
         }
 
         var dSkip = KernelMath.Load((float*)p.DSkip + d0);
@@ -298,7 +277,8 @@ internal static class SelectiveScanCpu
 
         for (int n = 0; n < s.States; n++)
         {
-            Scatter(h[n], state + n, s.States);
+            KernelMath.Store(h[n], column);
+            Scatter(column, lanes, state + n, s.States);
         }
     }
 
