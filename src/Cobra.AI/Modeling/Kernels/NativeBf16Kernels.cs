@@ -41,8 +41,9 @@ internal static unsafe class NativeBf16Kernels
 
     /// <summary>
     /// Rows up to which the kernel takes every shape, and splits the output columns over the threads (past it the
-    /// rows). Past it only weights with at least <see cref="LargeInputMinFeatures"/> input features come here: at a handful of k steps a tile's fixed cost (its reductions) outweighs its dot
-    /// products, and libtorch's blocked GEMM is faster (dt_proj, K = 160, at 256 rows: 300 vs 400 GFLOP/s).
+    /// rows). Past it only weights with at least <see cref="LargeInputMinFeatures"/> input features come here: at a
+    /// handful of k steps a tile's fixed cost (its reductions) outweighs its dot products, and libtorch's blocked
+    /// GEMM is faster (dt_proj, K = 160, at 256 rows: 300 vs 400 GFLOP/s).
     /// </summary>
     public const int MaxRows = 128;
 
@@ -103,7 +104,7 @@ internal static unsafe class NativeBf16Kernels
         var library = Required;
         long n = weight.shape[0], k = weight.shape[1];
         long rows = input.NumberOfElements / k;
-        using var source = InputRows(input, k, rows);                                 // [rows, ldx >= K]
+        using var source = InputRows(input, k, rows);                            // [rows, ldx >= K]
         long ldx = source.shape[1];
         using var biasData = bias?.contiguous();                                 // [N]
         using var gammaData = epilogue.Gamma?.contiguous();                      // [N]
