@@ -104,7 +104,9 @@ internal static class BatchSampler
             using var index = torch.tensor(members.Select(i => (long)i).ToArray(), device: device); // [S]
             var subset = adjusted.index_select(0, index);                          // [S,V]
             var groupRows = members.Select(i => rows[i]).ToArray();
-            var picked = group.Key == 0 ? DrawFromAll(subset, groupRows, device) : group.Key < vocab ? Draw(subset, groupRows, group.Key, device) : DrawNucleus(subset, groupRows, device); // [S]
+            var picked = group.Key == 0 ? DrawFromAll(subset, groupRows, device)      // [S]
+                : group.Key < vocab ? Draw(subset, groupRows, group.Key, device)
+                : DrawNucleus(subset, groupRows, device);
             chosen = chosen.index_copy(0, index, picked);
         }
 
@@ -213,11 +215,19 @@ internal static class BatchSampler
     /// </summary>
     private static Tensor DrawFromAll(Tensor logits, SamplingRow[] rows, Device device)
     {
-        var temperature = torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var temperature = Temperatures(rows, device);                            // [S,1]
         var cdf = (logits / temperature).softmax(-1).to(ScalarType.Float64).cumsum(-1); // [S,V]
-        var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var u = Uniforms(rows, device);                                          // [S,1]
         return Rank(cdf, u);                                                     // [S] ranks are ids here
     }
+
+    /// <summary>Each row's temperature: [S, 1].</summary>
+    private static Tensor Temperatures(SamplingRow[] rows, Device device) =>
+        torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1);
+
+    /// <summary>Each row's next uniform draw from its own stream (one a step): [S, 1], float64.</summary>
+    private static Tensor Uniforms(SamplingRow[] rows, Device device) =>
+        torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1);
 
     /// <summary>The inverse-CDF draw over cumulative weights [S, K]: the first rank whose weight so far reaches u × the row's total: [S].</summary>
     private static Tensor Rank(Tensor cdf, Tensor u)
@@ -235,7 +245,7 @@ internal static class BatchSampler
     /// </summary>
     private static Tensor Draw(Tensor logits, SamplingRow[] rows, long topK, Device device)
     {
-        var temperature = torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var temperature = Temperatures(rows, device);                            // [S,1]
         var (best, order) = logits.topk((int)topK, dim: -1, largest: true, sorted: true); // [S,K] most likely first
         var sorted = best / temperature;                                         // [S,K]
 
@@ -246,7 +256,7 @@ internal static class BatchSampler
         sorted = sorted.masked_fill(above >= p, Scalars.NegativeInfinity);
 
         var cdf = sorted.softmax(-1).to(ScalarType.Float64).cumsum(-1);         // [S,K]
-        var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var u = Uniforms(rows, device);                                          // [S,1]
         return order.gather(1, Rank(cdf, u).unsqueeze(1)).squeeze(1);
     }
 
@@ -268,9 +278,9 @@ internal static class BatchSampler
     private static Tensor DrawNucleus(Tensor logits, SamplingRow[] rows, Device device)
     {
         long vocab = logits.shape[1];
-        var temperature = torch.tensor(rows.Select(r => (float)r.Options.Temperature).ToArray(), device: device).unsqueeze(1); // [S,1]
+        var temperature = Temperatures(rows, device);                            // [S,1]
         var p = torch.tensor(rows.Select(r => (float)r.Options.TopP).ToArray(), device: device).unsqueeze(1); // [S,1]
-        var u = torch.tensor(rows.Select(r => r.NextUniform()).ToArray(), device: device).unsqueeze(1);    // [S,1]
+        var u = Uniforms(rows, device);                                          // [S,1]
         var scaled = logits / temperature;                                       // [S,V]
         var normalizer = scaled.logsumexp(-1, keepdim: true);                    // [S,1]
         // On the CPU the candidates first (the check below costs a host sync, cheap there); elsewhere the sort.
