@@ -192,12 +192,12 @@ internal static class MachineLimits
 
     /// <summary>
     /// The best in-process bf16 / fp32 linear at [m, k] x [n, k]ᵀ: libtorch's, or for bf16 the native kernel's where
-    /// it runs and handles m rows (what the model's own linear then uses). GFLOP/s, median of <see cref="Runs"/>.
+    /// it runs (what the model's own linear then uses). GFLOP/s, median of <see cref="Runs"/>.
     /// </summary>
     public static (double Gflops, string Kernel) BestLinearGflops(ScalarType dtype, long m, long k, long n)
     {
         double libtorch = GemmGflops(dtype, m, k, n);
-        if (dtype != ScalarType.BFloat16 || !NativeBf16Kernels.IsAvailable || !NativeBf16Kernels.TakesShape(m, k))
+        if (dtype != ScalarType.BFloat16 || !NativeBf16Kernels.IsAvailable)
         {
             return (libtorch, "libtorch");
         }

@@ -345,7 +345,7 @@ internal sealed partial class InferenceEngine : IDisposable
     /// <summary>
     /// One step for every decoding row; with <paramref name="withChunk"/>, the next prefill chunk rides in the same
     /// pass (<see cref="MambaForCausalLM.StepWithChunk"/>: one read of the weights for both), as many positions as
-    /// the time box holds (<see cref="StreamingChunkPlan.Size"/>), unless a plain step is due to re-measure the batch.
+    /// the time box holds (<see cref="StreamingChunkPlan.Plan"/>), unless a plain step is due to re-measure the batch.
     /// </summary>
     private void DecodeStep(bool withChunk)
     {
@@ -395,6 +395,7 @@ internal sealed partial class InferenceEngine : IDisposable
         }
 
         double elapsed = clock.Elapsed.TotalMilliseconds;
+        LogStep(logger, members.Length, chunkRows?.Count ?? 0, length, elapsed, decodeStepMs, chunkTokenMs);
         stepsSincePlain = chunkRows is null ? 0 : stepsSincePlain + 1;
         if (chunkRows is null)
         {
@@ -585,12 +586,13 @@ internal sealed partial class InferenceEngine : IDisposable
 
     /// <summary>
     /// The next chunk: up to <see cref="EngineSettings.MaxPrefillBatch"/> requests whose image tokens are ready, one
-    /// length for all (the shortest distance to a row's end or snapshot point, within the chunk cap and, beside a
-    /// decode step, the time box); (null, 0) when none is ready.
+    /// length for all: beside a decode step the time box's (<see cref="StreamingChunkPlan.Plan"/>), alone the shortest
+    /// distance to a row's end or snapshot point, within the chunk cap; (null, 0) when none is ready.
     /// </summary>
     private (List<Job>? Rows, int Length) PlanChunk(bool streaming, double budgetMs)
     {
-        var rows = admitted.Where(ReadyToPrefill).Take(settings.MaxPrefillBatch).ToList();
+        var ready = admitted.Where(ReadyToPrefill).ToList();
+        var rows = ready.Take(settings.MaxPrefillBatch).ToList();
         if (rows.Count == 0)
         {
             return (null, 0);
@@ -598,9 +600,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
         if (streaming)
         {
-            var (take, perRow) = StreamingChunkPlan.Size(rows.Count, decoding.Count, pipeline.Model.LanguageModel.StepRowsLimit, budgetMs, chunkTokenMs);
-            rows = rows.Take(take).ToList();
-            return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), Math.Min(perRow, settings.PrefillChunkTokens)));
+            var remaining = rows.Select(j => Math.Min(j.NextBoundary - j.Position, settings.PrefillChunkTokens)).ToArray();
+            var (take, length) = StreamingChunkPlan.Plan(remaining, ready.Count, decoding.Count, budgetMs, chunkTokenMs);
+            return ([.. take.Select(i => rows[i])], length);
         }
 
         return (rows, Math.Min(rows.Min(j => j.NextBoundary - j.Position), settings.PrefillChunkTokens));
@@ -832,6 +834,9 @@ internal sealed partial class InferenceEngine : IDisposable
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Request started: {PromptTokens} prompt tokens, {ImageTokens} image tokens, {CachedTokens} reused from a cached state")]
     private static partial void LogStarted(ILogger logger, int promptTokens, int imageTokens, int cachedTokens);
+
+    [LoggerMessage(Level = LogLevel.Trace, Message = "Step: {Rows} decode rows, prefill chunk {ChunkRows} x {ChunkLength}, {ElapsedMs:F1} ms (plain step {StepMs:F1} ms, {PositionMs:F2} ms a chunk position)")]
+    private static partial void LogStep(ILogger logger, int rows, int chunkRows, int chunkLength, double elapsedMs, double stepMs, double positionMs);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "A decode step failed; its requests were failed")]
     private static partial void LogStepFailed(ILogger logger, Exception exception);

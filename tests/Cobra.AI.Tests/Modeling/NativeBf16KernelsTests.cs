@@ -46,7 +46,8 @@ public sealed class NativeBf16KernelsTests
     [InlineData(16, 2560, 1001, true)]
     [InlineData(37, 64, 45, false)]
     [InlineData(64, 1024, 257, true)]
-    [InlineData(129, 600, 11, false)]                                             // past MaxRows: wide enough inputs still come here
+    [InlineData(129, 600, 11, false)]                                             // past MaxRows: split by rows
+    [InlineData(300, 160, 5120, true)]                                            // dt_proj's narrow K at a prompt's rows
     [InlineData(300, 1024, 37, true)]                                             // two row blocks
     [InlineData(761, 2560, 7, true)]                                              // an image prompt's prefill: eight row blocks
     [InlineData(300, 2048, 13, true)]                                             // rows 4 KB apart: copied with padded rows
@@ -90,9 +91,7 @@ public sealed class NativeBf16KernelsTests
         Assert.Equal(new long[] { 2, 3, 9 }, y.shape);
         Assert.True(y.equal(NativeBf16Kernels.Linear(x.contiguous().view(6, 70), w, null).view(2, 3, 9)).all().item<bool>());
 
-        Assert.False(NativeBf16Kernels.Supports(torch.randn(NativeBf16Kernels.MaxRows + 1, 70).to(ScalarType.BFloat16), w)); // narrow K, many rows: libtorch's
-        var wideWeight = torch.randn(3, NativeBf16Kernels.LargeInputMinFeatures).to(ScalarType.BFloat16);
-        Assert.True(NativeBf16Kernels.Supports(torch.randn(1000, NativeBf16Kernels.LargeInputMinFeatures).to(ScalarType.BFloat16), wideWeight));
+        Assert.True(NativeBf16Kernels.Supports(torch.randn(1000, 70).to(ScalarType.BFloat16), w)); // any row count, any width
         Assert.False(NativeBf16Kernels.Supports(torch.randn(2, 70), w.to(ScalarType.Float32)));      // float32: the managed GEMV's
         Assert.False(NativeBf16Kernels.Supports(torch.randn(2, 70).to(ScalarType.BFloat16), w.t().contiguous().t())); // a strided weight
         Assert.False(NativeBf16Kernels.Supports(torch.randn(2, 71).to(ScalarType.BFloat16), w));
@@ -144,7 +143,7 @@ public sealed class NativeBf16KernelsTests
     }
 
     [Fact]
-    public void Linear_runs_it_for_decode_sized_bf16_inputs_and_libtorch_past_the_limit()
+    public void Linear_runs_it_for_every_bf16_input_and_a_row_never_depends_on_its_batch()
     {
         if (!NativeBf16Kernels.IsAvailable)
         {
@@ -157,8 +156,10 @@ public sealed class NativeBf16KernelsTests
         var small = torch.randn(5, 96).to(ScalarType.BFloat16);
         Assert.True(Linear.Apply(small, w, b, managedKernels: true).equal(NativeBf16Kernels.Linear(small, w, b)).all().item<bool>());
         Assert.True(Linear.Apply(small, w, b, managedKernels: false).equal(torch.nn.functional.linear(small, w, b)).all().item<bool>());
-        var large = torch.randn(NativeBf16Kernels.MaxRows + 1, 96).to(ScalarType.BFloat16);
-        Assert.True(Linear.Apply(large, w, b, managedKernels: true).equal(torch.nn.functional.linear(large, w, b)).all().item<bool>());
+        var large = torch.cat([small, torch.randn(NativeBf16Kernels.MaxRows + 60, 96).to(ScalarType.BFloat16)]); // past MaxRows: split by rows
+        var y = Linear.Apply(large, w, b, managedKernels: true);
+        Assert.True(y.equal(NativeBf16Kernels.Linear(large, w, b)).all().item<bool>());
+        Assert.True(y[..5].equal(Linear.Apply(small, w, b, managedKernels: true)).all().item<bool>(), "a decode batch's rows with a chunk beside them");
     }
 
     /// <summary>The towers' epilogue (LayerScale, residual) fused into the GEMM equals, bitwise, the separate bf16 ops it replaces.</summary>

@@ -9,7 +9,7 @@ namespace Cobra.AI.Modeling.Kernels;
 /// The bf16 kernels of <c>libcobra_kernels.so</c>, small C kernels over the AVX512-BF16 dot-product instruction,
 /// which .NET 10 does not expose (<c>native/cobra_kernels.c</c>): <see cref="Linear"/>, y = x Wᵀ (+ b) for every
 /// bf16 linear on the CPU (decode steps, the batch with a prefill chunk riding in it, prefill, the towers; see
-/// <see cref="MaxRows"/> for the one exception), and <see cref="Attention"/>, the vision towers' self-attention with
+/// <see cref="MaxRows"/>), and <see cref="Attention"/>, the vision towers' self-attention with
 /// the flash kernels' cast points.
 /// <para>
 /// Why: a decode step is a few to a few dozen rows. libtorch's bf16 GEMM repacks the weights on every call and
@@ -40,20 +40,16 @@ internal static unsafe class NativeBf16Kernels
     public const string EnvironmentVariable = "COBRA_NATIVE_KERNELS";
 
     /// <summary>
-    /// Rows up to which the kernel takes every shape, and splits the output columns over the threads (past it the
-    /// rows). Past it only weights with at least <see cref="LargeInputMinFeatures"/> input features come here: at a
-    /// handful of k steps a tile's fixed cost (its reductions) outweighs its dot products, and libtorch's blocked
-    /// GEMM is faster (dt_proj, K = 160, at 256 rows: 300 vs 400 GFLOP/s).
+    /// Rows up to which the threads split the output columns (past it, the rows). The kernel takes every row count
+    /// and every width, so a row's sums never depend on how many rows share its call: a decode batch with a prefill
+    /// chunk of any size beside it, prefill, the towers and the projector all run here. (Handing narrow weights to
+    /// libtorch past this many rows, as before, had capped a combined step at 128 rows to keep decode rows' results
+    /// batch-independent, and with it how much prefill could ride beside a large batch; dt_proj, K = 160, is the
+    /// one weight where libtorch is faster at 256 rows: 300 vs 400 GFLOP/s, about 0.5 % of a prefill.) GFLOP/s
+    /// native / libtorch, 2 Zen 4 cores, the same process, three rounds on a noisy VM: in_proj 256 rows 325-429 /
+    /// 378-416, out_proj 256 rows 333-425 / 367-420, DINOv2 fc1 729 rows 246-365 / 291-345.
     /// </summary>
     public const int MaxRows = 128;
-
-    /// <summary>
-    /// From this many input features the kernel takes any number of rows (prefill, the towers, the projector), so a
-    /// row's sums are the same at every row count. GFLOP/s native / libtorch, 2 Zen 4 cores, the same process, three
-    /// rounds on a noisy VM: in_proj 256 rows 325-429 / 378-416, out_proj 256 rows 333-425 / 367-420, DINOv2 fc1
-    /// 729 rows 246-365 / 291-345.
-    /// </summary>
-    public const int LargeInputMinFeatures = 512;
 
     /// <summary>The library's file name.</summary>
     public const string LibraryName = "libcobra_kernels.so";
@@ -72,8 +68,6 @@ internal static unsafe class NativeBf16Kernels
     /// <summary>Why the kernel is not available (null when it is): for the bench and the logs.</summary>
     public static string? UnavailableReason => Loaded.Value is null ? Reason(Environment.GetEnvironmentVariable(EnvironmentVariable)) : null;
 
-    /// <summary>True when <see cref="Linear"/> takes <paramref name="rows"/> inputs of <paramref name="inFeatures"/> (see <see cref="MaxRows"/>).</summary>
-    public static bool TakesShape(long rows, long inFeatures) => rows <= MaxRows || inFeatures >= LargeInputMinFeatures;
 
     /// <summary>The loaded library, or an exception that says why there is none.</summary>
     private static Library Required => Loaded.Value ?? throw new InvalidOperationException($"{LibraryName} is not available: {UnavailableReason}");
@@ -84,7 +78,6 @@ internal static unsafe class NativeBf16Kernels
         && weight.device_type == DeviceType.CPU && input.device_type == DeviceType.CPU
         && weight.dim() == 2 && weight.is_contiguous()
         && input.dim() >= 1 && input.shape[^1] == weight.shape[1] && input.NumberOfElements > 0
-        && TakesShape(input.NumberOfElements / weight.shape[1], weight.shape[1])
         && (bias is null || IsBf16Vector(bias, weight.shape[0]))
         && IsAvailable;
 

@@ -44,16 +44,6 @@ internal sealed class MambaForCausalLM : nn.Module, IManagedKernelSwitch
     /// <summary>The backbone.</summary>
     public MambaModel Backbone => backbone;
 
-    /// <summary>
-    /// Rows (decode rows + chunk positions) up to which every linear of a step stays on the native bf16 GEMM: past
-    /// it dt_proj (160 input features) hands over to libtorch, whose per-row cost is higher at these sizes, so a
-    /// scheduler keeps a combined step within it. Unbounded where no such kernel runs (CUDA, float32, CPUs without
-    /// AVX512-BF16).
-    /// </summary>
-    public int StepRowsLimit =>
-        UseManagedKernels && Device.type == DeviceType.CPU && DType == ScalarType.BFloat16 && Kernels.NativeBf16Kernels.IsAvailable
-            ? Kernels.NativeBf16Kernels.MaxRows : int.MaxValue;
-
     /// <summary>A zero state for <paramref name="batchSize"/> sequences (float32, see <see cref="MambaState.Zeros"/>).</summary>
     public MambaState NewState(long batchSize = 1) => MambaState.Zeros(Config, batchSize, Device);
 
