@@ -1,5 +1,6 @@
 using Cobra.AI.Generation.Constrained;
 using Cobra.AI.Modeling;
+using Cobra.AI.Modeling.Kernels;
 using System.Text;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -78,14 +79,23 @@ internal readonly record struct SampledToken(int Token, CobraTokenLogprob? Logpr
 /// <c>sample()</c> semantics per row: penalties (CTRL repetition over prompt and output; OpenAI frequency and
 /// presence over the output), the row's constraint mask, then argmax when greedy, else top-k, ÷ temperature,
 /// top-p, and an inverse-CDF draw with the row's own uniform number (over the candidates most likely first; in id
-/// order when nothing is cut, where no ranking is needed). One host sync per call (the chosen ids),
-/// plus one more when some row asked for log-probabilities, and on the CPU one when some row has top-p without
+/// order when nothing is cut, where no ranking is needed). One host sync per call (the chosen ids; none when every
+/// row is greedy and <see cref="LogitRowsCpu"/> found them), plus one more when some row asked for log-probabilities, and on the CPU one when some row has top-p without
 /// top-k (whether its nucleus reaches past the candidates ranked first).
 /// </summary>
 internal static class BatchSampler
 {
-    public static SampledToken[] Sample(Tensor logits, IReadOnlyList<SamplingRow> rows, Text.CobraTokenizer? tokenizer)
+    /// <param name="logits">Float32 logits [B, V].</param>
+    /// <param name="rows">Each row's settings and history.</param>
+    /// <param name="tokenizer">For the log-probabilities' token texts (null: empty texts).</param>
+    /// <param name="cpuKernels">On CPU logits, every row's argmax and log Σ exp in one managed kernel (<see cref="LogitRowsCpu"/>) instead of torch ops.</param>
+    public static SampledToken[] Sample(Tensor logits, IReadOnlyList<SamplingRow> rows, Text.CobraTokenizer? tokenizer, bool cpuKernels = true)
     {
+        if (logits.dim() != 2 || logits.shape[0] != rows.Count)
+        {
+            throw new ArgumentException($"Expected logits [{rows.Count}, V] for {rows.Count} sampling rows, got [{string.Join(", ", logits.shape)}].", nameof(logits));
+        }
+
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
         long vocab = logits.shape[1];
@@ -93,7 +103,8 @@ internal static class BatchSampler
         var adjusted = ApplyPenalties(logits, rows, vocab);                      // [B,V]
         var errors = new Exception?[rows.Count];
         adjusted = ApplyConstraints(adjusted, rows, vocab, errors);              // [B,V]
-        var chosen = adjusted.argmax(-1);                                        // [B]
+        var fused = cpuKernels && LogitRowsCpu.Supports(adjusted) ? LogitRowsCpu.TryRun(adjusted) : null; // argmax [B], log Σ exp [B]
+        var chosen = fused is { } f ? torch.tensor(f.Argmax) : adjusted.argmax(-1); // [B]
 
         // Sampling rows grouped by how many candidates their own settings keep (so a row's draw never depends on
         // its batch-mates): its top-k, every logit for a top-p cut alone, none to sort without a cut.
@@ -110,9 +121,9 @@ internal static class BatchSampler
             chosen = chosen.index_copy(0, index, picked);
         }
 
-        long[] tokens = chosen.cpu().data<long>().ToArray();                     // the one host sync
+        long[] tokens = sampling.Length == 0 && fused is { } known ? known.Argmax : chosen.cpu().data<long>().ToArray(); // the one host sync
         var result = tokens.Select((t, i) => new SampledToken((int)t, null, errors[i])).ToArray();
-        AddLogprobs(adjusted, chosen, rows, result, tokenizer, device);
+        AddLogprobs(adjusted, chosen, fused?.LogSumExp, rows, result, tokenizer, device);
         return result;
     }
 
@@ -321,7 +332,7 @@ internal static class BatchSampler
         return (ids, removed.narrow(1, ranked.shape[1] - 1, 1).squeeze(1).logical_not());
     }
 
-    private static void AddLogprobs(Tensor adjusted, Tensor chosen, IReadOnlyList<SamplingRow> rows, SampledToken[] result, Text.CobraTokenizer? tokenizer, Device device)
+    private static void AddLogprobs(Tensor adjusted, Tensor chosen, float[]? logSumExp, IReadOnlyList<SamplingRow> rows, SampledToken[] result, Text.CobraTokenizer? tokenizer, Device device)
     {
         var asking = Enumerable.Range(0, rows.Count).Where(i => rows[i].Logprobs).ToArray();
         if (asking.Length == 0)
@@ -334,7 +345,8 @@ internal static class BatchSampler
         bool all = asking.Length == rows.Count;
         using var index = torch.tensor(asking.Select(i => (long)i).ToArray(), device: device);
         var subset = all ? adjusted : adjusted.index_select(0, index);          // [A,V]
-        var normalizer = subset.logsumexp(-1, keepdim: true);                    // [A,1]
+        var normalizer = logSumExp is null ? subset.logsumexp(-1, keepdim: true)  // [A,1]
+            : torch.tensor(asking.Select(i => logSumExp[i]).ToArray(), device: device).unsqueeze(1);
         var own = (subset.gather(1, (all ? chosen : chosen.index_select(0, index)).unsqueeze(1)) - normalizer).squeeze(1).cpu().data<float>().ToArray(); // [A]
         int top = asking.Max(i => rows[i].TopLogprobs);
         float[] topValues = [];

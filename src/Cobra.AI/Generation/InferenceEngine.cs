@@ -418,7 +418,7 @@ internal sealed partial class InferenceEngine : IDisposable
     /// <summary>Samples every row of <paramref name="logits"/> [R, V] for <paramref name="rows"/> and advances each choice.</summary>
     private void Accept(Choice[] rows, Tensor logits)
     {
-        var sampled = BatchSampler.Sample(logits, rows.Select(c => c.Row).ToArray(), pipeline.Tokenizer);
+        var sampled = BatchSampler.Sample(logits, rows.Select(c => c.Row).ToArray(), pipeline.Tokenizer, pipeline.Model.LanguageModel.UseManagedKernels);
         float[][]? captured = rows.Any(c => c.Logits is not null) ? CopyRows(logits) : null;
         for (int i = 0; i < rows.Length; i++)
         {

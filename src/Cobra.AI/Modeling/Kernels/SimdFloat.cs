@@ -73,6 +73,21 @@ internal interface ISimdMath<TSelf>
     /// <summary>2^y (<see cref="KernelMath.Pow2(Vector{float})"/>).</summary>
     static abstract TSelf Pow2(TSelf y);
 
+    /// <summary>The larger of a and b per lane (either where one is NaN: check <see cref="HasNaN"/>).</summary>
+    static abstract TSelf Max(TSelf a, TSelf b);
+
+    /// <summary>The largest lane.</summary>
+    static abstract float MaxAcross(TSelf v);
+
+    /// <summary>The sum of the lanes (a fixed order).</summary>
+    static abstract float SumAcross(TSelf v);
+
+    /// <summary>True when some lane is NaN.</summary>
+    static abstract bool HasNaN(TSelf v);
+
+    /// <summary>The first lane equal to <paramref name="value"/>, or −1.</summary>
+    static abstract int FirstLaneEqual(TSelf v, float value);
+
     /// <summary>softplus (<see cref="KernelMath.Softplus(Vector{float})"/>).</summary>
     static abstract TSelf Softplus(TSelf v);
 
@@ -142,6 +157,36 @@ internal readonly struct Simd512 : ISimdFloat<Simd512>, ISimdMath<Simd512>
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.MaxNative(a.value, b.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Simd512 v) => MathF.Max(Simd256Max(v.value.GetLower()), Simd256Max(v.value.GetUpper()));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumAcross(Simd512 v) => Vector512.Sum(v.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool HasNaN(Simd512 v) => !Vector512.EqualsAll(v.value, v.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int FirstLaneEqual(Simd512 v, float value)
+    {
+        ulong bits = Vector512.Equals(v.value, Vector512.Create(value)).ExtractMostSignificantBits();
+        return bits == 0 ? -1 : System.Numerics.BitOperations.TrailingZeroCount(bits);
+    }
+
+    private static float Simd256Max(Vector256<float> v)
+    {
+        var m = Vector128.MaxNative(v.GetLower(), v.GetUpper());
+        return MathF.Max(MathF.Max(m[0], m[1]), MathF.Max(m[2], m[3]));
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Softplus(Simd512 v) => new(KernelMath.Softplus(v.value));
 
     /// <inheritdoc />
@@ -194,6 +239,47 @@ internal readonly struct SimdVector : ISimdMath<SimdVector>
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static SimdVector Pow2(SimdVector y) => new(KernelMath.Pow2(y.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static SimdVector Max(SimdVector a, SimdVector b) => new(Vector.MaxNative(a.value, b.value));
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(SimdVector v)
+    {
+        float max = v.value[0];
+        for (int i = 1; i < Vector<float>.Count; i++)
+        {
+            max = MathF.Max(max, v.value[i]);
+        }
+
+        return max;
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumAcross(SimdVector v) => Vector.Sum(v.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool HasNaN(SimdVector v) => !Vector.EqualsAll(v.value, v.value);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int FirstLaneEqual(SimdVector v, float value)
+    {
+        var equal = Vector.Equals(v.value, new Vector<float>(value));
+        for (int i = 0; i < Vector<float>.Count; i++)
+        {
+            if (equal[i] != 0)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
