@@ -206,7 +206,7 @@ internal static class MachineLimits
         return native > libtorch ? (native, "native") : (libtorch, "libtorch");
     }
 
-    /// <summary>libtorch's linear at [m, k] x [n, k]ᵀ in <paramref name="dtype"/>: GFLOP/s, median of <see cref="Runs"/>.</summary>
+    /// <summary>libtorch's linear at [m, k] x [n, k]ᵀ in <paramref name="dtype"/>: GFLOP/s, median of <see cref="Runs"/> after 1 s of warm-up.</summary>
     public static double GemmGflops(ScalarType dtype, long m, long k, long n) =>
         GemmGflops(m, k, n, (x, w) => torch.nn.functional.linear(x, w).Dispose(), dtype);
 
@@ -216,7 +216,15 @@ internal static class MachineLimits
         using var noGrad = torch.no_grad();
         var x = torch.randn([m, k], dtype: dtype);
         var w = torch.randn([n, k], dtype: dtype);
-        linear(x, w);                                                            // warm-up
+        // Warm-up: 1 s of the same calls. On this VM kind an idle second core needs about that much load to reach
+        // full speed (a serve bench's probe right after the single-threaded model build read 222 GFLOP/s, the same
+        // probe after the loads 422).
+        var warm = Stopwatch.StartNew();
+        while (warm.Elapsed.TotalSeconds < 1)
+        {
+            linear(x, w);
+        }
+
         int reps = Math.Max(1, (int)(4e9 / (2.0 * m * k * n)));
         var times = new double[Runs];
         for (int r = 0; r < Runs; r++)
