@@ -83,6 +83,28 @@ public sealed class SelectiveScanTests
         AssertClose(SelectiveScan.Sequential(inputs, initial).Output.to(ScalarType.Float32), y512.to(ScalarType.Float32), "512-bit output", bf16 ? 1e-2 : 1e-5);
     }
 
+    /// <summary>The gate read in place from in_proj's [B, L, 2D] output (rows 2D apart) gives the bits of a contiguous copy, at every width (channels 100: a ragged tail too).</summary>
+    [Theory]
+    [InlineData(false, 256)]
+    [InlineData(false, 512)]
+    [InlineData(true, 512)]
+    public void Cpu_kernel_reads_the_gate_in_place_from_the_projection_output(bool bf16, int simdBits)
+    {
+        using var scope = torch.NewDisposeScope();
+        var dtype = bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        var inputs = RandomInputs(batch: 2, length: 9, channels: 100, dState: 16, seed: 12);
+        var xz = torch.randn(2, 9, 200).to(dtype);                               // [B,L,2D]: x | z
+        var inPlace = inputs with { U = inputs.U.to(dtype), Delta = inputs.Delta.to(dtype), Z = xz.narrow(-1, 100, 100) };
+        var copied = inPlace with { Z = inPlace.Z.contiguous() };
+        var initial = torch.randn(2, 100, 16);
+        var (y, h) = SelectiveScanCpu.Run(inPlace, initial, simdBits);
+        var (yCopy, hCopy) = SelectiveScanCpu.Run(copied, initial, simdBits);
+        Assert.True(y.equal(yCopy).all().item<bool>(), "outputs");
+        Assert.True(h.equal(hCopy).all().item<bool>(), "states");
+        var transposed = inPlace with { Z = xz.narrow(-1, 100, 100).transpose(0, 1).contiguous().transpose(0, 1) }; // rows unevenly spaced: copied first
+        Assert.True(SelectiveScanCpu.Run(transposed, initial, simdBits).Output.equal(yCopy).all().item<bool>(), "a gate whose rows are not evenly spaced");
+    }
+
     [Fact]
     public void Chunk_size_does_not_change_the_result()
     {

@@ -12,4 +12,20 @@ internal static class TensorMemory
     /// views the storage in place). The tensor must stay alive while the address is used.
     /// </summary>
     public static unsafe nint Address(Tensor tensor) => (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(tensor.bytes));
+
+    /// <summary>
+    /// Address of the first element of any CPU tensor, a strided view included (TorchSharp's <c>bytes</c> refuses
+    /// those: it is taken through a one-element view at the same storage offset). The kernel reading it owns the
+    /// strides; the tensor must stay alive while the address is used.
+    /// </summary>
+    public static nint FirstElement(Tensor tensor)
+    {
+        if (tensor.is_contiguous())
+        {
+            return Address(tensor);
+        }
+
+        using var first = tensor.as_strided([1], [1], tensor.storage_offset());
+        return Address(first);
+    }
 }
