@@ -601,7 +601,7 @@ internal sealed partial class InferenceEngine : IDisposable
         if (streaming)
         {
             var remaining = rows.Select(j => Math.Min(j.NextBoundary - j.Position, settings.PrefillChunkTokens)).ToArray();
-            var (take, length) = StreamingChunkPlan.Plan(remaining, ready.Count, decoding.Count, budgetMs, chunkTokenMs);
+            var (take, length) = StreamingChunkPlan.Plan(remaining, ready.Count, budgetMs, chunkTokenMs);
             return ([.. take.Select(i => rows[i])], length);
         }
 

@@ -9,43 +9,41 @@ public sealed class StreamingChunkPlanTests
     [Fact]
     public void Before_any_measurement_the_first_row_gets_the_smallest_chunk()
     {
-        AssertPlan([0], StreamingChunkPlan.MinPositions, StreamingChunkPlan.Plan([40, 40, 40], waiting: 3, decodingRows: 2, budgetMs: double.NaN, chunkTokenMs: double.NaN));
-        AssertPlan([0], StreamingChunkPlan.MinPositions, StreamingChunkPlan.Plan([40, 40, 40], 3, 2, budgetMs: 30, chunkTokenMs: double.NaN));
+        AssertPlan([0], StreamingChunkPlan.MinPositions, StreamingChunkPlan.Plan([40, 40, 40], waiting: 3, budgetMs: double.NaN, chunkTokenMs: double.NaN));
+        AssertPlan([0], StreamingChunkPlan.MinPositions, StreamingChunkPlan.Plan([40, 40, 40], 3, budgetMs: 30, chunkTokenMs: double.NaN));
     }
 
     [Theory]
     [InlineData(new[] { 40 }, 36.0, 2.0, new[] { 0 }, 18)]                       // one prompt: the plain box, 18 positions
     [InlineData(new[] { 40, 40 }, 36.0, 2.0, new[] { 0 }, 36)]                   // two: twice the box, all of it to the first
-    [InlineData(new[] { 30, 40, 50, 40, 40 }, 36.0, 2.0, new[] { 0 }, 30)]        // the box (3x: 54) finishes the first; no second row fits at 30
+    [InlineData(new[] { 30, 40, 50, 40, 40 }, 36.0, 2.0, new[] { 0, 1, 2 }, 30)]  // the box (5x: 90) finishes the first; two more join at 30
     [InlineData(new[] { 10, 40, 5, 40, 40 }, 36.0, 2.0, new[] { 0, 1, 3, 4 }, 10)] // a short first row: others join at its length (not the 5)
     [InlineData(new[] { 12, 12, 12, 12, 12, 12, 12, 12 }, 200.0, 2.0, new[] { 0, 1, 2, 3, 4, 5, 6, 7 }, 12)] // a big box: whole prompts, all eight
-    [InlineData(new[] { 40, 40, 40, 40 }, 100.0, 2.0, new[] { 0, 1, 2 }, 40)]     // ... as many as it holds (150 positions)
+    [InlineData(new[] { 40, 40, 40, 40 }, 70.0, 2.0, new[] { 0, 1, 2 }, 40)]      // ... as many as it holds (140 positions)
     [InlineData(new[] { 40, 40, 40 }, 8.0, 2.0, new[] { 0 }, 12)]                // a small box: one row
     [InlineData(new[] { 40, 40, 40 }, 1.0, 2.0, new[] { 0 }, 4)]                 // a box smaller than one position: still 4
     [InlineData(new[] { 2, 40 }, 36.0, 2.0, new[] { 0, 1 }, 2)]                  // the first row's last positions; the next rides along
     [InlineData(new[] { 300, 300 }, 36.0, -3.0, new[] { 0, 1 }, 300)]            // a negative (signed) estimate: as much as the rows allow
     public void Fills_the_time_box_first_come_first_served(int[] remaining, double budgetMs, double chunkTokenMs, int[] rows, int length)
     {
-        AssertPlan(rows, length, StreamingChunkPlan.Plan(remaining, remaining.Length, decodingRows: 10, budgetMs, chunkTokenMs));
+        AssertPlan(rows, length, StreamingChunkPlan.Plan(remaining, remaining.Length, budgetMs, chunkTokenMs));
     }
 
     [Theory]
-    [InlineData(3, 10, 54)]                                                       // few waiting: min(waiting, 3) boxes
-    [InlineData(30, 10, 54)]                                                      // 3 per decoding row: still 3 boxes
-    [InlineData(40, 10, 72)]                                                      // a burst: waiting / decoding boxes
-    [InlineData(50, 2, 108)]                                                      // ... at most MaxBoost (6)
-    [InlineData(8, 0, 108)]                                                       // nothing decoding: the most
-    public void The_box_grows_with_the_prompts_waiting_per_stream_decoding(int waiting, int decoding, int positions)
+    [InlineData(1, 18)]                                                           // one waiting: the plain box
+    [InlineData(3, 54)]                                                           // a box per prompt waiting
+    [InlineData(40, 108)]                                                         // ... at most QueueBoost (6)
+    public void The_box_grows_with_the_prompts_waiting(int waiting, int positions)
     {
         var remaining = Enumerable.Repeat(1000, Math.Min(waiting, 8)).ToArray();
-        AssertPlan([0], positions, StreamingChunkPlan.Plan(remaining, waiting, decoding, budgetMs: 36, chunkTokenMs: 2));
+        AssertPlan([0], positions, StreamingChunkPlan.Plan(remaining, waiting, budgetMs: 36, chunkTokenMs: 2));
     }
 
     [Fact]
     public void Refuses_an_empty_or_inconsistent_plan()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => StreamingChunkPlan.Plan([], 0, 1, 36, 2));
-        Assert.Throws<ArgumentOutOfRangeException>(() => StreamingChunkPlan.Plan([40, 40], waiting: 1, 1, 36, 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => StreamingChunkPlan.Plan([], 0, 36, 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => StreamingChunkPlan.Plan([40, 40], waiting: 1, 36, 2));
     }
 
     private static void AssertPlan(int[] rows, int length, (int[] Rows, int Length) plan)
