@@ -80,8 +80,9 @@ internal readonly record struct SampledToken(int Token, CobraTokenLogprob? Logpr
 /// presence over the output), the row's constraint mask, then argmax when greedy, else top-k, ÷ temperature,
 /// top-p, and an inverse-CDF draw with the row's own uniform number (over the candidates most likely first; in id
 /// order when nothing is cut, where no ranking is needed). One host sync per call (the chosen ids; none when every
-/// row is greedy and <see cref="LogitRowsCpu"/> found them), plus one more when some row asked for log-probabilities, and on the CPU one when some row has top-p without
-/// top-k (whether its nucleus reaches past the candidates ranked first).
+/// row is greedy and <see cref="LogitRowsCpu"/> found them), plus one more when some row asked for
+/// log-probabilities, and on the CPU one when some row has top-p without top-k (whether its nucleus reaches past the
+/// candidates ranked first).
 /// </summary>
 internal static class BatchSampler
 {
