@@ -150,7 +150,7 @@ internal static class BenchCommand
         };
         log.WriteLine($"[{name}] prefill {prefillTokens} tokens: {prefillS:F2} s, {prefillGflops:F0} GFLOP/s = {prefillGflops / peak:P0} of the {peak:F0} GFLOP/s peak");
 
-        var decode = BenchDecode(model, embeds, decodeTokens, limitMs, dramLimitMs, name, log);
+        var decode = BenchDecode(model, weightBytes, embeds, decodeTokens, limitMs, dramLimitMs, name, log);
         double startReadLimitMs = weightBytes / (limits["read_gb_s"]!.GetValue<double>() * 1e9) * 1e3;
         double readLimitMs = weightBytes / (decode["read_gb_s"]!.GetValue<double>() * 1e9) * 1e3;
         double median = decode["median_ms_per_token"]!.GetValue<double>();
@@ -186,19 +186,19 @@ internal static class BenchCommand
     /// read rate moved 20-56 GB/s within minutes, so the read limit is the median of reads taken in the same seconds
     /// as the tokens it bounds (<c>read_gb_s</c>), not only of the probe at the start.
     /// </summary>
-    private static JsonObject BenchDecode(MambaForCausalLM model, Tensor embeds, int decodeTokens, double limitMs, double dramLimitMs, string name, TextWriter log)
+    private static JsonObject BenchDecode(MambaForCausalLM model, long weightBytes, Tensor embeds, int decodeTokens, double limitMs, double dramLimitMs, string name, TextWriter log)
     {
         using var state = model.NewState();
         model.Forward(embeds, state).Dispose();
         double rssBefore = RssMiB();
         var weights = model.parameters().ToArray();
-        long weightBytes = weights.Sum(p => p.NumberOfElements * p.ElementSize);
         var perToken = new List<double>();
         var reads = new List<double>();
+        void ReadWeights() => reads.Add(weightBytes / MachineLimits.ReadTensors(weights, Cobra.AI.Modeling.Kernels.KernelWorkers.Parallelism) / 1e9); // GB/s
         long token = 1;
         for (int round = 0; round < DecodeRounds; round++)
         {
-            reads.Add(weightBytes / MachineLimits.ReadTensors(weights, Cobra.AI.Modeling.Kernels.KernelWorkers.Parallelism) / 1e9);
+            ReadWeights();
             int tokens = (decodeTokens * (round + 1) / DecodeRounds) - (decodeTokens * round / DecodeRounds);
             for (int i = 0; i < tokens; i++)
             {
@@ -210,7 +210,7 @@ internal static class BenchCommand
             }
         }
 
-        reads.Add(weightBytes / MachineLimits.ReadTensors(weights, Cobra.AI.Modeling.Kernels.KernelWorkers.Parallelism) / 1e9);
+        ReadWeights();
         perToken.Sort();
         reads.Sort();
         double median = perToken[perToken.Count / 2];

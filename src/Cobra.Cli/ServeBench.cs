@@ -143,8 +143,8 @@ internal static class ServeBench
     /// <summary>
     /// The decode ceiling at <paramref name="rows"/> rows: decoding B rows reads the weights once and costs B × 2 ×
     /// parameters FLOPs, so a step cannot beat either bound. The GEMM rate is the mean of the probes taken before and
-    /// after the loads (each a median of three ~10 ms runs): on this VM kind one probe moved 313-446 GFLOP/s between
-    /// runs minutes apart while the 64-client rate it is held against stayed within 222-235 tokens/s.
+    /// after the loads (each a median of three ~10 ms runs after 1 s of warm-up): on this VM kind one probe moved
+    /// 313-446 GFLOP/s between runs minutes apart while the 64-client rate it is held against stayed within 222-235 tokens/s.
     /// </summary>
     private static void AddDecodeCeiling(JsonObject result, MambaConfig config, DecodeLimits before, DecodeLimits after, int rows, TextWriter log)
     {
