@@ -1,7 +1,9 @@
-// Cobra.AI native CPU kernels: what .NET cannot express (it exposes no AVX512-BF16). Two stories:
-//   1. the bf16 GEMM of every CPU linear of >= 512 input features (and of every decode-sized one):
+// Cobra.AI native CPU kernels: what .NET cannot express (it exposes no AVX512-BF16), and one loop its JIT compiles
+// poorly. Three stories:
+//   1. the bf16 GEMM of every bf16 CPU linear:
 //      y[r, n] = bf16( Σ_k x[r, k] · w[n, k] + bias[n] )   x [rows, K] bf16, w [N, K] bf16 (nn.Linear's layout), y bf16
-//   2. the vision towers' self-attention with the flash kernels' cast points (below the GEMM).
+//   2. the vision towers' self-attention with the flash kernels' cast points (below the GEMM);
+//   3. the selective scan with d_state 16, SelectiveScanCpu's operations with the states in registers (at the end).
 //
 // Glossary (GEMM): K = in_features, N = out_features, rows = decode rows (+ chunk positions) or a prompt's
 // positions / an image's patches, MR x NR = a register tile (MR input rows x NR weight rows, one 16-lane float32
@@ -16,7 +18,8 @@
 // fixed 16-lane reduction tree, + bias, one rounding), so a row's result does not depend on its batch.
 //
 // No libc, no globals: built with -nostdlib (native/build.sh); the caller checks for AVX512-BF16 (CPUID) before it
-// calls anything here, and splits N (the GEMM) or the heads (attention) over its own threads.
+// calls anything here, and splits the rows or N (the GEMM), the heads (attention) or the channels (the scan) over
+// its own threads.
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -531,5 +534,142 @@ EXPORT KERNEL void cobra_bf16_attention(const uint16_t* q, const uint16_t* k, co
         case 2: query_rows(q + i * ld, ld, n, hd, scale, keys, values, qt, s, p, sums, out + i * ldo, ldo, 2); break;
         case 1: query_rows(q + i * ld, ld, n, hd, scale, keys, values, qt, s, p, sums, out + i * ldo, ldo, 1); break;
         default: break;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The selective scan for d_state = 16 (SelectiveScanCpu's kernel, the same operations lane for lane, so the same
+// results bit for bit): one block of 16 channels walks the sequence with its 16 states in registers. The managed
+// kernel computes the same, but the JIT keeps the states and partial sums on the stack and re-materialises every
+// constant, ~2x the instructions an update needs. Every step below is the managed one's (KernelMath's Exp, Log,
+// Pow2, Softplus, Silu; x86 min/max operand order included, no contraction of a product and a sum into one FMA:
+// built with -std=c11, whose default is -ffp-contract=off).
+//
+// Glossary: L = positions, D = channels (d_inner), N = 16 states, Δ (delta) before its bias and softplus,
+// x̃ (u) the conv output, z the gate (rows zstride apart), B/C [L, N] float32, A [D, N] float32, h [D, N] float32.
+
+KERNEL INLINE __m512 exp_ps(__m512 x)                                          // KernelMath.Exp
+{
+    x = _mm512_min_ps(_mm512_set1_ps(88.72283f), _mm512_max_ps(_mm512_set1_ps(-87.33654f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 two_to_n = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+    return _mm512_mul_ps(p, two_to_n);
+}
+
+KERNEL INLINE __m512 log_ps(__m512 x)                                          // KernelMath.Log
+{
+    __m512i bits = _mm512_castps_si512(x);
+    __m512 e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srai_epi32(bits, 23), _mm512_set1_epi32(126)));
+    __m512 m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x007FFFFF)), _mm512_set1_epi32(0x3F000000)));
+    __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    e = _mm512_sub_ps(e, _mm512_maskz_mov_ps(small, _mm512_set1_ps(1.0f)));
+    m = _mm512_sub_ps(_mm512_mask_blend_ps(small, m, _mm512_add_ps(m, m)), _mm512_set1_ps(1.0f));
+    __m512 z = _mm512_mul_ps(m, m);
+    __m512 p = _mm512_set1_ps(7.0376836292e-2f);
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(-1.1514610310e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(1.1676998740e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(-1.2420140846e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(1.4249322787e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(-1.6668057665e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(2.0000714765e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(-2.4999993993e-1f));
+    p = _mm512_fmadd_ps(p, m, _mm512_set1_ps(3.3333331174e-1f));
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, m), z);
+    y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+    y = _mm512_fmadd_ps(z, _mm512_set1_ps(-0.5f), y);
+    return _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), _mm512_add_ps(m, y));
+}
+
+KERNEL INLINE __m512 softplus_ps(__m512 v)                                     // KernelMath.Softplus, threshold 20
+{
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 e = exp_ps(v);
+    __m512 one_plus = _mm512_add_ps(one, e);
+    __m512 log1p = _mm512_mul_ps(log_ps(one_plus), _mm512_div_ps(e, _mm512_sub_ps(one_plus, one)));
+    log1p = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(one_plus, one, _CMP_EQ_OQ), log1p, e);
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, _mm512_set1_ps(20.0f), _CMP_GT_OQ), log1p, v);
+}
+
+KERNEL INLINE __m512 silu_ps(__m512 v)                                         // v / (1 + e^-v)
+{
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+}
+
+// 2^y: KernelMath.Pow2(Vector512): y clamped below at −125, 2^f by Cephes' polynomial, scaled by 2^n (vscalefps).
+KERNEL INLINE __m512 pow2_scale_ps(__m512 y)
+{
+    y = _mm512_max_ps(_mm512_set1_ps(-125.0f), y);
+    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, n);
+    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+KERNEL INLINE __m512 load_wide(const void* data, long at, int bf16)
+{
+    return bf16 ? widen_bf16_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)data + at))) : _mm512_loadu_ps((const float*)data + at);
+}
+
+KERNEL INLINE void store_narrow(__m512 value, void* data, long at, int bf16)
+{
+    if (bf16) _mm256_storeu_si256((__m256i*)((uint16_t*)data + at), round_bf16_ps(value));
+    else _mm512_storeu_ps((float*)data + at, value);
+}
+
+// Channels [d0, d1) (whole blocks of 16) of one sequence: u, delta, out [L, D] (row = D elements), z rows zstride
+// apart, bm/cm [L, 16], a [D, 16] (A, not yet times log₂e), state [D, 16] updated in place, dskip/delta_bias [D].
+EXPORT KERNEL void cobra_selective_scan16(const void* u, const void* delta, const void* z, long zstride, const float* bm, const float* cm,
+                                          const float* a, const float* dskip, const float* delta_bias, float* state, void* out,
+                                          long length, long channels, long d0, long d1, int bf16)
+{
+    for (long c = d0; c + 16 <= d1; c += 16)
+    {
+        __m512 h[16], al[16];
+        __m512i lane = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+#pragma GCC unroll 16
+        for (int n = 0; n < 16; n++)                                           // state n of the block's channels: stride 16
+        {
+            h[n] = _mm512_i32gather_ps(lane, state + c * 16 + n, 4);
+            al[n] = _mm512_mul_ps(_mm512_i32gather_ps(lane, a + c * 16 + n, 4), _mm512_set1_ps(1.44269504088896341f));
+        }
+
+        __m512 d_skip = _mm512_loadu_ps(dskip + c), bias = _mm512_loadu_ps(delta_bias + c);
+        for (long t = 0; t < length; t++)
+        {
+            long row = t * channels + c;
+            __m512 dt = softplus_ps(_mm512_add_ps(load_wide(delta, row, bf16), bias));    // Δ_t
+            __m512 x = load_wide(u, row, bf16);                                          // x̃_t
+            __m512 dtx = _mm512_mul_ps(dt, x);
+            const float* bt = bm + t * 16, * ct = cm + t * 16;
+            __m512 acc[4];
+#pragma GCC unroll 16
+            for (int n = 0; n < 16; n++)                                       // h = 2^(Δ A log₂e) h + (Δ x̃) B; y = C·h in 4 sums
+            {
+                h[n] = _mm512_fmadd_ps(pow2_scale_ps(_mm512_mul_ps(dt, al[n])), h[n], _mm512_mul_ps(dtx, _mm512_set1_ps(bt[n])));
+                acc[n % 4] = n < 4 ? _mm512_fmadd_ps(h[n], _mm512_set1_ps(ct[n]), _mm512_setzero_ps()) : _mm512_fmadd_ps(h[n], _mm512_set1_ps(ct[n]), acc[n % 4]);
+            }
+
+            __m512 y = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            __m512 gate = load_wide(z, t * zstride + c, bf16);
+            store_narrow(_mm512_mul_ps(_mm512_add_ps(y, _mm512_mul_ps(d_skip, x)), silu_ps(gate)), out, row, bf16);
+        }
+
+#pragma GCC unroll 16
+        for (int n = 0; n < 16; n++) _mm512_i32scatter_ps(state + c * 16 + n, lane, h[n], 4);
     }
 }

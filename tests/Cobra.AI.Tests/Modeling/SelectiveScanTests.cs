@@ -83,6 +83,35 @@ public sealed class SelectiveScanTests
         AssertClose(SelectiveScan.Sequential(inputs, initial).Output.to(ScalarType.Float32), y512.to(ScalarType.Float32), "512-bit output", bf16 ? 1e-2 : 1e-5);
     }
 
+    /// <summary>
+    /// The native kernel (d_state 16, 512-bit blocks) does the managed 512-bit kernel's operations: identical outputs
+    /// and states, float32 and bf16, from zeros and from a state, with a ragged tail (100 channels: 96 native + 4) and
+    /// Δ from softplus's three regimes (large, mid, very negative). A changed operation order or a contracted FMA fails.
+    /// </summary>
+    [Theory]
+    [InlineData(false, 37, 100, false)]
+    [InlineData(true, 37, 100, true)]
+    [InlineData(true, 130, 512, true)]
+    [InlineData(false, 1, 32, true)]
+    public void Native_scan_gives_the_managed_kernels_bits(bool bf16, int length, int channels, bool withInitialState)
+    {
+        if (!NativeBf16Kernels.IsAvailable)
+        {
+            return;                                                              // NativeBf16KernelsTests.Loads_wherever_the_cpu_has_avx512_bf16 says why
+        }
+
+        using var scope = torch.NewDisposeScope();
+        var inputs = RandomInputs(batch: 2, length, channels, dState: 16, seed: length + channels);
+        var delta = inputs.Delta * 12;                                           // softplus past 20, around 0, and far below
+        var dtype = bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
+        inputs = inputs with { U = inputs.U.to(dtype), Delta = delta.to(dtype), Z = inputs.Z.to(dtype) };
+        var initial = withInitialState ? torch.randn(2, channels, 16) : null;
+        var (yManaged, hManaged) = SelectiveScanCpu.Run(inputs, initial, simdBits: 512, native: false);
+        var (yNative, hNative) = SelectiveScanCpu.Run(inputs, initial, simdBits: 512, native: true);
+        Assert.True(yManaged.equal(yNative).all().item<bool>(), "outputs");
+        Assert.True(hManaged.equal(hNative).all().item<bool>(), "states");
+    }
+
     /// <summary>The gate read in place from in_proj's [B, L, 2D] output (rows 2D apart) gives the bits of a contiguous copy, at every width (channels 100: a ragged tail too).</summary>
     [Theory]
     [InlineData(false, 256)]

@@ -9,8 +9,9 @@ namespace Cobra.AI.Modeling.Kernels;
 /// The bf16 kernels of <c>libcobra_kernels.so</c>, small C kernels over the AVX512-BF16 dot-product instruction,
 /// which .NET 10 does not expose (<c>native/cobra_kernels.c</c>): <see cref="Linear"/>, y = x Wᵀ (+ b) for every
 /// bf16 linear on the CPU (decode steps, the batch with a prefill chunk riding in it, prefill, the towers; see
-/// <see cref="MaxRows"/>), and <see cref="Attention"/>, the vision towers' self-attention with
-/// the flash kernels' cast points.
+/// <see cref="MaxRows"/>), <see cref="Attention"/>, the vision towers' self-attention with
+/// the flash kernels' cast points, and <see cref="Scan16"/>, <see cref="SelectiveScanCpu"/>'s kernel compiled by GCC
+/// (the same operations, with the states in registers).
 /// <para>
 /// Why: a decode step is a few to a few dozen rows. libtorch's bf16 GEMM repacks the weights on every call and
 /// runs at ~45 % of the bf16 peak at 16 rows; the managed GEMV widens bf16 to float32 FMAs (half the rate) and
@@ -216,6 +217,17 @@ internal static unsafe class NativeBf16Kernels
         return Required.Peak(iterations);
     }
 
+    /// <summary>
+    /// The selective scan of channels [<paramref name="d0"/>, <paramref name="d1"/>) (whole blocks of 16) of one
+    /// sequence with d_state 16: <see cref="SelectiveScanCpu"/>'s arithmetic, operation for operation (the same
+    /// results bit for bit), with the block's 16 states in registers. Pointers as <see cref="SelectiveScanCpu"/>
+    /// lays its operands out for sequence b: u, Δ and the output [L, D], z rows <paramref name="zStride"/> apart, B
+    /// and C [L, 16], A [D, 16], the state [D, 16] (updated in place), D and Δ's bias [D]. Check <see cref="IsAvailable"/> first.
+    /// </summary>
+    internal static void Scan16(nint u, nint delta, nint z, long zStride, nint b, nint c, nint a, nint dSkip, nint deltaBias, nint state, nint output,
+                                long length, long channels, long d0, long d1, bool bf16) =>
+        Required.Scan16(u, delta, z, zStride, b, c, a, dSkip, deltaBias, state, output, length, channels, d0, d1, bf16 ? 1 : 0);
+
     /// <summary>FLOPs one <see cref="PeakProbe"/> iteration does.</summary>
     public const int PeakProbeFlopsPerIteration = 12 * 64;
 
@@ -254,7 +266,8 @@ internal static unsafe class NativeBf16Kernels
                     (delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, nint, nint, long, void>)NativeLibrary.GetExport(handle, "cobra_bf16_linear"),
                     (delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void>)NativeLibrary.GetExport(handle, "cobra_bf16_attention"),
                     (delegate* unmanaged<long, long, long>)NativeLibrary.GetExport(handle, "cobra_bf16_attention_workspace"),
-                    (delegate* unmanaged<long, float>)NativeLibrary.GetExport(handle, "cobra_bf16_peak"));
+                    (delegate* unmanaged<long, float>)NativeLibrary.GetExport(handle, "cobra_bf16_peak"),
+                    (delegate* unmanaged<nint, nint, nint, long, nint, nint, nint, nint, nint, nint, nint, long, long, long, long, int, void>)NativeLibrary.GetExport(handle, "cobra_selective_scan16"));
             }
         }
 
@@ -280,7 +293,8 @@ internal static unsafe class NativeBf16Kernels
         delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, nint, nint, long, void> linear,
         delegate* unmanaged<nint, nint, nint, long, nint, long, long, long, float, nint, void> attention,
         delegate* unmanaged<long, long, long> attentionWorkspace,
-        delegate* unmanaged<long, float> peak)
+        delegate* unmanaged<long, float> peak,
+        delegate* unmanaged<nint, nint, nint, long, nint, nint, nint, nint, nint, nint, nint, long, long, long, long, int, void> scan16)
     {
         public delegate* unmanaged<nint, long, nint, long, nint, nint, long, long, long, long, nint, nint, long, void> Linear { get; } = linear;
 
@@ -289,5 +303,7 @@ internal static unsafe class NativeBf16Kernels
         public delegate* unmanaged<long, long, long> AttentionWorkspace { get; } = attentionWorkspace;
 
         public delegate* unmanaged<long, float> Peak { get; } = peak;
+
+        public delegate* unmanaged<nint, nint, nint, long, nint, nint, nint, nint, nint, nint, nint, long, long, long, long, int, void> Scan16 { get; } = scan16;
     }
 }
