@@ -47,13 +47,13 @@ INLINE float widen_bf16(uint16_t bits)
     return value.f;
 }
 
-// 2^y (Cephes' exp2f: y = m + f, |f| <= 1/2, 2^f = 1 + f P(f) of degree 5, 2^m added to the exponent bits), y
-// clamped to [-125, 127] so every result is a normal number (as KernelMath.Pow2 computes it).
+// 2^y (KernelMath.Pow2(Vector512), Cephes' exp2f: y = n + f, |f| <= 1/2, 2^f = 1 + f P(f) of degree 5), y clamped
+// below at -125 so every result is a normal number, scaled by 2^n in one instruction (vscalefps; +inf past 2^128).
 KERNEL INLINE __m512 pow2_ps(__m512 y)
 {
-    y = _mm512_min_ps(_mm512_set1_ps(127.0f), _mm512_max_ps(_mm512_set1_ps(-125.0f), y));
-    __m512 m = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(y, m);
+    y = _mm512_max_ps(_mm512_set1_ps(-125.0f), y);
+    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, n);
     __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
@@ -61,7 +61,7 @@ KERNEL INLINE __m512 pow2_ps(__m512 y)
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvtps_epi32(m), 23)));
+    return _mm512_scalef_ps(p, n);
 }
 
 // float32 lanes -> bf16 bits, round to nearest even, NaN kept quiet: round_bf16 lane-wise (vcvtneps2bf16 would
@@ -604,22 +604,6 @@ KERNEL INLINE __m512 silu_ps(__m512 v)                                         /
     return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), v))));
 }
 
-// 2^y: KernelMath.Pow2(Vector512): y clamped below at −125, 2^f by Cephes' polynomial, scaled by 2^n (vscalefps).
-KERNEL INLINE __m512 pow2_scale_ps(__m512 y)
-{
-    y = _mm512_max_ps(_mm512_set1_ps(-125.0f), y);
-    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(y, n);
-    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 KERNEL INLINE __m512 load_wide(const void* data, long at, int bf16)
 {
     return bf16 ? widen_bf16_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)data + at))) : _mm512_loadu_ps((const float*)data + at);
@@ -660,7 +644,7 @@ EXPORT KERNEL void cobra_selective_scan16(const void* u, const void* delta, cons
 #pragma GCC unroll 16
             for (int n = 0; n < 16; n++)                                       // h = 2^(Δ A log₂e) h + (Δ x̃) B; y = C·h in 4 sums
             {
-                h[n] = _mm512_fmadd_ps(pow2_scale_ps(_mm512_mul_ps(dt, al[n])), h[n], _mm512_mul_ps(dtx, _mm512_set1_ps(bt[n])));
+                h[n] = _mm512_fmadd_ps(pow2_ps(_mm512_mul_ps(dt, al[n])), h[n], _mm512_mul_ps(dtx, _mm512_set1_ps(bt[n])));
                 acc[n % 4] = n < 4 ? _mm512_fmadd_ps(h[n], _mm512_set1_ps(ct[n]), _mm512_setzero_ps()) : _mm512_fmadd_ps(h[n], _mm512_set1_ps(ct[n]), acc[n % 4]);
             }
 
