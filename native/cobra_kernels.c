@@ -540,10 +540,10 @@ EXPORT KERNEL void cobra_bf16_attention(const uint16_t* q, const uint16_t* k, co
 // ---------------------------------------------------------------------------------------------------------------
 // The selective scan for d_state = 16 (SelectiveScanCpu's kernel, the same operations lane for lane, so the same
 // results bit for bit): one block of 16 channels walks the sequence with its 16 states in registers. The managed
-// kernel computes the same, but the JIT keeps the states and partial sums on the stack and re-materialises every
-// constant, ~2x the instructions an update needs. Every step below is the managed one's (KernelMath's Exp, Log,
-// Pow2, Softplus, Silu; x86 min/max operand order included, no contraction of a product and a sum into one FMA:
-// built with -std=c11, whose default is -ffp-contract=off).
+// kernel computes the same, but the JIT keeps the states and partial sums on the stack, with address arithmetic
+// around every access (64 layers x 256 positions, 2 Zen 4 cores: 315-459 ms here, 509-921 managed). Every step
+// below is the managed one's (KernelMath's Exp, Log, Pow2, Softplus, Silu; x86 min/max operand order included, no
+// contraction of a product and a sum into one FMA: built with -std=c11, whose default is -ffp-contract=off).
 //
 // Glossary: L = positions, D = channels (d_inner), N = 16 states, Δ (delta) before its bias and softplus,
 // x̃ (u) the conv output, z the gate (rows zstride apart), B/C [L, N] float32, A [D, N] float32, h [D, N] float32.

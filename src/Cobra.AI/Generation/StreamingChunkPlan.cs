@@ -29,8 +29,9 @@ internal static class StreamingChunkPlan
     /// The chunk beside a decode step: which of the ready rows go (indices into <paramref name="remaining"/>, each
     /// row's positions to its next boundary, in arrival order) and how many positions each feeds. The box is
     /// <paramref name="budgetMs"/> x min(waiting, <see cref="QueueBoost"/>), with <paramref name="waiting"/> the
-    /// prompts ready to prefill (<paramref name="remaining"/> holds the first of them); it holds so many positions at <paramref name="chunkTokenMs"/> each (clamped: the estimate is a signed average),
-    /// at least <see cref="MinPositions"/>. The first row goes as far as the box lets it, and later rows join at that
+    /// prompts ready to prefill (<paramref name="remaining"/> holds the first of them); it holds so many positions
+    /// at <paramref name="chunkTokenMs"/> each (clamped: the estimate is a signed average), at least
+    /// <see cref="MinPositions"/>. The first row goes as far as the box lets it, and later rows join at that
     /// length while the box holds them: a prompt finishes in as few steps as it can and starts decoding (first come,
     /// first served), and the chunk has few rows, each many positions. (Spreading the box thin, 8 rows x 4
     /// positions, had cost 2.2-3.3 ms a position against 1.5-1.8 for 1 x 32 beside a 10-32 row step, 8 layers: each

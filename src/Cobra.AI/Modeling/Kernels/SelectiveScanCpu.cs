@@ -18,7 +18,7 @@ namespace Cobra.AI.Modeling.Kernels;
 /// e^(ΔA) took 12, and the scan is bound by them). Where the native kernels load (AVX512-BF16 CPUs), 512-bit blocks
 /// with d_state 16 run the same operations in C (<see cref="NativeBf16Kernels.Scan16"/>, bit for bit the same
 /// results): the JIT keeps the 16 states and the partial sums on the stack and re-broadcasts every constant, GCC keeps
-/// them in registers (the scan of 256 positions over all 64 layers, 2 Zen 4 cores: 322-459 ms against 509-921).
+/// them in registers (the scan of 256 positions over all 64 layers, 2 Zen 4 cores: 315-459 ms against 509-921).
 /// </summary>
 internal static class SelectiveScanCpu
 {
@@ -68,7 +68,7 @@ internal static class SelectiveScanCpu
 
         // Work items are pairs of channel blocks (two independent recurrences interleaved keep more of the
         // core's pipelines busy than one); each part takes a contiguous run of them.
-        native = native && wide512 && shape.States == 16 && NativeBf16Kernels.IsAvailable;
+        bool native16 = native && wide512 && shape.States == 16 && NativeBf16Kernels.IsAvailable;
         int pair = 2 * (wide512 ? Vector512<float>.Count : Vector<float>.Count);
         int pairsPerBatch = (shape.Channels + pair - 1) / pair;
         int workItems = shape.Batch * pairsPerBatch;
@@ -77,27 +77,24 @@ internal static class SelectiveScanCpu
             for (int item = (int)from; item < to; item++)
             {
                 int b = item / pairsPerBatch, d0 = (item % pairsPerBatch) * pair;
-                if (d0 + pair <= shape.Channels && native)
-                {
-                    Native16(shape, buffers, b, d0, d0 + pair);
-                }
-                else if (d0 + pair <= shape.Channels)
-                {
-                    if (wide512)
-                    {
-                        ScanPair<Simd512>(shape, buffers, b, d0);
-                    }
-                    else
-                    {
-                        ScanPair<SimdVector>(shape, buffers, b, d0);
-                    }
-                }
-                else
+                if (d0 + pair > shape.Channels)
                 {
                     for (int block = d0; block < shape.Channels; block += Vector<float>.Count)
                     {
                         ScanBlock(shape, buffers, b, block);                     // the ragged end, 8 lanes (or fewer) at a time
                     }
+                }
+                else if (native16)
+                {
+                    Native16(shape, buffers, b, d0, d0 + pair);
+                }
+                else if (wide512)
+                {
+                    ScanPair<Simd512>(shape, buffers, b, d0);
+                }
+                else
+                {
+                    ScanPair<SimdVector>(shape, buffers, b, d0);
                 }
             }
         });
