@@ -35,4 +35,16 @@ public sealed record CobraEngineStatistics
 
     /// <summary>Admissions that found none.</summary>
     public long StateCacheMisses { get; init; }
+
+    /// <summary>Batched decode steps run (each feeds every decoding row one token, a prefill chunk riding along or not).</summary>
+    public long DecodeSteps { get; init; }
+
+    /// <summary>Rows summed over those steps: over <see cref="DecodeSteps"/>, the mean decode batch.</summary>
+    public long DecodeStepRows { get; init; }
+
+    /// <summary>
+    /// Time the engine's thread spent on work (admission, decode steps, prefill chunks, vision towers) rather than
+    /// waiting for requests: its change over a span of wall time is the engine's utilisation.
+    /// </summary>
+    public TimeSpan BusyTime { get; init; }
 }

@@ -92,13 +92,16 @@ internal static class ServeBench
             var before = client.GetStatistics();
 
             // The first count is every speedup's denominator: the median of three runs (one, seconds long, moves 20-30 % on a busy host).
-            var measured = new List<(StreamRun[] Runs, double Rate)>();
+            var measured = new List<(StreamRun[] Runs, double Rate, EngineUse Use)>();
             for (int repeat = 0; repeat < (clients == clientCounts[0] ? 3 : 1); repeat++)
             {
-                measured.Add(await LoadAsync(client, clients, load).ConfigureAwait(false));
+                var start = client.GetStatistics();
+                var clock = Stopwatch.StartNew();
+                var (loadRuns, loadRate) = await LoadAsync(client, clients, load).ConfigureAwait(false);
+                measured.Add((loadRuns, loadRate, EngineUse.Between(start, client.GetStatistics(), clock.Elapsed)));
             }
 
-            var (runs, rate) = measured.OrderBy(m => m.Rate).ElementAt(measured.Count / 2);
+            var (runs, rate, use) = measured.OrderBy(m => m.Rate).ElementAt(measured.Count / 2);
 
             // Decode throughput: tokens after each stream's first, over the span in which streams were decoding.
             double decodeSpan = runs.Max(r => r.LastAt) - runs.Min(r => r.FirstAt);
@@ -114,7 +117,7 @@ internal static class ServeBench
                 singleStep = runs.Where(r => !r.Image).SelectMany(r => r.Gaps).DefaultIfEmpty(gaps.DefaultIfEmpty(0).First()).Order().ElementAt(runs.Where(r => !r.Image).Sum(r => r.Gaps.Count) / 2);
             }
 
-            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client), decoding {decodeRate:F2} tokens/s ({(singleDecode > 0 ? decodeRate / singleDecode : 0):F1}x); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms; {promptTokens:F0} prompt tokens per request");
+            log.WriteLine($"serve: {clients,2} clients: {rate,7:F2} tokens/s ({rate / single:F1}x one client), decoding {decodeRate:F2} tokens/s ({(singleDecode > 0 ? decodeRate / singleDecode : 0):F1}x); first token p50 {Percentile(first, 50):F2} s p95 {Percentile(first, 95):F2} s; inter-token p50 {Percentile(gaps, 50) * 1e3:F0} ms p99 {Percentile(gaps, 99) * 1e3:F0} ms; {promptTokens:F0} prompt tokens per request; {use.Steps} decode steps of {use.MeanRows:F1} rows on average, engine busy {use.BusyFraction:P0} of the time");
             result[$"clients_{clients}"] = new JsonObject
             {
                 ["tokens_per_second"] = Math.Round(rate, 2),
@@ -126,6 +129,9 @@ internal static class ServeBench
                 ["inter_token_p50_ms"] = Math.Round(Percentile(gaps, 50) * 1e3, 1),
                 ["inter_token_p99_ms"] = Math.Round(Percentile(gaps, 99) * 1e3, 1),
                 ["mean_prompt_tokens"] = Math.Round(promptTokens, 1),
+                ["decode_steps"] = use.Steps,
+                ["mean_decode_rows"] = Math.Round(use.MeanRows, 1),
+                ["engine_busy_fraction"] = Math.Round(use.BusyFraction, 3),
                 ["runs"] = measured.Count,
                 ["tokens_per_second_runs"] = new JsonArray(measured.Select(m => (JsonNode)Math.Round(m.Rate, 2)).ToArray()),
             };
@@ -193,6 +199,21 @@ internal static class ServeBench
         result["constraint_mask_mean_ms"] = Math.Round(mask.MeanMilliseconds, 3);
         result["constraint_mask_worst_state_ms"] = Math.Round(mask.WorstMilliseconds, 3);
         result["constraint_mask_fraction_of_step"] = Math.Round(mask.MeanMilliseconds / step, 4);
+    }
+
+    /// <summary>
+    /// What the engine did during one load, from its counters: decode steps, their mean batch (below the client count
+    /// while prompts are prefilled and while streams finish one by one), and the share of the wall time its thread
+    /// was busy.
+    /// </summary>
+    private readonly record struct EngineUse(long Steps, double MeanRows, double BusyFraction)
+    {
+        public static EngineUse Between(CobraEngineStatistics before, CobraEngineStatistics after, TimeSpan wall)
+        {
+            long steps = after.DecodeSteps - before.DecodeSteps;
+            double rows = after.DecodeStepRows - before.DecodeStepRows;
+            return new EngineUse(steps, steps > 0 ? rows / steps : 0, (after.BusyTime - before.BusyTime) / wall);
+        }
     }
 
     /// <summary>One streamed answer; FirstAt and LastAt are seconds on the process-wide bench clock.</summary>

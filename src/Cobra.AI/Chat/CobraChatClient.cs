@@ -112,7 +112,8 @@ public sealed partial class CobraChatClient : IChatClient
 
     /// <summary>
     /// The engine's gauges and counters on the meter <c>Cobra.AI</c> (one per client, disposed with it), for
-    /// OpenTelemetry: queue depth, admitted requests, decode batch rows, state-cache hits and misses, tokens.
+    /// OpenTelemetry: queue depth, admitted requests, decode batch rows, state-cache hits and misses, tokens, decode
+    /// steps and their rows, and the engine thread's busy time (its utilisation).
     /// </summary>
     private static System.Diagnostics.Metrics.Meter CreateMeter(InferenceEngine engine)
     {
@@ -126,6 +127,9 @@ public sealed partial class CobraChatClient : IChatClient
         meter.CreateObservableCounter("cobra.engine.prompt_tokens", () => engine.Statistics.PromptTokens, "{token}", "Input positions admitted");
         meter.CreateObservableCounter("cobra.engine.cached_prompt_tokens", () => engine.Statistics.CachedPromptTokens, "{token}", "Input positions taken from snapshots");
         meter.CreateObservableCounter("cobra.engine.generated_tokens", () => engine.Statistics.GeneratedTokens, "{token}", "Tokens generated");
+        meter.CreateObservableCounter("cobra.engine.decode_steps", () => engine.Statistics.DecodeSteps, "{step}", "Batched decode steps run");
+        meter.CreateObservableCounter("cobra.engine.decode_step_rows", () => engine.Statistics.DecodeStepRows, "{row}", "Rows summed over the decode steps");
+        meter.CreateObservableCounter("cobra.engine.busy_time", () => engine.Statistics.BusyTime.TotalSeconds, "s", "Time the engine thread spent on work");
         return meter;
     }
 
@@ -139,7 +143,7 @@ public sealed partial class CobraChatClient : IChatClient
         CacheBytes = settings.ConversationCacheBytes,
     };
 
-    /// <summary>The engine's counters now: queue, batch, tokens, state-cache hits and misses.</summary>
+    /// <summary>The engine's counters now: queue, batch, tokens, state-cache hits and misses, decode steps, busy time.</summary>
     /// <returns>A snapshot of the counters.</returns>
     public CobraEngineStatistics GetStatistics() => engine.Statistics;
 

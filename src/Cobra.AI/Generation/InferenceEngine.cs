@@ -83,6 +83,9 @@ internal sealed partial class InferenceEngine : IDisposable
     private long promptTokens;
     private long cachedPromptTokens;
     private long generatedTokens;
+    private long decodeSteps;
+    private long decodeRowsStepped;                                              // rows summed over the decode steps
+    private long busyTicks;                                                      // Stopwatch ticks outside the idle wait
     private int activeCount;
     private int decodingRows;
 
@@ -153,6 +156,9 @@ internal sealed partial class InferenceEngine : IDisposable
                 StateCacheBytes = cache.Bytes,
                 StateCacheHits = cache.Hits,
                 StateCacheMisses = cache.Misses,
+                DecodeSteps = Interlocked.Read(ref decodeSteps),
+                DecodeStepRows = Interlocked.Read(ref decodeRowsStepped),
+                BusyTime = Stopwatch.GetElapsedTime(0, Interlocked.Read(ref busyTicks)),
             };
         }
     }
@@ -227,6 +233,7 @@ internal sealed partial class InferenceEngine : IDisposable
                     wake.Wait();
                 }
 
+                long start = Stopwatch.GetTimestamp();
                 FreeCancelled();
                 Admit();
                 bool visionTurn = VisionTurn();
@@ -236,6 +243,7 @@ internal sealed partial class InferenceEngine : IDisposable
                 }
 
                 RunPendingWork(visionTurn);
+                Interlocked.Add(ref busyTicks, Stopwatch.GetTimestamp() - start);
             }
         }
         finally
@@ -395,6 +403,8 @@ internal sealed partial class InferenceEngine : IDisposable
         }
 
         double elapsed = clock.Elapsed.TotalMilliseconds;
+        Interlocked.Increment(ref decodeSteps);
+        Interlocked.Add(ref decodeRowsStepped, members.Length);
         LogStep(logger, members.Length, chunkRows?.Count ?? 0, length, elapsed, decodeStepMs, chunkTokenMs);
         stepsSincePlain = chunkRows is null ? 0 : stepsSincePlain + 1;
         if (chunkRows is null)

@@ -167,6 +167,27 @@ public sealed class EngineSchedulerTests : IDisposable
         Assert.InRange(engine.LiveTensorCount - before, -maxSnapshots * perSnapshot, maxSnapshots * perSnapshot);
     }
 
+    [Fact]
+    public async Task Decode_steps_their_rows_and_busy_time_are_counted_and_idle_time_is_not()
+    {
+        using var engine = Engine(new EngineSettings { CacheEntries = 0 });
+        var before = engine.Statistics;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var outcome = await RunAsync(engine, Greedy(Prompt, 6) with { Choices = 2 });
+        var wall = clock.Elapsed;
+        await WaitIdleAsync(engine);
+        var after = engine.Statistics;
+        long steps = after.DecodeSteps - before.DecodeSteps;
+        Assert.Equal(outcome.Choices.Max(c => c.OutputIds.Count) - 1, steps);     // the first token comes from the prefill's logits
+        Assert.Equal(2 * steps, after.DecodeStepRows - before.DecodeStepRows);    // both choices decode in every step
+        var busy = after.BusyTime - before.BusyTime;
+        Assert.True(busy > TimeSpan.Zero && busy <= wall + TimeSpan.FromMilliseconds(50), $"busy {busy} over {wall} of wall time");
+
+        await Task.Delay(300);
+        var idle = engine.Statistics.BusyTime - after.BusyTime;
+        Assert.True(idle < TimeSpan.FromMilliseconds(50), $"{idle} of 300 ms idle counted as busy");
+    }
+
     private static async Task WaitIdleAsync(InferenceEngine engine)
     {
         for (int i = 0; i < 200 && engine.ActiveCount > 0; i++)
