@@ -18,6 +18,13 @@ internal static class MachineLimits
 {
     private const int Runs = 3;
 
+    /// <summary>
+    /// Runs of a GEMM probe, each ~50 ms of calls (at ~400 GFLOP/s). Four probes back to back in one idle process
+    /// read 301-407 GFLOP/s as the median of three single ~10 ms calls, 316-382 this way: the rest is the host's
+    /// own drift over seconds (the serve bench's ceiling moves with it; it averages two probes).
+    /// </summary>
+    private const int GemmRuns = 5;
+
     /// <summary>The model's GEMM shapes (m, k, n): prefill in_proj and out_proj at 256 tokens, a tower fc1, and a square one.</summary>
     private static readonly (string Name, long M, long K, long N)[] GemmShapes =
     [
@@ -206,7 +213,7 @@ internal static class MachineLimits
         return native > libtorch ? (native, "native") : (libtorch, "libtorch");
     }
 
-    /// <summary>libtorch's linear at [m, k] x [n, k]ᵀ in <paramref name="dtype"/>: GFLOP/s, median of <see cref="Runs"/> after 1 s of warm-up.</summary>
+    /// <summary>libtorch's linear at [m, k] x [n, k]ᵀ in <paramref name="dtype"/>: GFLOP/s, median of <see cref="GemmRuns"/> after 1 s of warm-up.</summary>
     public static double GemmGflops(ScalarType dtype, long m, long k, long n) =>
         GemmGflops(m, k, n, (x, w) => torch.nn.functional.linear(x, w).Dispose(), dtype);
 
@@ -225,9 +232,9 @@ internal static class MachineLimits
             linear(x, w);
         }
 
-        int reps = Math.Max(1, (int)(4e9 / (2.0 * m * k * n)));
-        var times = new double[Runs];
-        for (int r = 0; r < Runs; r++)
+        int reps = Math.Max(1, (int)(2e10 / (2.0 * m * k * n)));
+        var times = new double[GemmRuns];
+        for (int r = 0; r < GemmRuns; r++)
         {
             times[r] = BenchCommand.Time(() =>
             {
