@@ -37,6 +37,33 @@ internal static class KernelMath
     }
 
     /// <summary>
+    /// values[i] = −e^values[i] in place (A = −exp(A_log), as the decode step and the prefill's scan both take it):
+    /// 16 lanes at a time when <paramref name="wide"/>, then <see cref="Vector{T}"/> lanes, zero-padded at the end;
+    /// every width gives the same results.
+    /// </summary>
+    internal static unsafe void NegateExp(float* values, int count, bool wide)
+    {
+        int done = 0;
+        if (wide)
+        {
+            for (; done + 16 <= count; done += 16)
+            {
+                (-Exp(Vector512.Load(values + done))).Store(values + done);
+            }
+        }
+
+        for (; done < count; done += Vector<float>.Count)
+        {
+            int lanes = Math.Min(Vector<float>.Count, count - done);
+            var v = -Exp(LoadPartial(values + done, lanes));
+            for (int k = 0; k < lanes; k++)
+            {
+                values[done + k] = v[k];
+            }
+        }
+    }
+
+    /// <summary>
     /// <see cref="Exp(Vector{float})"/> on 16 lanes, the same operations lane by lane (so the same results): the
     /// decode step's state update runs one d_state-16 channel per register where the CPU has 512-bit vectors.
     /// </summary>

@@ -336,16 +336,7 @@ internal static class SelectiveStepCpu
             a[i] = KernelMath.Read(job.A, ((long)from * states) + i, job.BFloat16);
         }
 
-        int done = 0;
-        if (job.Wide)
-        {
-            for (; done + 16 <= channels * states; done += 16)
-            {
-                (-KernelMath.Exp(Vector512.Load(a + done))).Store(a + done);                                     // lane by lane as below
-            }
-        }
-
-        ForLanes(a + done, (channels * states) - done, v => -KernelMath.Exp(v));
+        KernelMath.NegateExp(a, channels * states, job.Wide);
         for (int i = 0; i < channels; i++)
         {
             deltaBias[i] = KernelMath.Read(job.DeltaBias, from + i, job.BFloat16);

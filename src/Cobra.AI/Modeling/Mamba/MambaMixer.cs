@@ -55,8 +55,9 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
 
     /// <summary>
     /// A decode step for <paramref name="stepHidden"/> [B, d_model] and a prefill chunk <paramref name="chunkHidden"/>
-    /// [R, L, d_model] in one pass: in_proj and out_proj (~96% of a layer's weights) run once over the B + R·L rows,
-    /// so the chunk rides on the weight reads the step pays anyway (vLLM's chunked prefill beside decode). Each part
+    /// [R, L, d_model] in one pass: in_proj, x_proj, dt_proj and out_proj run once over the B + R·L rows, so the chunk
+    /// rides on the weight reads the step pays anyway (vLLM's chunked prefill beside decode), and a short chunk adds
+    /// no calls of its own but the conv and the scan (each linear gives a row the same bits in any batch). Each part
     /// is otherwise exactly its own path (<see cref="Step"/>, <see cref="Forward"/>).
     /// </summary>
     /// <returns>The step's output [B, d_model] and the chunk's [R, L, d_model].</returns>
@@ -64,8 +65,13 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
     {
         long b = stepHidden.shape[0], r = chunkHidden.shape[0], l = chunkHidden.shape[1];
         var xz = in_proj.forward(torch.cat([stepHidden, chunkHidden.reshape(r * l, -1)], 0)); // [B+R·L,2Di]
-        var yStep = MixStep(xz.narrow(0, 0, b), stepState);                                   // [B,Di]
-        var yChunk = MixSequence(xz.narrow(0, b, r * l).reshape(r, l, -1), chunkState, scan); // [R,L,Di]
+        var (xzStep, xzChunk) = (xz.narrow(0, 0, b), xz.narrow(0, b, r * l).reshape(r, l, -1)); // [B,2Di], [R,L,2Di]
+        bool fused = FusedStepFor(xzStep, stepState);
+        var xStep = ConvStep(xzStep, stepState, fused);                                       // [B,Di]
+        var xChunk = ConvSequence(xzChunk, chunkState);                                       // [R,L,Di]
+        var (xDbl, deltaRaw) = ProjectDelta(torch.cat([xStep, xChunk.reshape(r * l, -1)], 0)); // [B+R·L,R+2N], [B+R·L,Di]
+        var yStep = SsmStep(xStep, deltaRaw.narrow(0, 0, b), xDbl.narrow(0, 0, b), xzStep, stepState, fused); // [B,Di]
+        var yChunk = Scan(xChunk, deltaRaw.narrow(0, b, r * l).reshape(r, l, -1), xDbl.narrow(0, b, r * l).reshape(r, l, -1), xzChunk, chunkState, scan); // [R,L,Di]
         var output = out_proj.forward(torch.cat([yStep, yChunk.reshape(r * l, -1)], 0));     // [B+R·L,D]
         return (output.narrow(0, 0, b), output.narrow(0, b, r * l).reshape(r, l, -1));       // [B,D], [R,L,D]
     }
@@ -73,33 +79,41 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
     /// <summary>Steps 2-4 of the full-sequence path: from in_proj's output [B, L, 2Di] to the gated SSM output [B, L, Di] (model dtype).</summary>
     private Tensor MixSequence(Tensor xz, MambaLayerState state, ScanImplementation scan)
     {
-        var dtype = xz.dtype;
-        long length = xz.shape[1];
-        var x = xz.narrow(-1, 0, config.DInner);                                 // [B,L,Di]
-        var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,L,Di]
+        var xConv = ConvSequence(xz, state);                                    // [B,L,Di]
+        var (xDbl, deltaRaw) = ProjectDelta(xConv);                              // [B,L,R+2N], [B,L,Di]
+        return Scan(xConv, deltaRaw, xDbl, xz, state, scan);                     // [B,L,Di]
+    }
 
-        // 2. Causal depthwise conv over [last d_conv−1 inputs of the state | x]; keep the last d_conv inputs.
-        Tensor xConv;                                                            // [B,L,Di]
+    /// <summary>2. Causal depthwise conv over [last d_conv−1 inputs of the state | x] + SiLU: [B, L, Di]; keeps the last d_conv inputs.</summary>
+    private Tensor ConvSequence(Tensor xz, MambaLayerState state)
+    {
         if (UseManagedKernels && CausalConvCpu.Supports(xz, state.Conv))
         {
-            xConv = CausalConvCpu.Forward(xz, state.Conv, conv1d.Weight, conv1d.Bias);
-        }
-        else
-        {
-            var history = state.Conv.narrow(-1, 1, config.DConv - 1).to(dtype);  // [B,Di,K−1]
-            var convInput = torch.cat([history, x.transpose(1, 2)], -1);         // [B,Di,K−1+L]
-            state.Conv.copy_(convInput.narrow(-1, length - 1, config.DConv));   // [B,Di,K]
-            xConv = F.silu(conv1d.Apply(convInput))                              // [B,Di,L] (float32 accumulation)
-                     .to(dtype).transpose(1, 2);                                 // [B,L,Di]
+            return CausalConvCpu.Forward(xz, state.Conv, conv1d.Weight, conv1d.Bias);
         }
 
-        // 3. Input-dependent Δ, B, C.
-        var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,L,Di], [B,L,N], [B,L,N]
+        long length = xz.shape[1];
+        var x = xz.narrow(-1, 0, config.DInner);                                 // [B,L,Di]
+        var history = state.Conv.narrow(-1, 1, config.DConv - 1).to(xz.dtype);  // [B,Di,K−1]
+        var convInput = torch.cat([history, x.transpose(1, 2)], -1);             // [B,Di,K−1+L]
+        state.Conv.copy_(convInput.narrow(-1, length - 1, config.DConv));       // [B,Di,K]
+        return F.silu(conv1d.Apply(convInput))                                   // [B,Di,L] (float32 accumulation)
+                .to(xz.dtype).transpose(1, 2);                                   // [B,L,Di]
+    }
 
-        // 4. Selective scan from the layer's float32 SSM state, which it leaves un-rounded (as one long scan would).
-        var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, A(), bm, cm, D, z, dt_proj.Bias!), state.Ssm);
+    /// <summary>
+    /// 4. Selective scan of x̃ [B, L, Di] with Δ (before its bias) and B, C (x_proj's output [B, L, R+2N]) from the
+    /// layer's float32 SSM state, which it leaves un-rounded (as one long scan would); z from xz. [B, L, Di], model dtype.
+    /// </summary>
+    private Tensor Scan(Tensor xConv, Tensor deltaRaw, Tensor xDbl, Tensor xz, MambaLayerState state, ScanImplementation scan)
+    {
+        var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,L,Di]
+        var bm = xDbl.narrow(-1, config.DtRank, config.DState);                  // [B,L,N]
+        var cm = xDbl.narrow(-1, config.DtRank + config.DState, config.DState);  // [B,L,N]
+        var a = UseManagedKernels && A_log.device_type == DeviceType.CPU ? SelectiveScanCpu.NegativeExp(A_log) : A(); // [Di,N], the decode step's values
+        var (y, lastState) = scan(new ScanInputs(xConv, deltaRaw, a, bm, cm, D, z, dt_proj.Bias!), state.Ssm);
         state.Ssm.copy_(lastState);                                              // [B,Di,N]
-        return y.to(dtype);                                                      // [B,L,Di]
+        return y.to(xConv.dtype);                                                // [B,L,Di]
     }
 
     /// <summary>
@@ -110,35 +124,59 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
     /// float32 and the rounding happens on every read, which is the same thing (and leaves a prefill's
     /// float32 state intact until the first step reads it).
     /// </summary>
-    public Tensor Step(Tensor hidden, MambaLayerState state) =>
-        out_proj.forward(MixStep(in_proj.forward(hidden), state));              // [B,D]
+    public Tensor Step(Tensor hidden, MambaLayerState state)
+    {
+        var xz = in_proj.forward(hidden);                                        // [B,2Di]
+        return out_proj.forward(MixStep(xz, state, FusedStepFor(xz, state)));   // [B,D]
+    }
 
     /// <summary>The step as torch ops from in_proj's output [B, 2Di] (the device-generic path, and the oracle of <see cref="FusedStep"/>): [B, D].</summary>
-    internal Tensor TorchStep(Tensor xz, MambaLayerState state) => out_proj.forward(TorchMixStep(xz, state));
+    internal Tensor TorchStep(Tensor xz, MambaLayerState state) => out_proj.forward(MixStep(xz, state, fused: false));
 
     /// <summary>The same step with the elementwise work in two fused CPU kernels (<see cref="SelectiveStepCpu"/>): [B, D].</summary>
-    internal Tensor FusedStep(Tensor xz, MambaLayerState state) => out_proj.forward(FusedMixStep(xz, state));
+    internal Tensor FusedStep(Tensor xz, MambaLayerState state) => out_proj.forward(MixStep(xz, state, fused: true));
 
     /// <summary>The step between in_proj and out_proj: [B, 2Di] to the gated output [B, Di] in the model dtype.</summary>
-    private Tensor MixStep(Tensor xz, MambaLayerState state) =>
-        UseManagedKernels && SelectiveStepCpu.Supports(xz, state.Conv, state.Ssm) ? FusedMixStep(xz, state) : TorchMixStep(xz, state);
-
-    private Tensor TorchMixStep(Tensor xz, MambaLayerState state)
+    private Tensor MixStep(Tensor xz, MambaLayerState state, bool fused)
     {
-        var dtype = xz.dtype;
+        var xConv = ConvStep(xz, state, fused);                                 // [B,Di]
+        var (xDbl, deltaRaw) = ProjectDelta(xConv);                              // [B,R+2N], [B,Di]
+        return SsmStep(xConv, deltaRaw, xDbl, xz, state, fused);                 // [B,Di]
+    }
+
+    /// <summary>Whether the step's elementwise parts run as the two fused CPU kernels (<see cref="SelectiveStepCpu"/>) or as torch ops (the device-generic path, and their oracle).</summary>
+    private bool FusedStepFor(Tensor xz, MambaLayerState state) => UseManagedKernels && SelectiveStepCpu.Supports(xz, state.Conv, state.Ssm);
+
+    /// <summary>1. Conv: shift the window left by one, append x, convolve the window (float32 accumulation), SiLU: [B, Di].</summary>
+    private Tensor ConvStep(Tensor xz, MambaLayerState state, bool fused)
+    {
+        if (fused)
+        {
+            return SelectiveStepCpu.ConvStep(xz, state.Conv, conv1d.Weight, conv1d.Bias); // [B,Di] (window updated)
+        }
+
         var x = xz.narrow(-1, 0, config.DInner);                                 // [B,Di]
-        var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,Di]
-
-        // 1. Conv: shift the window left by one, append x, convolve the window (float32 accumulation).
         state.Conv.copy_(torch.cat([state.Conv.narrow(-1, 1, config.DConv - 1), x.unsqueeze(-1).to(state.Conv.dtype)], -1)); // [B,Di,K]
-        var xConv = F.silu(conv1d.ApplyToWindow(state.Conv)).to(dtype);         // [B,Di]
+        return F.silu(conv1d.ApplyToWindow(state.Conv)).to(xz.dtype);           // [B,Di]
+    }
 
-        // 2. Δ, B, C for this position.
-        var (deltaRaw, bm, cm) = ProjectDeltaBC(xConv);                          // [B,Di], [B,N], [B,N]
+    /// <summary>
+    /// 3. h = exp(ΔA) h + Δ B x̃;  y = C·h + D x̃;  out = y SiLU(z), with Δ = softplus(Δraw + b_Δ) and B, C from x_proj's
+    /// output <paramref name="xDbl"/> [B, R+2N]: the gated output [B, Di] in the model dtype; the state updated.
+    /// </summary>
+    private Tensor SsmStep(Tensor xConv, Tensor deltaRaw, Tensor xDbl, Tensor xz, MambaLayerState state, bool fused)
+    {
+        if (fused)
+        {
+            return SelectiveStepCpu.SsmStep(xConv, deltaRaw, xDbl, xz, state.Ssm, A_log, D, dt_proj.Bias!); // [B,Di] (state updated)
+        }
+
+        var dtype = xz.dtype;
+        var z = xz.narrow(-1, config.DInner, config.DInner);                     // [B,Di]
+        var bm = xDbl.narrow(-1, config.DtRank, config.DState);                  // [B,N]
+        var cm = xDbl.narrow(-1, config.DtRank + config.DState, config.DState);  // [B,N]
         var delta = F.softplus(deltaRaw.to(ScalarType.Float32) + dt_proj.Bias!.to(ScalarType.Float32), beta: 1, threshold: 20); // [B,Di]
         var xf = xConv.to(ScalarType.Float32);                                   // [B,Di]
-
-        // 3. h = exp(ΔA) h + Δ B x̃;  y = C·h + D x̃;  out = y SiLU(z).
         var decay = (delta.unsqueeze(-1) * A()).exp_();                          // [B,Di,N]
         var cached = dtype == ScalarType.Float32 ? state.Ssm : state.Ssm.to(dtype).to(ScalarType.Float32); // [B,Di,N]
         var h = torch.addcmul((delta * xf).unsqueeze(-1) * bm.to(ScalarType.Float32).unsqueeze(1), decay, cached, Scalars.One); // [B,Di,N]
@@ -149,20 +187,11 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
         return y.to(dtype);                                                      // [B,Di]
     }
 
-    private Tensor FusedMixStep(Tensor xz, MambaLayerState state)
-    {
-        var xConv = SelectiveStepCpu.ConvStep(xz, state.Conv, conv1d.Weight, conv1d.Bias); // [B,Di] (window updated)
-        var xDbl = x_proj.forward(xConv);                                          // [B,R+2N]
-        var deltaRaw = dt_proj.ForwardWithoutBias(xDbl.narrow(-1, 0, config.DtRank)); // [B,Di]
-        return SelectiveStepCpu.SsmStep(xConv, deltaRaw, xDbl, xz, state.Ssm, A_log, D, dt_proj.Bias!); // [B,Di] (state updated)
-    }
-
-    /// <summary>x_proj then dt_proj without its bias (the bias is added in float32 inside the scan).</summary>
-    private (Tensor DeltaRaw, Tensor B, Tensor C) ProjectDeltaBC(Tensor xConv)
+    /// <summary>2./3. x_proj's output Δ | B | C [..., R+2N], and dt_proj of its first R columns without the bias (mamba_ssm adds it in float32 later): [..., Di].</summary>
+    private (Tensor XDbl, Tensor DeltaRaw) ProjectDelta(Tensor xConv)
     {
         var xDbl = x_proj.forward(xConv);                                         // [...,R+2N]
-        var parts = xDbl.split([config.DtRank, config.DState, config.DState], -1);
-        return (dt_proj.ForwardWithoutBias(parts[0]), parts[1], parts[2]);        // [...,Di], [...,N], [...,N]
+        return (xDbl, dt_proj.ForwardWithoutBias(xDbl.narrow(-1, 0, config.DtRank))); // [...,R+2N], [...,Di]
     }
 
     /// <summary>A = −exp(A_log), float32.</summary>
