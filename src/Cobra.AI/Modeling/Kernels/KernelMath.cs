@@ -37,28 +37,40 @@ internal static class KernelMath
     }
 
     /// <summary>
-    /// values[i] = −e^values[i] in place (A = −exp(A_log), as the decode step and the prefill's scan both take it):
-    /// 16 lanes at a time when <paramref name="wide"/>, then <see cref="Vector{T}"/> lanes, zero-padded at the end;
-    /// every width gives the same results.
+    /// into[i] = −e^source[i] for elements [<paramref name="at"/>, at + <paramref name="count"/>) of
+    /// <paramref name="source"/> (float32, or bf16 when <paramref name="bf16"/>): A = −exp(A_log), as the decode step
+    /// and the prefill's scan both take it. 16 lanes at a time when <paramref name="wide"/>, then <see cref="Vector{T}"/>
+    /// lanes, the last ones zero-padded; every width gives the same results.
     /// </summary>
-    internal static unsafe void NegateExp(float* values, int count, bool wide)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a loop called a few times per step or chunk: skip tier-0 code, whose Exp is not inlined
+    internal static unsafe void NegateExp(nint source, long at, bool bf16, float* into, int count, bool wide)
     {
         int done = 0;
         if (wide)
         {
             for (; done + 16 <= count; done += 16)
             {
-                (-Exp(Vector512.Load(values + done))).Store(values + done);
+                (-Exp(LoadWide512(source, at + done, bf16))).Store(into + done);
             }
         }
 
-        for (; done < count; done += Vector<float>.Count)
+        for (; done + Vector<float>.Count <= count; done += Vector<float>.Count)
         {
-            int lanes = Math.Min(Vector<float>.Count, count - done);
-            var v = -Exp(LoadPartial(values + done, lanes));
-            for (int k = 0; k < lanes; k++)
+            Store(-Exp(LoadWide(source, at + done, bf16)), into + done);
+        }
+
+        if (done < count)
+        {
+            float* tail = stackalloc float[Vector<float>.Count];
+            for (int k = 0; k < Vector<float>.Count; k++)
             {
-                values[done + k] = v[k];
+                tail[k] = done + k < count ? Read(source, at + done + k, bf16) : 0;
+            }
+
+            var v = -Exp(Load(tail));
+            for (int k = 0; done + k < count; k++)
+            {
+                into[done + k] = v[k];
             }
         }
     }

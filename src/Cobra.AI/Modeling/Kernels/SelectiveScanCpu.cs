@@ -109,8 +109,10 @@ internal static class SelectiveScanCpu
     /// </summary>
     internal static unsafe Tensor NegativeExp(Tensor aLog)
     {
-        var a = aLog.to(ScalarType.Float32, copy: true).contiguous();           // [D,N]
-        KernelMath.NegateExp((float*)TensorMemory.Address(a), checked((int)a.NumberOfElements), SimdWidth.Bits >= 512 && Vector512.IsHardwareAccelerated);
+        var source = aLog.dtype is ScalarType.Float32 or ScalarType.BFloat16 ? aLog.contiguous() : aLog.to(ScalarType.Float32).contiguous(); // [D,N]
+        var a = torch.empty(aLog.shape, ScalarType.Float32, torch.CPU);          // [D,N]
+        KernelMath.NegateExp(TensorMemory.Address(source), 0, source.dtype == ScalarType.BFloat16, (float*)TensorMemory.Address(a),
+            checked((int)a.NumberOfElements), SimdWidth.Bits >= 512 && Vector512.IsHardwareAccelerated);
         return a;
     }
 

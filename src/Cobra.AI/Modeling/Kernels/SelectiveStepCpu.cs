@@ -331,12 +331,7 @@ internal static class SelectiveStepCpu
     private static unsafe void StageConstants(in SsmJob job, int from, int to, float* a, float* deltaBias, float* dSkip)
     {
         int states = job.States, channels = to - from;
-        for (int i = 0; i < channels * states; i++)
-        {
-            a[i] = KernelMath.Read(job.A, ((long)from * states) + i, job.BFloat16);
-        }
-
-        KernelMath.NegateExp(a, channels * states, job.Wide);
+        KernelMath.NegateExp(job.A, (long)from * states, job.BFloat16, a, channels * states, job.Wide);
         for (int i = 0; i < channels; i++)
         {
             deltaBias[i] = KernelMath.Read(job.DeltaBias, from + i, job.BFloat16);
