@@ -187,7 +187,7 @@ internal sealed class MambaMixer : nn.Module, IManagedKernelSwitch
         return y.to(dtype);                                                      // [B,Di]
     }
 
-    /// <summary>2./3. x_proj's output Δ | B | C [..., R+2N], and dt_proj of its first R columns without the bias (mamba_ssm adds it in float32 later): [..., Di].</summary>
+    /// <summary>Input-dependent Δ, B, C (the step's 2., the sequence's 3.): x_proj's output Δ | B | C [..., R+2N], and dt_proj of its first R columns without the bias (mamba_ssm adds it in float32 later): [..., Di].</summary>
     private (Tensor XDbl, Tensor DeltaRaw) ProjectDelta(Tensor xConv)
     {
         var xDbl = x_proj.forward(xConv);                                         // [...,R+2N]
