@@ -80,7 +80,7 @@ internal static class ServeBench
     /// </summary>
     private static async Task<(JsonObject Result, DecodeLimits BeforeLargest)> RunAsync(CobraChatClient client, MambaConfig config, Workload load, IReadOnlyList<int> clientCounts, Func<DecodeLimits> probe, TextWriter log)
     {
-        DecodeLimits beforeLargest = default;
+        DecodeLimits? beforeLargest = null;
         await StreamAsync(client, Prompt(load, 3, -1, 0), 4).ConfigureAwait(false);    // warm-up (JIT, allocator)
 
         // Cold vs warm time to first token, on an idle engine.
@@ -96,9 +96,9 @@ internal static class ServeBench
         double singleStep = 0;
         foreach (int clients in clientCounts)
         {
-            if (clients == clientCounts.Max() && beforeLargest.WeightBytes == 0)
+            if (clients == clientCounts.Max())
             {
-                beforeLargest = probe();
+                beforeLargest ??= probe();
             }
 
             var before = client.GetStatistics();
@@ -155,7 +155,7 @@ internal static class ServeBench
         result["cold_image_ttft_s"] = Math.Round(cold.FirstToken, 3);
         result["threads"] = torch.get_num_threads();
         result["peak_rss_mib"] = Process.GetCurrentProcess().PeakWorkingSet64 >> 20;
-        return (result, beforeLargest);
+        return (result, beforeLargest!.Value);                                   // the largest count is one of the counts
     }
 
     /// <summary>
