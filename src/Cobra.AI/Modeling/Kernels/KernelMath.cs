@@ -36,27 +36,31 @@ internal static class KernelMath
         return p * twoToN;
     }
 
+    /// <summary>log₂e: e^x = 2^(x·log₂e), the scan's and the decode step's decay as a power of two.</summary>
+    internal const float Log2E = 1.44269504088896341f;
+
     /// <summary>
-    /// into[i] = −e^source[i] for elements [<paramref name="at"/>, at + <paramref name="count"/>) of
-    /// <paramref name="source"/> (float32, or bf16 when <paramref name="bf16"/>): A = −exp(A_log), as the decode step
-    /// and the prefill's scan both take it. 16 lanes at a time when <paramref name="wide"/>, then <see cref="Vector{T}"/>
+    /// into[i] = −(e^source[i] · <paramref name="scale"/>) for elements [<paramref name="at"/>, at + <paramref name="count"/>) of
+    /// <paramref name="source"/> (float32, or bf16 when <paramref name="bf16"/>): A = −exp(A_log) (scale 1, exact), as
+    /// the prefill's scan takes it, or A·log₂e (scale log₂e, the bits of A times log₂e), the decode step's exponent
+    /// factor for e^(ΔA) = 2^(Δ·A log₂e). 16 lanes at a time when <paramref name="wide"/>, then <see cref="Vector{T}"/>
     /// lanes, the last ones zero-padded; every width gives the same results.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a loop called a few times per step or chunk: skip tier-0 code, whose Exp is not inlined
-    internal static unsafe void NegateExp(nint source, long at, bool bf16, float* into, int count, bool wide)
+    internal static unsafe void NegateExp(nint source, long at, bool bf16, float* into, int count, bool wide, float scale = 1f)
     {
         int done = 0;
         if (wide)
         {
             for (; done + 16 <= count; done += 16)
             {
-                (-Exp(LoadWide512(source, at + done, bf16))).Store(into + done);
+                (-(Exp(LoadWide512(source, at + done, bf16)) * scale)).Store(into + done);
             }
         }
 
         for (; done + Vector<float>.Count <= count; done += Vector<float>.Count)
         {
-            Store(-Exp(LoadWide(source, at + done, bf16)), into + done);
+            Store(-(Exp(LoadWide(source, at + done, bf16)) * scale), into + done);
         }
 
         if (done < count)
@@ -67,7 +71,7 @@ internal static class KernelMath
                 tail[k] = done + k < count ? Read(source, at + done + k, bf16) : 0;
             }
 
-            var v = -Exp(Load(tail));
+            var v = -(Exp(Load(tail)) * scale);
             for (int k = 0; done + k < count; k++)
             {
                 into[done + k] = v[k];

@@ -22,7 +22,6 @@ namespace Cobra.AI.Modeling.Kernels;
 /// </summary>
 internal static class SelectiveScanCpu
 {
-    private const float Log2E = 1.44269504088896341f;
 
     /// <summary>
     /// Runs the scan on CPU tensors of one float dtype (float32 or bf16); returns the gated output [B, L, D] in
@@ -151,7 +150,7 @@ internal static class SelectiveScanCpu
         TV* h = stackalloc TV[2 * s.States];                                     // h[2n], h[2n+1]: the two blocks
         TV* a = stackalloc TV[2 * s.States];                                     // A[:, n] log₂e likewise: e^(ΔA) = 2^(Δ·A log₂e)
         float* column = stackalloc float[lanes];                                 // one state of a block's channels
-        var log2E = TV.Broadcast(Log2E);
+        var log2E = TV.Broadcast(KernelMath.Log2E);
         for (int n = 0; n < s.States; n++)
         {
             h[2 * n] = TV.Load(Gather(state + n, s.States, lanes, column));
@@ -284,7 +283,7 @@ internal static class SelectiveScanCpu
         for (int n = 0; n < s.States; n++)
         {
             h[n] = KernelMath.Load(Gather(state + n, s.States, lanes, column));
-            a[n] = KernelMath.Load(Gather((float*)p.A + ((long)d0 * s.States) + n, s.States, lanes, column)) * Log2E;
+            a[n] = KernelMath.Load(Gather((float*)p.A + ((long)d0 * s.States) + n, s.States, lanes, column)) * KernelMath.Log2E;
         }
 
         var dSkip = KernelMath.Load((float*)p.DSkip + d0);

@@ -17,7 +17,10 @@ namespace Cobra.AI.Modeling.Kernels;
 /// <item><see cref="SsmStep"/>: Δ = softplus(Δraw + b_Δ); h = exp(ΔA) h + Δ B x̃; y = C·h + D x̃; y · SiLU(z).</item>
 /// </list>
 /// Same arithmetic as the torch-op path (float32, the cached state read rounded to the model dtype, the new
-/// state kept in float32), which stays the device-generic path and the oracle the tests hold these to.
+/// state kept in float32), which stays the device-generic path and the oracle the tests hold these to; like the
+/// prefill's scan it takes exp(ΔA) as 2^(Δ·A log₂e) with A log₂e staged once per call (7 multiply-adds where exp
+/// takes 12: the update is bound by its arithmetic, not the state's memory: 4 rows, whose states fit in L2, cost
+/// per row what 64 rows do).
 /// Lanes run over d_state (16 = one or two registers) in the state update and over channels in the
 /// transcendentals around it; at 512 bits, 16 channels go together through both kernels (the conv's windows
 /// transposed to one register per tap, the state update's C·h sums reduced across registers: ~3x faster at
@@ -327,11 +330,11 @@ internal static class SelectiveStepCpu
         }
     }
 
-    /// <summary>A = −exp(A_log) [channels, N], b_Δ and D for channels [from, to), read once per call (every row uses them).</summary>
+    /// <summary>A·log₂e [channels, N] (A = −exp(A_log)), b_Δ and D for channels [from, to), read once per call (every row uses them).</summary>
     private static unsafe void StageConstants(in SsmJob job, int from, int to, float* a, float* deltaBias, float* dSkip)
     {
         int states = job.States, channels = to - from;
-        KernelMath.NegateExp(job.A, (long)from * states, job.BFloat16, a, channels * states, job.Wide);
+        KernelMath.NegateExp(job.A, (long)from * states, job.BFloat16, a, channels * states, job.Wide, KernelMath.Log2E);
         for (int i = 0; i < channels; i++)
         {
             deltaBias[i] = KernelMath.Read(job.DeltaBias, from + i, job.BFloat16);
@@ -410,7 +413,7 @@ internal static class SelectiveStepCpu
     private static unsafe Vector512<float> UpdateChannel(float* h, float* a, float* lanes, int k, Vector512<float> b16, Vector512<float> c16, bool bf16)
     {
         float* state = h + (k * 16);
-        var decay = KernelMath.Exp(Vector512.Create(lanes[k]) * Vector512.Load(a + (k * 16)));   // exp(ΔA)
+        var decay = KernelMath.Pow2(Vector512.Create(lanes[k]) * Vector512.Load(a + (k * 16)));  // exp(ΔA) = 2^(Δ·A log₂e)
         var held = Vector512.Load(state);
         var cached = bf16 ? KernelMath.RoundToBFloat16(held) : held;
         var next = (Vector512.Create(lanes[16 + k]) * b16) + (decay * cached);                   // Δ x̃ B + exp(ΔA) h
@@ -493,7 +496,7 @@ internal static class SelectiveStepCpu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe Vector<float> Update(float* h, float* a, float* b, Vector<float> delta, Vector<float> deltaX, bool bf16)
     {
-        var decay = KernelMath.Exp(delta * KernelMath.Load(a));                                                   // exp(ΔA)
+        var decay = KernelMath.Pow2(delta * KernelMath.Load(a));                                                  // exp(ΔA) = 2^(Δ·A log₂e)
         var cached = bf16 ? KernelMath.RoundToBFloat16(KernelMath.Load(h)) : KernelMath.Load(h);
         var next = (deltaX * KernelMath.Load(b)) + (decay * cached);                                             // Δ x̃ B + exp(ΔA) h
         KernelMath.Store(next, h);
