@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
+using Cobra.AI.Modeling;
 using Cobra.AI.Modeling.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -177,12 +178,12 @@ internal static class MachineLimits
     /// read from memory; 1.5 s of warm-up runs (this VM kind's second core needs ~1 s of load to reach full
     /// speed: one warm-up run measured 319 instead of ~460 GFLOP/s), then the median of <see cref="Runs"/>. Only where <see cref="NativeBf16Kernels.IsAvailable"/>.
     /// </summary>
-    public static double Bf16DotPeakGflops(int threads)
+    public static double Bf16DotPeakGflops(int threads, double warmUpSeconds = 1.5)
     {
         const long Iterations = 20_000_000;
         var sink = new float[threads];
         var warm = Stopwatch.StartNew();
-        while (warm.Elapsed.TotalSeconds < 1.5)
+        while (warm.Elapsed.TotalSeconds < warmUpSeconds)
         {
             OnThreads(threads, t => sink[t] += NativeBf16Kernels.PeakProbe(Iterations));
         }
@@ -196,6 +197,19 @@ internal static class MachineLimits
         GC.KeepAlive(sink);
         return (double)NativeBf16Kernels.PeakProbeFlopsPerIteration * Iterations * threads / Median(times) / 1e9;
     }
+
+    /// <summary>
+    /// The compute peak now, between the runs of a compute-bound phase (<see cref="BenchCommand.AgainstPeak(int, Action, double, Precision, JsonObject)"/>): the
+    /// probe the start's <c>bf16_peak_gflops</c> / <c>fp32_peak_gflops</c> came from, with 0.3 s of warm-up (the
+    /// cores are busy already), ~0.5 s in all; where bf16 has no dot-product probe (no AVX512-BF16), null: its peak
+    /// is the libtorch GEMM's at the start.
+    /// </summary>
+    public static double? PeakNow(Precision precision, int threads) => precision switch
+    {
+        Precision.Float32 => Fp32FmaPeakGflops(threads),
+        _ when NativeBf16Kernels.IsAvailable => Bf16DotPeakGflops(threads, warmUpSeconds: 0.3),
+        _ => null,
+    };
 
     /// <summary>
     /// The best in-process bf16 / fp32 linear at [m, k] x [n, k]ᵀ: libtorch's, or for bf16 the native kernel's where

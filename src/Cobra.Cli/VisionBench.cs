@@ -38,20 +38,25 @@ internal static class VisionBench
         var (dinoPixels, siglipPixels) = Prepare(photo);
         using var noGrad = torch.no_grad();
         model.EncodeImage(dinoPixels, siglipPixels).Dispose();                   // warm-up
-        double encodeMs = Median(3, () =>
+        double flops = TowerFlops(dinoConfig, ImageSize) + TowerFlops(siglipConfig, ImageSize) + ProjectorFlops(model.Vision!, model.Projector!);
+        var encode = BenchCommand.AgainstPeak(3, () =>
         {
             using var scope = torch.NewDisposeScope();
             model.EncodeImage(dinoPixels, siglipPixels);
-        }) * 1e3;
-        double flops = TowerFlops(dinoConfig, ImageSize) + TowerFlops(siglipConfig, ImageSize) + ProjectorFlops(model.Vision!, model.Projector!);
-        double gflops = flops / (encodeMs / 1e3) / 1e9;
-        double peak = BenchCommand.PeakGflops(limits, precision);
-        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encodeMs:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {gflops / peak:P0} of the {peak:F0} GFLOP/s peak)");
+        }, flops, precision, limits);
+        double gflops = flops / encode.Seconds / 1e9;
+        double startPeak = BenchCommand.PeakGflops(limits, precision);
+        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encode.Seconds * 1e3:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {encode.FractionOfPeak:P0} of the peak probed around each run, {Peaks(encode)} GFLOP/s; {encode.FractionOfStartPeak:P0} of the {startPeak:F0} at the start)");
 
         log.WriteLine($"[{name}] after the towers: RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         var question = torch.randint(2, 50000, [1, questionTokens]);
         int prefillChunk = new EngineSettings().PrefillChunkTokens;
-        double ttft = Median(2, () =>
+
+        // The first token's compute floor: the towers, the projector and the prefill of every prompt position
+        // (image tokens + question) at the peak; each run's floor at the peak probed around it.
+        long promptPositions = model.Vision!.PatchTokens + questionTokens;
+        double firstTokenFlops = flops + (promptPositions * BenchCommand.GemmFlopsPerToken(llm.Config));
+        var firstToken = BenchCommand.AgainstPeak(3, () =>
         {
             using var scope = torch.NewDisposeScope();
             var (d, s) = Prepare(photo);
@@ -64,25 +69,28 @@ internal static class VisionBench
             }
 
             _ = logits.argmax(-1).item<long>();
-        });
-        // The first token's compute floor: the towers, the projector and the prefill of every prompt position
-        // (image tokens + question) at the peak measured in this process.
-        long promptPositions = model.Vision!.PatchTokens + questionTokens;
-        double floorS = (flops + (promptPositions * BenchCommand.GemmFlopsPerToken(llm.Config))) / (peak * 1e9);
-        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s = {ttft / floorS:F3}x its compute floor ({floorS:F2} s: {promptPositions} prompt positions); RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
+        }, firstTokenFlops, precision, limits);
+        double ttft = firstToken.Seconds;
+        double ratioToFloor = 1 / firstToken.FractionOfPeak;                       // time over floor = peak over the rate reached
+        double floorS = ttft / ratioToFloor;
+        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s = {ratioToFloor:F3}x its compute floor ({floorS:F2} s: {promptPositions} prompt positions at the peak probed around each run, {Peaks(firstToken)} GFLOP/s; {1 / firstToken.FractionOfStartPeak:F3}x at the start's peak); RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         return new JsonObject
         {
             ["preprocess_ms"] = Math.Round(preprocessMs, 1),
-            ["towers_and_projector_ms_per_image"] = Math.Round(encodeMs, 1),
+            ["towers_and_projector_ms_per_image"] = Math.Round(encode.Seconds * 1e3, 1),
             ["vision"] = new JsonObject
             {
                 ["gflops"] = Math.Round(gflops, 1),
-                ["fraction_of_peak"] = Math.Round(gflops / peak, 3),
+                ["fraction_of_peak"] = Math.Round(encode.FractionOfPeak, 3),
+                ["fraction_of_start_peak"] = Math.Round(encode.FractionOfStartPeak, 3),
+                ["peak_gflops_around_runs"] = encode.PeaksJson(),
                 ["tflop_per_image"] = Math.Round(flops / 1e12, 3),
             },
             ["time_to_first_token_s"] = Math.Round(ttft, 2),
             ["time_to_first_token_floor_s"] = Math.Round(floorS, 2),
-            ["time_to_first_token_ratio_to_floor"] = Math.Round(ttft / floorS, 3),
+            ["time_to_first_token_ratio_to_floor"] = Math.Round(ratioToFloor, 3),
+            ["time_to_first_token_ratio_to_start_floor"] = Math.Round(1 / firstToken.FractionOfStartPeak, 3),
+            ["time_to_first_token_peak_gflops_around_runs"] = firstToken.PeaksJson(),
             ["weight_gib"] = Math.Round(weightBytes / (double)(1L << 30), 2),
             ["rss_after_build_mib"] = Math.Round(rssLoaded, 0),
             ["question_tokens"] = questionTokens,
@@ -107,4 +115,6 @@ internal static class VisionBench
     }
 
     private static double Median(int runs, Action action) => BenchCommand.Median(runs, action);
+
+    private static string Peaks(BenchCommand.BracketedRuns runs) => string.Join(", ", runs.Peaks.Select(p => p.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)));
 }

@@ -40,6 +40,23 @@ public sealed class MachineLimitsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_compute_bound_run_is_held_against_the_higher_of_the_peak_probes_around_it()
+    {
+        // Three runs of 100 GFLOP: 1 s, 2 s, 1.5 s (100, 50, 67 GFLOP/s); the probes before, between and after: 100,
+        // 50 (a probe the host cut in half), 100, 200. Against the higher neighbour: 1.0, 0.5, 0.33 (median 0.5);
+        // against the mean of the two it would be 1.33, 0.67, 0.44, and against the start's 400 peak 0.17.
+        var seconds = new Queue<double>([1.0, 2.0, 1.5]);
+        var probes = new Queue<double>([100, 50, 100, 200]);
+        var runs = BenchCommand.AgainstPeak(3, seconds.Dequeue, 100e9, probes.Dequeue, startPeak: 400);
+        Assert.Equal(1.5, runs.Seconds, 12);
+        Assert.Equal(0.5, runs.FractionOfPeak, 12);
+        Assert.Equal(100.0 / 1.5 / 400, runs.FractionOfStartPeak, 12);
+        Assert.Equal([100.0, 50, 100, 200], runs.Peaks);
+        Assert.Empty(seconds);
+        Assert.Empty(probes);                                                    // one probe before each run and one after the last
+    }
+
+    [Fact]
     public void Libtorch_gemm_probe_counts_two_flops_per_multiply_add()
     {
         double gflops = MachineLimits.GemmGflops(TorchSharp.torch.ScalarType.Float32, 64, 64, 64);
