@@ -22,7 +22,7 @@ internal static class MachineLimits
     /// <summary>
     /// Runs of a GEMM probe, each ~50 ms of calls (at ~400 GFLOP/s). Four probes back to back in one idle process
     /// read 301-407 GFLOP/s as the median of three single ~10 ms calls, 316-382 this way: the rest is the host's
-    /// own drift over seconds (the serve bench's ceiling moves with it; it averages two probes).
+    /// own drift over seconds (the serve bench's ceiling moves with it; it takes the higher of two probes).
     /// </summary>
     private const int GemmRuns = 5;
 

@@ -89,8 +89,8 @@ internal sealed partial class InferenceEngine : IDisposable
     private int activeCount;
     private int decodingRows;
 
-    // Decoding rows share one batched state; it is rebuilt only when rows join or leave.
-    private MambaState? batch;
+    // Decoding rows share one block of states: a joiner is copied in, a leaver swapped with the last row (DecodeBatch).
+    private readonly DecodeBatch batch = new();
     private List<Choice> batchMembers = [];
 
     // Cost estimates (ms) that size the pending-work slice; exponential moving averages.
@@ -376,13 +376,13 @@ internal sealed partial class InferenceEngine : IDisposable
             Tensor? logits = null;                                                 // [B,V]
             if (chunkRows is null)
             {
-                logits = llm.Step(tokens, batch!);
+                logits = llm.Step(tokens, batch.Active);
             }
             else
             {
                 PrefillChunk(chunkRows, length, (embeds, state, needLogits) =>
                 {
-                    var (step, chunk) = llm.StepWithChunk(tokens, batch!, embeds, state, needLogits);
+                    var (step, chunk) = llm.StepWithChunk(tokens, batch.Active, embeds, state, needLogits);
                     logits = step.MoveToOuterDisposeScope();
                     return chunk;
                 });
@@ -486,53 +486,34 @@ internal sealed partial class InferenceEngine : IDisposable
             : null;
     }
 
-    /// <summary>Makes <see cref="batch"/> hold exactly the decoding rows' states: drops rows that left, appends joiners.</summary>
+    /// <summary>
+    /// Makes <see cref="batch"/> hold exactly the decoding rows' states, in <see cref="batchMembers"/>' order: each row
+    /// that left takes the last row in its place (highest first, so the row moved in is one that stays), then the
+    /// joiners' states are appended.
+    /// </summary>
     private void SyncBatch()
     {
-        var staying = batchMembers.Select((c, i) => (c, i)).Where(m => decoding.Contains(m.c)).ToList();
-        if (batch is not null && staying.Count < batchMembers.Count)
+        for (int row = batchMembers.Count - 1; row >= 0; row--)
         {
-            if (staying.Count == 0)
+            if (!decoding.Contains(batchMembers[row]))
             {
-                DropBatch();
-            }
-            else
-            {
-                var kept = batch.Select(staying.Select(m => (long)m.i).ToArray());
-                batch.Dispose();
-                batch = kept;
-                batchMembers = staying.Select(m => m.c).ToList();
+                batch.RemoveAt(row);
+                batchMembers[row] = batchMembers[^1];
+                batchMembers.RemoveAt(batchMembers.Count - 1);
             }
         }
 
-        var joiners = decoding.Where(c => c.State is not null).ToList();
-        if (joiners.Count == 0)
+        foreach (var joiner in decoding.Where(c => c.State is not null).ToList())
         {
-            return;
+            using var state = joiner.TakeState();
+            batch.Append(state);                                                 // its rows were copied into the batch
+            batchMembers.Add(joiner);
         }
-
-        if (batch is null && joiners.Count == 1)
-        {
-            batch = joiners[0].TakeState();                                      // a lone row: its own state is the batch
-        }
-        else
-        {
-            var grown = MambaState.Stack((batch is null ? [] : new[] { batch }).Concat(joiners.Select(c => c.State!)).ToArray());
-            batch?.Dispose();
-            batch = grown;
-            foreach (var joiner in joiners)
-            {
-                joiner.TakeState().Dispose();                                    // its row was copied into the batch
-            }
-        }
-
-        batchMembers = [.. batchMembers, .. joiners];
     }
 
     private void DropBatch()
     {
-        batch?.Dispose();
-        batch = null;
+        batch.Clear();
         batchMembers = [];
     }
 
@@ -782,9 +763,9 @@ internal sealed partial class InferenceEngine : IDisposable
                 stateStore!.Publish(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], choice.State);
             }
         }
-        else if (batchMembers.IndexOf(choice) is var row and >= 0 && batch is not null)
+        else if (batchMembers.IndexOf(choice) is var row and >= 0 && row < batch.Count)
         {
-            using var own = batch.Select([row]);
+            using var own = batch.CopyOfRow(row);
             cache.Store(request.ImageKey, [.. request.PromptIds, .. choice.Output[..^1]], own);
             if (publish)
             {

@@ -85,6 +85,63 @@ internal sealed class MambaState : IDisposable
         return new MambaState(layers, TokenCount);
     }
 
+    /// <summary>
+    /// A state of <paramref name="rows"/> rows, its values unset, shaped, typed and placed like <paramref name="like"/>
+    /// (a block of rows that states are copied into: the engine's decode batch).
+    /// </summary>
+    internal static MambaState Allocate(MambaState like, long rows)
+    {
+        using var _ = torch.no_grad();
+        var layers = like.Layers
+            .Select(l => new MambaLayerState(
+                torch.empty([rows, .. l.Conv.shape[1..]], l.Conv.dtype, l.Conv.device).DetachFromDisposeScope(),   // [rows, d_inner, d_conv]
+                torch.empty([rows, .. l.Ssm.shape[1..]], l.Ssm.dtype, l.Ssm.device).DetachFromDisposeScope()))     // [rows, d_inner, d_state]
+            .ToArray();
+        return new MambaState(layers, 0);
+    }
+
+    /// <summary>
+    /// Rows [<paramref name="start"/>, start + <paramref name="count"/>) as views of this state's memory (contiguous:
+    /// the batch dimension is the outermost): a step on the view updates these rows in place. Disposing the view
+    /// releases only the views.
+    /// </summary>
+    internal MambaState View(long start, long count)
+    {
+        var layers = Layers
+            .Select(l => new MambaLayerState(l.Conv.narrow(0, start, count).DetachFromDisposeScope(), l.Ssm.narrow(0, start, count).DetachFromDisposeScope()))
+            .ToArray();
+        return new MambaState(layers, TokenCount);
+    }
+
+    /// <summary>Copies every row of <paramref name="source"/> onto rows [<paramref name="at"/>, at + source's batch size).</summary>
+    internal void CopyRowsFrom(long at, MambaState source)
+    {
+        using var _ = torch.no_grad();
+        long rows = source.BatchSize;
+        for (int i = 0; i < Layers.Count; i++)
+        {
+            using var conv = Layers[i].Conv.narrow(0, at, rows);
+            using var ssm = Layers[i].Ssm.narrow(0, at, rows);
+            conv.copy_(source.Layers[i].Conv);
+            ssm.copy_(source.Layers[i].Ssm);
+        }
+    }
+
+    /// <summary>Copies row <paramref name="from"/> onto row <paramref name="to"/>.</summary>
+    internal void CopyRow(long from, long to)
+    {
+        using var _ = torch.no_grad();
+        foreach (var layer in Layers)
+        {
+            using var convFrom = layer.Conv.narrow(0, from, 1);
+            using var convTo = layer.Conv.narrow(0, to, 1);
+            using var ssmFrom = layer.Ssm.narrow(0, from, 1);
+            using var ssmTo = layer.Ssm.narrow(0, to, 1);
+            convTo.copy_(convFrom);
+            ssmTo.copy_(ssmFrom);
+        }
+    }
+
     /// <summary>Concatenates single- or multi-sequence states along the batch dimension (batched decode).</summary>
     public static MambaState Stack(IReadOnlyList<MambaState> states)
     {
