@@ -392,9 +392,10 @@ internal sealed partial class InferenceEngine : IDisposable
         }
         catch (Exception e)
         {
-            // A failed batched step leaves every state in it unknown: fail those requests, keep serving.
+            // A failed batched step leaves every state in it unknown: fail those requests, keep serving. Every decoding
+            // choice without a state of its own lived in the batch (or was joining it when the bookkeeping failed).
             LogStepFailed(logger, e);
-            foreach (var job in members.Select(c => c.Job).Concat(chunkRows ?? []).Distinct().ToArray())
+            foreach (var job in members.Concat(decoding.Where(c => c.State is null)).Select(c => c.Job).Concat(chunkRows ?? []).Distinct().ToArray())
             {
                 Fail(job, e);
             }
