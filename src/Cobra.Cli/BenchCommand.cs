@@ -140,7 +140,7 @@ internal static class BenchCommand
             using var state = model.NewState();
             model.Forward(embeds, state).Dispose();
         }, prefillTokens * GemmFlopsPerToken(config), precision, limits);
-        double prefillGflops = prefillTokens * GemmFlopsPerToken(config) / prefillRuns.Seconds / 1e9;
+        double prefillGflops = prefillRuns.Gflops;
         result["prefill"] = new JsonObject
         {
             ["seconds"] = Math.Round(prefillRuns.Seconds, 3),
@@ -149,7 +149,7 @@ internal static class BenchCommand
             ["fraction_of_start_peak"] = Math.Round(prefillRuns.FractionOfStartPeak, 3),
             ["peak_gflops_around_runs"] = prefillRuns.PeaksJson(),
         };
-        log.WriteLine($"[{name}] prefill {prefillTokens} tokens: {prefillRuns.Seconds:F2} s, {prefillGflops:F0} GFLOP/s = {prefillRuns.FractionOfPeak:P0} of the peak probed around each run ({string.Join(", ", prefillRuns.Peaks.Select(p => p.ToString("F0", CultureInfo.InvariantCulture)))} GFLOP/s; {prefillRuns.FractionOfStartPeak:P0} of the {PeakGflops(limits, precision):F0} at the start)");
+        log.WriteLine($"[{name}] prefill {prefillTokens} tokens: {prefillRuns.Seconds:F2} s, {prefillGflops:F0} GFLOP/s = {prefillRuns.FractionOfPeak:P0} of the peak probed around each run ({prefillRuns.PeaksText()} GFLOP/s; {prefillRuns.FractionOfStartPeak:P0} of the {PeakGflops(limits, precision):F0} at the start)");
 
         var decode = BenchDecode(model, weightBytes, embeds, decodeTokens, limitMs, dramLimitMs, name, log);
         double startReadLimitMs = weightBytes / (limits["read_gb_s"]!.GetValue<double>() * 1e9) * 1e3;
@@ -207,14 +207,18 @@ internal static class BenchCommand
         }
 
         double median = seconds.Order().ElementAt(runs / 2);
-        return new BracketedRuns(median, fractions.Order().ElementAt(runs / 2), flops / median / 1e9 / startPeak, peaks);
+        double gflops = flops / median / 1e9;
+        return new BracketedRuns(median, gflops, fractions.Order().ElementAt(runs / 2), gflops / startPeak, peaks);
     }
 
-    /// <summary>What <see cref="AgainstPeak(int, Action, double, Precision, JsonObject)"/> measured: the median time, the median fraction of the peak around each run, the median run against the start's peak, and the probes (one before each run and one after the last), GFLOP/s.</summary>
-    internal sealed record BracketedRuns(double Seconds, double FractionOfPeak, double FractionOfStartPeak, double[] Peaks)
+    /// <summary>What <see cref="AgainstPeak(int, Action, double, Precision, JsonObject)"/> measured: the median time and its rate, the median fraction of the peak around each run, the median run against the start's peak, and the probes (one before each run and one after the last), GFLOP/s.</summary>
+    internal sealed record BracketedRuns(double Seconds, double Gflops, double FractionOfPeak, double FractionOfStartPeak, double[] Peaks)
     {
         /// <summary>The probes as a JSON array.</summary>
         public JsonArray PeaksJson() => new(Peaks.Select(p => (JsonNode)Math.Round(p, 1)).ToArray());
+
+        /// <summary>The probes for the log: "424, 417, 440, 229".</summary>
+        public string PeaksText() => string.Join(", ", Peaks.Select(p => p.ToString("F0", CultureInfo.InvariantCulture)));
     }
 
     internal static double Median(int runs, Action action)

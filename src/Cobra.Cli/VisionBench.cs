@@ -44,9 +44,9 @@ internal static class VisionBench
             using var scope = torch.NewDisposeScope();
             model.EncodeImage(dinoPixels, siglipPixels);
         }, flops, precision, limits);
-        double gflops = flops / encode.Seconds / 1e9;
+        double gflops = encode.Gflops;
         double startPeak = BenchCommand.PeakGflops(limits, precision);
-        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encode.Seconds * 1e3:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {encode.FractionOfPeak:P0} of the peak probed around each run, {Peaks(encode)} GFLOP/s; {encode.FractionOfStartPeak:P0} of the {startPeak:F0} at the start)");
+        log.WriteLine($"[{name}] vision: preprocess {preprocessMs:F0} ms, towers + projector {encode.Seconds * 1e3:F0} ms per 384px image ({flops / 1e12:F2} TFLOP: {gflops:F0} GFLOP/s = {encode.FractionOfPeak:P0} of the peak probed around each run, {encode.PeaksText()} GFLOP/s; {encode.FractionOfStartPeak:P0} of the {startPeak:F0} at the start)");
 
         log.WriteLine($"[{name}] after the towers: RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         var question = torch.randint(2, 50000, [1, questionTokens]);
@@ -73,7 +73,7 @@ internal static class VisionBench
         double ttft = firstToken.Seconds;
         double ratioToFloor = 1 / firstToken.FractionOfPeak;                       // time over floor = peak over the rate reached
         double floorS = ttft / ratioToFloor;
-        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s = {ratioToFloor:F3}x its compute floor ({floorS:F2} s: {promptPositions} prompt positions at the peak probed around each run, {Peaks(firstToken)} GFLOP/s; {1 / firstToken.FractionOfStartPeak:F3}x at the start's peak); RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
+        log.WriteLine($"[{name}] time to first token, 640x480 image + {questionTokens}-token question: {ttft:F2} s = {ratioToFloor:F3}x its compute floor ({floorS:F2} s: {promptPositions} prompt positions at the peak probed around each run, {firstToken.PeaksText()} GFLOP/s; {1 / firstToken.FractionOfStartPeak:F3}x at the start's peak); RSS {BenchCommand.RssMiB():F0} MiB, peak {BenchCommand.PeakRssMiB():F0} MiB");
         return new JsonObject
         {
             ["preprocess_ms"] = Math.Round(preprocessMs, 1),
@@ -115,6 +115,4 @@ internal static class VisionBench
     }
 
     private static double Median(int runs, Action action) => BenchCommand.Median(runs, action);
-
-    private static string Peaks(BenchCommand.BracketedRuns runs) => string.Join(", ", runs.Peaks.Select(p => p.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)));
 }

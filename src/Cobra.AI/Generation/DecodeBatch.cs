@@ -18,6 +18,7 @@ internal sealed class DecodeBatch : IDisposable
 
     private MambaState? block;                                                   // [capacity, ...] per layer
     private MambaState? active;                                                  // views of rows [0, Count)
+    private long tokenCount;                                                     // positions folded in: the most of any row's (as Stack kept it)
 
     /// <summary>Rows in use.</summary>
     public int Count { get; private set; }
@@ -38,6 +39,7 @@ internal sealed class DecodeBatch : IDisposable
         }
 
         block!.CopyRowsFrom(Count, state);
+        tokenCount = Math.Max(CurrentTokenCount, state.TokenCount);
         SetCount(Count + rows);
     }
 
@@ -51,6 +53,7 @@ internal sealed class DecodeBatch : IDisposable
             block!.CopyRow(Count - 1, row);
         }
 
+        tokenCount = CurrentTokenCount;
         SetCount(Count - 1);
         if (Count == 0)
         {
@@ -73,6 +76,7 @@ internal sealed class DecodeBatch : IDisposable
         block?.Dispose();
         block = null;
         Count = 0;
+        tokenCount = 0;
     }
 
     /// <inheritdoc />
@@ -87,7 +91,7 @@ internal sealed class DecodeBatch : IDisposable
             grown.CopyRowsFrom(0, Active);
         }
 
-        grown.TokenCount = block?.TokenCount ?? like.TokenCount;
+        tokenCount = CurrentTokenCount;
         active?.Dispose();
         active = null;
         block?.Dispose();
@@ -95,15 +99,17 @@ internal sealed class DecodeBatch : IDisposable
         SetCount(Count);
     }
 
-    /// <summary>Points <see cref="Active"/> at rows [0, <paramref name="count"/>).</summary>
+    /// <summary>The positions count as the steps on <see cref="Active"/> have advanced it.</summary>
+    private long CurrentTokenCount => active?.TokenCount ?? tokenCount;
+
+    /// <summary>Points <see cref="Active"/> at rows [0, <paramref name="count"/>), with <see cref="tokenCount"/> (the caller has brought it up to date).</summary>
     private void SetCount(int count)
     {
-        long tokens = active?.TokenCount ?? block?.TokenCount ?? 0;
         active?.Dispose();
         active = count > 0 ? block!.View(0, count) : null;
         if (active is not null)
         {
-            active.TokenCount = tokens;
+            active.TokenCount = tokenCount;
         }
 
         Count = count;

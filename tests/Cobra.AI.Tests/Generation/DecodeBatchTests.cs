@@ -70,6 +70,22 @@ public sealed class DecodeBatchTests
             Assert.True(Same(batch.Active, i, states[order[i]], 0) || Close(batch.Active, i, states[order[i]]), $"row {i} state after the step");
         }
 
+        // The positions count is the most of any row's, advanced by the steps, and survives joins, leaves and growth.
+        Assert.Equal(4, batch.Active.TokenCount);                                // 3 prompt positions + one step
+        using var longer = Prefilled(model, 1, 2, 3, 4, 5, 6, 7);
+        for (int i = 0; i < 6; i++)
+        {
+            batch.Append(longer);                                                // past the capacity: reallocated
+        }
+
+        Assert.Equal(7, batch.Active.TokenCount);
+        batch.RemoveAt(0);
+        Assert.Equal(7, batch.Active.TokenCount);
+        while (batch.Count > 4)
+        {
+            batch.RemoveAt(batch.Count - 1);                                     // back to four rows: [longer, 5, 2, 3]
+        }
+
         // A copy of a row is independent of the block.
         using var copy = batch.CopyOfRow(2);
         model.Step(tokens, batch.Active).Dispose();

@@ -114,29 +114,21 @@ internal sealed class MambaState : IDisposable
     }
 
     /// <summary>Copies every row of <paramref name="source"/> onto rows [<paramref name="at"/>, at + source's batch size).</summary>
-    internal void CopyRowsFrom(long at, MambaState source)
-    {
-        using var _ = torch.no_grad();
-        long rows = source.BatchSize;
-        for (int i = 0; i < Layers.Count; i++)
-        {
-            using var conv = Layers[i].Conv.narrow(0, at, rows);
-            using var ssm = Layers[i].Ssm.narrow(0, at, rows);
-            conv.copy_(source.Layers[i].Conv);
-            ssm.copy_(source.Layers[i].Ssm);
-        }
-    }
+    internal void CopyRowsFrom(long at, MambaState source) => CopyRows(source, 0, at, source.BatchSize);
 
     /// <summary>Copies row <paramref name="from"/> onto row <paramref name="to"/>.</summary>
-    internal void CopyRow(long from, long to)
+    internal void CopyRow(long from, long to) => CopyRows(this, from, to, 1);
+
+    /// <summary>Rows [<paramref name="from"/>, from + <paramref name="count"/>) of <paramref name="source"/> onto rows [<paramref name="at"/>, at + count) of this state, every layer.</summary>
+    private void CopyRows(MambaState source, long from, long at, long count)
     {
         using var _ = torch.no_grad();
-        foreach (var layer in Layers)
+        for (int i = 0; i < Layers.Count; i++)
         {
-            using var convFrom = layer.Conv.narrow(0, from, 1);
-            using var convTo = layer.Conv.narrow(0, to, 1);
-            using var ssmFrom = layer.Ssm.narrow(0, from, 1);
-            using var ssmTo = layer.Ssm.narrow(0, to, 1);
+            using var convFrom = source.Layers[i].Conv.narrow(0, from, count);
+            using var ssmFrom = source.Layers[i].Ssm.narrow(0, from, count);
+            using var convTo = Layers[i].Conv.narrow(0, at, count);
+            using var ssmTo = Layers[i].Ssm.narrow(0, at, count);
             convTo.copy_(convFrom);
             ssmTo.copy_(ssmFrom);
         }
